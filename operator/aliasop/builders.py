@@ -1,0 +1,193 @@
+"""Pure builders: a ModelDeployment and a resolved version -> the Deployment and Service.
+
+The pod template pins the immutable version (`models:/<name>/<version>`), never the alias:
+changing the version in the template is what makes Kubernetes roll the pods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aliasop.models import GROUP, KIND, VERSION, ModelDeploymentSpec
+
+Manifest = dict[str, Any]
+
+MANAGED_BY = "aliasop"
+VERSION_LABEL = f"{GROUP}/model-version"
+MODEL_URI_ANNOTATION = f"{GROUP}/model-uri"
+RUN_ID_ANNOTATION = f"{GROUP}/run-id"
+ALIAS_ANNOTATION = f"{GROUP}/alias"
+SERVING_CONTAINER = "server"
+# Where the scoring server may write under a read-only root filesystem.
+WRITABLE_DIRS = {"tmp": "/tmp", "home": "/home/serving"}
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The ModelDeployment that owns the children, for names and ownerReferences."""
+
+    name: str
+    namespace: str
+    uid: str
+
+
+@dataclass(frozen=True)
+class PinnedVersion:
+    version: str
+    run_id: str
+
+
+@dataclass(frozen=True)
+class ServingDefaults:
+    """Operator-wide values used where the spec leaves a field empty."""
+
+    image: str
+    tracking_uri: str
+
+
+def get_selector_labels(owner: Owner) -> dict[str, str]:
+    # Immutable once the Deployment exists: never put the version here.
+    return {
+        "app.kubernetes.io/name": "model-server",
+        "app.kubernetes.io/instance": owner.name,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+    }
+
+
+def get_tracking_uri(spec: ModelDeploymentSpec, defaults: ServingDefaults) -> str:
+    return spec.tracking_uri or defaults.tracking_uri
+
+
+def get_serving_args(pinned_uri: str, port: int, workers: int) -> list[str]:
+    """Arguments of `mlflow models serve` for one pinned version."""
+    return [
+        "models",
+        "serve",
+        "--model-uri",
+        pinned_uri,
+        "--env-manager",
+        "local",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
+
+
+def get_deployment(
+    owner: Owner, spec: ModelDeploymentSpec, pin: PinnedVersion, defaults: ServingDefaults
+) -> Manifest:
+    uri = spec.model_uri
+    serving = spec.serving
+    pod_labels = {**get_selector_labels(owner), VERSION_LABEL: pin.version}
+    env: list[dict[str, Any]] = [
+        {"name": "MLFLOW_TRACKING_URI", "value": get_tracking_uri(spec, defaults)},
+        {"name": "HOME", "value": WRITABLE_DIRS["home"]},
+        {"name": "TMPDIR", "value": WRITABLE_DIRS["tmp"]},
+        *serving.env,
+    ]
+    container: Manifest = {
+        "name": SERVING_CONTAINER,
+        "image": serving.image or defaults.image,
+        "command": ["mlflow"],
+        "args": get_serving_args(uri.pinned(pin.version), serving.port, serving.workers),
+        "env": env,
+        "ports": [{"name": "http", "containerPort": serving.port, "protocol": "TCP"}],
+        "readinessProbe": _probe(period=5, failures=3),
+        # Loading a model can take a while; liveness starts counting only once it is up.
+        "startupProbe": _probe(period=5, failures=120),
+        "livenessProbe": _probe(period=10, failures=6),
+        "resources": serving.resources,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [{"name": n, "mountPath": p} for n, p in WRITABLE_DIRS.items()],
+    }
+    if serving.credentials_secret:
+        container["envFrom"] = [{"secretRef": {"name": serving.credentials_secret}}]
+    deployment_spec: Manifest = {
+        "selector": {"matchLabels": get_selector_labels(owner)},
+        "progressDeadlineSeconds": spec.rollout.progress_deadline_seconds,
+        "strategy": {
+            "type": "RollingUpdate",
+            # Never drop serving capacity during a rollout.
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"},
+        },
+        "template": {
+            "metadata": {
+                "labels": pod_labels,
+                "annotations": {
+                    MODEL_URI_ANNOTATION: uri.pinned(pin.version),
+                    RUN_ID_ANNOTATION: pin.run_id,
+                    ALIAS_ANNOTATION: uri.alias,
+                },
+            },
+            "spec": {
+                "automountServiceAccountToken": False,
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "runAsUser": 10001,
+                    "runAsGroup": 10001,
+                    "fsGroup": 10001,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "containers": [container],
+                "volumes": [{"name": n, "emptyDir": {}} for n in WRITABLE_DIRS],
+            },
+        },
+    }
+    # Absent replicas leave the field to whoever else owns it (an HPA); server-side apply
+    # then neither sets nor resets it.
+    if spec.replicas is not None:
+        deployment_spec["replicas"] = spec.replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _child_metadata(owner, pod_labels),
+        "spec": deployment_spec,
+    }
+
+
+def get_service(owner: Owner, spec: ModelDeploymentSpec) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _child_metadata(owner, get_selector_labels(owner)),
+        "spec": {
+            "selector": get_selector_labels(owner),
+            "ports": [{"name": "http", "port": spec.serving.port, "targetPort": "http"}],
+        },
+    }
+
+
+def _probe(period: int, failures: int) -> Manifest:
+    return {
+        "httpGet": {"path": "/ping", "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
+
+
+def _child_metadata(owner: Owner, labels: dict[str, str]) -> Manifest:
+    return {
+        "name": owner.name,
+        "namespace": owner.namespace,
+        "labels": labels,
+        "ownerReferences": [
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": KIND,
+                "name": owner.name,
+                "uid": owner.uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
+    }

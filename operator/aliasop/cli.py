@@ -1,0 +1,85 @@
+"""`aliasop run | crd | demo`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="aliasop", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the operator")
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--namespace", "-n", action="append", default=[], help="watch this namespace (repeatable)"
+    )
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
+    run.add_argument("--tracking-uri", help="default MLflow server (env ALIASOP_TRACKING_URI)")
+    run.add_argument("--serving-image", help="default serving image (env ALIASOP_SERVING_IMAGE)")
+    run.add_argument(
+        "--liveness", metavar="URL", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz"
+    )
+    run.add_argument("--metrics-port", type=int, help="port of /metrics (env ALIASOP_METRICS_PORT)")
+    peering = run.add_mutually_exclusive_group()
+    peering.add_argument(
+        "--standalone", action="store_true", help="no peering: the only operator instance"
+    )
+    peering.add_argument("--peering", metavar="NAME", help="coordinate replicas through NAME")
+
+    commands.add_parser("crd", help="print the ModelDeployment CRD as YAML")
+
+    demo = commands.add_parser("demo", help="run the end-to-end demo on the test cluster")
+    demo.add_argument("--down", action="store_true", help="stop what the demo started")
+
+    args = parser.parse_args(argv)
+    if args.command == "crd":
+        from aliasop.crd import render_crd
+
+        sys.stdout.write(render_crd())
+        return 0
+    if args.command == "demo":
+        from aliasop.demo import run_demo, stop_demo
+
+        return stop_demo() if args.down else run_demo()
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    # Options override the environment, so Settings stays the one place config is read.
+    for option, variable in (
+        ("tracking_uri", "ALIASOP_TRACKING_URI"),
+        ("serving_image", "ALIASOP_SERVING_IMAGE"),
+        ("metrics_port", "ALIASOP_METRICS_PORT"),
+    ):
+        value = getattr(args, option)
+        if value is not None:
+            os.environ[variable] = str(value)
+
+    import kopf
+    from prometheus_client import start_http_server
+
+    from aliasop import handlers  # noqa: F401  (registers the handlers)
+    from aliasop.runtime import build_runtime
+    from aliasop.settings import load_settings
+
+    settings = load_settings()
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port)
+    kopf.configure(verbose=False)
+    kopf.run(
+        standalone=args.standalone,
+        peering_name=args.peering,
+        clusterwide=args.all_namespaces or not args.namespace,
+        namespaces=args.namespace,
+        liveness_endpoint=args.liveness,
+        memo=kopf.Memo(runtime=build_runtime(settings)),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,133 @@
+"""Generate the ModelDeployment CRD from the pydantic models in `aliasop.models`.
+
+Kubernetes wants a structural OpenAPI v3 schema: no `$ref`, no `anyOf` with null, no titles.
+This module turns pydantic's JSON schema into one and adds what only a CRD can say.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from aliasop.models import (
+    GROUP,
+    KIND,
+    PLURAL,
+    SHORT_NAMES,
+    SINGULAR,
+    VERSION,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+)
+
+Schema = dict[str, Any]
+
+# Children are named after the resource: a Service name must be a DNS-1035 label.
+NAME_RULE = {
+    "rule": "self.metadata.name.size() <= 63 && "
+    "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+    "message": "metadata.name must be a DNS-1035 label (lowercase letters, digits and '-', "
+    "starting with a letter, at most 63 characters): it names the Deployment and Service",
+}
+
+
+def structural(schema: Schema, defs: dict[str, Schema] | None = None) -> Schema:
+    """Rewrite one pydantic JSON schema node (recursively) as a structural CRD schema."""
+    defs = schema.get("$defs", {}) if defs is None else defs
+    if "$ref" in schema:
+        return structural(defs[schema["$ref"].rsplit("/", 1)[-1]], defs)
+    if "anyOf" in schema:  # `X | None`: optional in a CRD means "may be absent"
+        options = [s for s in schema["anyOf"] if s.get("type") != "null"]
+        merged = {**structural(options[0], defs), "nullable": True}
+        for key in ("description", "default"):
+            if schema.get(key) is not None:
+                merged[key] = schema[key]
+        return merged
+    out: Schema = {}
+    for key in ("type", "description", "pattern", "minimum", "maximum", "maxLength", "enum"):
+        if key in schema:
+            out[key] = schema[key]
+    if "const" in schema:
+        out["enum"] = [schema["const"]]
+    if "enum" in out and "type" not in out:
+        out["type"] = "string"
+    if schema.get("default") not in (None, {}, []):
+        out["default"] = schema["default"]
+    if out.get("type") == "object":
+        properties = schema.get("properties")
+        if properties:
+            out["properties"] = {k: structural(v, defs) for k, v in properties.items()}
+            if schema.get("required"):
+                out["required"] = schema["required"]
+        else:  # free-form maps such as ResourceRequirements
+            out["x-kubernetes-preserve-unknown-fields"] = True
+    if out.get("type") == "array":
+        out["items"] = structural(schema.get("items", {}), defs)
+    if "properties" in schema and "type" not in out:
+        out["type"] = "object"
+        out["properties"] = {k: structural(v, defs) for k, v in schema["properties"].items()}
+    return out
+
+
+def _model_schema(model: type[ModelDeploymentSpec] | type[ModelDeploymentStatus]) -> Schema:
+    return structural(model.model_json_schema(by_alias=True, mode="validation"))
+
+
+def build_crd() -> dict[str, Any]:
+    spec_schema = _model_schema(ModelDeploymentSpec)
+    spec_schema["properties"]["serving"]["default"] = {}
+    spec_schema["properties"]["rollout"]["default"] = {}
+    column = "jsonPath"
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{PLURAL}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": KIND,
+                "plural": PLURAL,
+                "singular": SINGULAR,
+                "shortNames": SHORT_NAMES,
+                "listKind": f"{KIND}List",
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        {"name": "Model", "type": "string", column: ".spec.model"},
+                        {"name": "Serving", "type": "string", column: ".status.servingVersion"},
+                        {"name": "Target", "type": "string", column: ".status.targetVersion"},
+                        {"name": "Phase", "type": "string", column: ".status.phase"},
+                        {"name": "Age", "type": "date", column: ".metadata.creationTimestamp"},
+                    ],
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "Serves an MLflow registered model at the version "
+                            "one of its aliases points to, following the alias as it moves.",
+                            "required": ["spec"],
+                            "x-kubernetes-validations": [NAME_RULE],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema,
+                                "status": _model_schema(ModelDeploymentStatus),
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def render_crd() -> str:
+    header = "# Generated by `aliasop crd` from operator/aliasop/models.py. Do not edit.\n"
+    return header + yaml.safe_dump(build_crd(), sort_keys=False, width=100)

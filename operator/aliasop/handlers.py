@@ -1,0 +1,162 @@
+"""kopf handlers: thin glue from cluster events to `rollout.decide` and back.
+
+Each ModelDeployment gets a daemon that resolves its alias, decides, applies and reports,
+then sleeps for `pollIntervalSeconds` or until something wakes it: a spec change or a change
+of its Deployment's status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import kopf
+import urllib3
+from kubernetes.client import ApiException
+from pydantic import ValidationError
+
+from aliasop import metrics
+from aliasop.builders import Owner, get_deployment, get_service, get_tracking_uri
+from aliasop.models import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    RegistryProblem,
+    ResolvedVersion,
+)
+from aliasop.rollout import decide, observe_deployment
+from aliasop.runtime import Runtime
+
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+_TRANSIENT = (ApiException, urllib3.exceptions.HTTPError, OSError)
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # Keep kopf's bookkeeping in annotations: status belongs to the ModelDeployment schema.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.posting.level = logging.INFO
+
+
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    runtime: Runtime = memo.runtime
+    aclose = getattr(runtime.registry, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, id="follow-alias", cancellation_timeout=10)
+async def follow_alias(
+    body: kopf.Body,
+    namespace: str,
+    name: str,
+    stopped: kopf.DaemonStopped,
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    runtime: Runtime = memo.runtime
+    wakeup = runtime.wakeups.register(namespace, name)
+    metrics.WATCHED.set(len(runtime.wakeups))
+    failures = 0
+    try:
+        while not stopped:
+            wakeup.clear()
+            try:
+                delay: float = await reconcile(runtime, body, logger)
+                failures = 0
+            except _TRANSIENT as exc:
+                failures += 1
+                delay = min(2.0**failures, runtime.settings.retry_backoff_max_seconds)
+                metrics.RECONCILE_ERRORS.inc()
+                logger.warning(f"Kubernetes API error, retrying in {delay:.0f}s: {exc}")
+            await _sleep(delay, wakeup, stopped)
+    finally:
+        runtime.wakeups.unregister(namespace, name)
+        metrics.WATCHED.set(len(runtime.wakeups))
+
+
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+def spec_changed(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    memo.runtime.wakeups.wake(namespace, name)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": "aliasop"})
+def deployment_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    """Rollout progress shows in the Deployment's status: look again at once."""
+    instance = labels.get(INSTANCE_LABEL)
+    if instance:
+        memo.runtime.wakeups.wake(namespace, instance)
+
+
+async def reconcile(runtime: Runtime, body: kopf.Body, logger: kopf.Logger) -> float:
+    """One pass: resolve, observe, decide, apply, report. Returns seconds to the next pass."""
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    try:
+        spec = ModelDeploymentSpec.model_validate(dict(body["spec"]))
+    except ValidationError as exc:
+        # The CRD schema refuses most bad specs; this catches what it cannot express.
+        message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        await runtime.cluster.patch_status(
+            namespace, name, {"phase": "Degraded", "message": f"invalid spec: {message}"}
+        )
+        kopf.warn(body, reason="InvalidSpec", message=message)
+        return float(ModelDeploymentSpec.model_fields["poll_interval_seconds"].default)
+    status = ModelDeploymentStatus.model_validate(dict(body.get("status") or {}))
+
+    resolution = await _resolve(runtime, spec)
+    deployment = await runtime.cluster.read_deployment(namespace, name)
+    observed = observe_deployment(deployment) if deployment is not None else None
+    decision = decide(
+        spec, meta.get("generation", 0), status, resolution, observed, runtime.clock.now()
+    )
+
+    if decision.pin is not None:
+        owner = Owner(name=name, namespace=namespace, uid=meta["uid"])
+        await runtime.cluster.apply(get_deployment(owner, spec, decision.pin, runtime.defaults))
+        await runtime.cluster.apply(get_service(owner, spec))
+    new_status = decision.status.model_dump(by_alias=True, mode="json")
+    if new_status != status.model_dump(by_alias=True, mode="json"):
+        await runtime.cluster.patch_status(namespace, name, new_status)
+    for event in decision.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        level = logging.WARNING if event.type == "Warning" else logging.INFO
+        logger.log(level, f"{event.reason}: {event.message}")
+        metrics.ROLLOUTS.labels(reason=event.reason).inc()
+    return float(spec.poll_interval_seconds)
+
+
+async def _resolve(
+    runtime: Runtime, spec: ModelDeploymentSpec
+) -> ResolvedVersion | RegistryProblem:
+    started = time.perf_counter()
+    try:
+        resolution: ResolvedVersion | RegistryProblem = await runtime.registry.resolve(
+            get_tracking_uri(spec, runtime.defaults), spec.model_uri
+        )
+    except RegistryProblem as problem:
+        resolution = problem
+    metrics.RESOLUTION_SECONDS.observe(time.perf_counter() - started)
+    result = resolution.kind.value if isinstance(resolution, RegistryProblem) else "Resolved"
+    metrics.RESOLUTIONS.labels(result=result).inc()
+    return resolution
+
+
+async def _sleep(seconds: float, wakeup: asyncio.Event, stopped: kopf.DaemonStopped) -> None:
+    """Sleep until the timeout, a wake-up or the daemon being stopped, whichever is first."""
+    waits = {asyncio.ensure_future(wakeup.wait()), asyncio.ensure_future(stopped.wait())}
+    try:
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()

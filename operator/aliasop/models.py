@@ -1,0 +1,205 @@
+"""Typed spec and status of a ModelDeployment: the single source of truth for the CRD.
+
+Everything here is plain data. The CRD's OpenAPI schema is generated from these models by
+`aliasop.crd`, so a constraint written here is enforced by the API server at apply time.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "aliasop.io"
+VERSION = "v1alpha1"
+KIND = "ModelDeployment"
+PLURAL = "modeldeployments"
+SINGULAR = "modeldeployment"
+SHORT_NAMES = ["mdep"]
+
+# MLflow registered-model names may contain dots (catalog.schema.model) and dashes; aliases are
+# word characters and dashes. Slashes, spaces and "@" are refused so a URI parses one way only.
+MODEL_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,255}"
+ALIAS_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_\-]{0,255}"
+MODEL_URI_PATTERN = rf"^models:/({MODEL_NAME_PATTERN})@({ALIAS_PATTERN})$"
+_MODEL_URI = re.compile(MODEL_URI_PATTERN)
+
+
+class _CamelModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+@dataclass(frozen=True)
+class ModelUri:
+    """A parsed `models:/<name>@<alias>`."""
+
+    name: str
+    alias: str
+
+    @classmethod
+    def parse(cls, uri: str) -> ModelUri:
+        match = _MODEL_URI.fullmatch(uri)
+        if match is None:
+            raise ValueError(f"{uri!r} is not of the form models:/<name>@<alias>")
+        return cls(name=match.group(1), alias=match.group(2))
+
+    def pinned(self, version: str) -> str:
+        """The immutable URI of one version, which is what serving pods load."""
+        return f"models:/{self.name}/{version}"
+
+    def __str__(self) -> str:
+        return f"models:/{self.name}@{self.alias}"
+
+
+class ServingSpec(_CamelModel):
+    image: str = Field("", description="Serving image; empty means the operator's default.")
+    port: int = Field(8080, ge=1, le=65535, description="Container port serving HTTP.")
+    workers: int = Field(1, ge=1, le=64, description="Scoring server worker processes.")
+    resources: dict[str, Any] = Field(
+        default_factory=dict, description="core/v1 ResourceRequirements of the serving container."
+    )
+    env: list[dict[str, Any]] = Field(
+        default_factory=list, description="Extra core/v1 EnvVar entries for the serving container."
+    )
+    credentials_secret: str = Field(
+        "",
+        max_length=253,
+        pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$",
+        description="Secret with MLFLOW_TRACKING_* keys, given to serving pods through envFrom.",
+    )
+
+
+class RolloutSpec(_CamelModel):
+    progress_deadline_seconds: int = Field(
+        600, ge=30, le=86400, description="Seconds a rollout may take before it counts as failed."
+    )
+    auto_rollback: bool = Field(
+        True, description="Roll back to the last good version when a rollout fails."
+    )
+
+
+class ModelDeploymentSpec(_CamelModel):
+    model: Annotated[str, Field(pattern=MODEL_URI_PATTERN, max_length=600)] = Field(
+        ..., description="Registered model and alias to follow: models:/<name>@<alias>."
+    )
+    tracking_uri: str = Field(
+        "",
+        max_length=2048,
+        pattern=r"^(https?://.+)?$",
+        description="MLflow tracking server; empty means the operator's default.",
+    )
+    replicas: int | None = Field(
+        None,
+        ge=0,
+        le=10000,
+        description="Serving replicas; omit to leave replicas to another owner such as an HPA.",
+    )
+    poll_interval_seconds: int = Field(
+        30, ge=5, le=86400, description="Seconds between registry checks."
+    )
+    paused: bool = Field(False, description="Report alias moves in status but do not roll out.")
+    serving: ServingSpec = Field(default_factory=ServingSpec)
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+    history_limit: int = Field(10, ge=1, le=100, description="Rollouts kept in status.history.")
+
+    @property
+    def model_uri(self) -> ModelUri:
+        return ModelUri.parse(self.model)
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    PROGRESSING = "Progressing"
+    READY = "Ready"
+    DEGRADED = "Degraded"
+    PAUSED = "Paused"
+
+
+class Outcome(StrEnum):
+    PROGRESSING = "Progressing"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SUPERSEDED = "Superseded"
+
+
+class Condition(_CamelModel):
+    """metav1.Condition."""
+
+    type: str
+    status: str = Field(pattern=r"^(True|False|Unknown)$")
+    reason: str
+    message: str = ""
+    last_transition_time: str = ""
+    observed_generation: int | None = None
+
+
+class HistoryEntry(_CamelModel):
+    version: str
+    run_id: str = ""
+    reason: str
+    started_at: str
+    finished_at: str | None = None
+    outcome: Outcome
+
+
+class ModelDeploymentStatus(_CamelModel):
+    observed_generation: int | None = None
+    alias_version: str | None = Field(
+        None, description="Where the alias pointed when last resolved."
+    )
+    target_version: str | None = Field(None, description="Version the Deployment is rolling to.")
+    serving_version: str | None = Field(None, description="Version whose pods are all available.")
+    last_good_version: str | None = None
+    failed_version: str | None = Field(
+        None,
+        description="Version rolled back after a failed rollout; not retried until the alias "
+        "moves away and back.",
+    )
+    phase: Phase = Phase.PENDING
+    message: str = ""
+    last_resolved_time: str | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    history: list[HistoryEntry] = Field(default_factory=list)
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+
+class ModelDeployment(_CamelModel):
+    """The whole resource, as the CRD describes it."""
+
+    spec: ModelDeploymentSpec
+    status: ModelDeploymentStatus | None = None
+
+
+class ProblemKind(StrEnum):
+    """Why an alias could not be resolved to a servable version."""
+
+    REGISTRY_UNAVAILABLE = "RegistryUnavailable"
+    MODEL_NOT_FOUND = "ModelNotFound"
+    ALIAS_NOT_FOUND = "AliasNotFound"
+    VERSION_NOT_FOUND = "VersionNotFound"
+    VERSION_NOT_READY = "VersionNotReady"
+
+
+@dataclass(frozen=True)
+class ResolvedVersion:
+    """An alias resolved to a READY model version."""
+
+    version: str
+    run_id: str
+
+
+@dataclass(frozen=True)
+class RegistryProblem(Exception):
+    """The registry could not give a servable version; `message` is shown to the user."""
+
+    kind: ProblemKind
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message}"

@@ -1,0 +1,122 @@
+"""MLflow Model Registry access: alias -> version, over MLflow's REST API.
+
+The REST API is used directly (not the MLflow client) so every call is async, has a short
+timeout and is never retried behind our back: the operator decides when to try again.
+Concurrent lookups of the same model on the same server share one request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import httpx
+
+from aliasop.models import ModelUri, ProblemKind, RegistryProblem, ResolvedVersion
+
+_READY = "READY"
+
+
+class Registry(Protocol):
+    async def resolve(self, tracking_uri: str, uri: ModelUri) -> ResolvedVersion:
+        """The READY version `uri`'s alias points at, or raise RegistryProblem."""
+        ...
+
+
+class MlflowRegistry:
+    def __init__(self, timeout_seconds: float, concurrency: int) -> None:
+        self._http = httpx.AsyncClient(timeout=timeout_seconds)
+        self._slots = asyncio.Semaphore(concurrency)
+        self._in_flight: dict[tuple[str, str], asyncio.Future[dict[str, str]]] = {}
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def resolve(self, tracking_uri: str, uri: ModelUri) -> ResolvedVersion:
+        aliases = await self._coalesced((tracking_uri, uri.name), self._aliases)
+        version = aliases.get(uri.alias)
+        if version is None:
+            known = ", ".join(sorted(aliases)) or "none"
+            raise RegistryProblem(
+                ProblemKind.ALIAS_NOT_FOUND,
+                f"model {uri.name!r} has no alias {uri.alias!r} (aliases: {known})",
+            )
+        body = await self._get(
+            tracking_uri, "model-versions/get", {"name": uri.name, "version": version}
+        )
+        if body is None:
+            raise RegistryProblem(
+                ProblemKind.VERSION_NOT_FOUND,
+                f"alias {uri.alias!r} points at version {version} of {uri.name!r}, "
+                "which does not exist",
+            )
+        model_version = body.get("model_version", {})
+        status = model_version.get("status", _READY)
+        if status != _READY:
+            raise RegistryProblem(
+                ProblemKind.VERSION_NOT_READY,
+                f"version {version} of {uri.name!r} is {status}, not READY",
+            )
+        return ResolvedVersion(version=version, run_id=model_version.get("run_id") or "")
+
+    async def _coalesced(
+        self, key: tuple[str, str], fetch: Callable[[str, str], Awaitable[dict[str, str]]]
+    ) -> dict[str, str]:
+        """Run `fetch(*key)` once for all callers asking for `key` at the same time.
+
+        The fetch runs as its own task so that one caller being cancelled does not cancel it
+        for the others.
+        """
+        task = self._in_flight.get(key)
+        if task is None:
+            task = asyncio.ensure_future(fetch(*key))
+            self._in_flight[key] = task
+            task.add_done_callback(lambda _: self._in_flight.pop(key, None))
+        return await asyncio.shield(task)
+
+    async def _aliases(self, tracking_uri: str, model: str) -> dict[str, str]:
+        body = await self._get(tracking_uri, "registered-models/get", {"name": model})
+        if body is None:
+            raise RegistryProblem(
+                ProblemKind.MODEL_NOT_FOUND, f"registered model {model!r} does not exist"
+            )
+        aliases = body.get("registered_model", {}).get("aliases", [])
+        return {a["alias"]: str(a["version"]) for a in aliases}
+
+    async def _get(
+        self, tracking_uri: str, endpoint: str, params: dict[str, str]
+    ) -> dict[str, Any] | None:
+        """GET an MLflow REST endpoint; None when MLflow says the object does not exist."""
+        url = f"{tracking_uri.rstrip('/')}/api/2.0/mlflow/{endpoint}"
+        try:
+            async with self._slots:
+                response = await self._http.get(url, params=params)
+        except httpx.HTTPError as exc:
+            raise RegistryProblem(
+                ProblemKind.REGISTRY_UNAVAILABLE,
+                f"MLflow at {tracking_uri} did not answer: {type(exc).__name__} {exc}".strip(),
+            ) from None
+        if response.status_code == 200:
+            body: dict[str, Any] = response.json()
+            return body
+        error_code = _error_code(response)
+        if response.status_code == 404 or error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        if response.status_code == 403:
+            hint = " (MLflow 3 refuses unknown Host headers: start it with --allowed-hosts)"
+        else:
+            hint = ""
+        raise RegistryProblem(
+            ProblemKind.REGISTRY_UNAVAILABLE,
+            f"MLflow at {tracking_uri} answered HTTP {response.status_code} "
+            f"{error_code or ''}{hint}".rstrip(),
+        )
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    try:
+        code = response.json().get("error_code")
+    except ValueError:
+        return None
+    return code if isinstance(code, str) else None

@@ -1,0 +1,63 @@
+"""Wiring: the one place where the registry, the cluster client and the clock are chosen."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from kubernetes import client, config
+
+from aliasop.builders import ServingDefaults
+from aliasop.clock import Clock, SystemClock
+from aliasop.kube import Cluster
+from aliasop.registry import MlflowRegistry, Registry
+from aliasop.settings import Settings
+
+
+class Wakeups:
+    """One event per followed resource, set to make its loop look again right away."""
+
+    def __init__(self) -> None:
+        self._events: dict[tuple[str, str], asyncio.Event] = {}
+
+    def register(self, namespace: str, name: str) -> asyncio.Event:
+        return self._events.setdefault((namespace, name), asyncio.Event())
+
+    def unregister(self, namespace: str, name: str) -> None:
+        self._events.pop((namespace, name), None)
+
+    def wake(self, namespace: str, name: str) -> None:
+        event = self._events.get((namespace, name))
+        if event is not None:
+            event.set()
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    registry: Registry
+    cluster: Cluster
+    clock: Clock
+    wakeups: Wakeups = field(default_factory=Wakeups)
+
+    @property
+    def defaults(self) -> ServingDefaults:
+        return ServingDefaults(
+            image=self.settings.serving_image, tracking_uri=self.settings.tracking_uri
+        )
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    config.load_config()  # type: ignore[no-untyped-call]  # in-cluster service account, else $KUBECONFIG / ~/.kube/config
+    return Runtime(
+        settings=settings,
+        registry=MlflowRegistry(
+            timeout_seconds=settings.registry_timeout_seconds,
+            concurrency=settings.registry_concurrency,
+        ),
+        cluster=Cluster(client.ApiClient()),
+        clock=SystemClock(),
+    )

@@ -1,0 +1,36 @@
+"""The operator's configuration: one object, read once from `ALIASOP_*` environment variables.
+
+Command-line options of `aliasop run` override these by setting the same variables.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ALIASOP_", frozen=True)
+
+    tracking_uri: str = Field(
+        "http://mlflow.mlflow:5000",
+        description="MLflow tracking server used when a ModelDeployment names none.",
+    )
+    serving_image: str = Field(
+        "aliasop-serving:0.1.0",
+        description="Image of serving pods when a ModelDeployment names none.",
+    )
+    registry_timeout_seconds: float = Field(
+        5.0, gt=0, description="Timeout of one MLflow request (connect and read)."
+    )
+    registry_concurrency: int = Field(
+        16, ge=1, description="MLflow requests in flight at once, across all resources."
+    )
+    retry_backoff_max_seconds: float = Field(
+        300.0, gt=0, description="Longest wait between retries after errors."
+    )
+    metrics_port: int = Field(9090, ge=0, le=65535, description="Port of /metrics; 0 disables.")
+
+
+def load_settings() -> Settings:
+    return Settings()

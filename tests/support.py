@@ -1,0 +1,90 @@
+"""Helpers shared by the tests: waiting for a condition, and the test cluster's handle."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+REPO = Path(__file__).resolve().parent.parent
+CLUSTER_SCRIPT = REPO / "tests" / "cluster" / "cluster.sh"
+
+
+def wait_for(
+    predicate: Callable[[], T],
+    timeout: float = 60.0,
+    interval: float = 0.5,
+    message: str = "condition",
+) -> T:
+    """Call `predicate` until it returns something truthy, and return that.
+
+    Raises TimeoutError naming `message` and the last value seen once `timeout` seconds pass.
+    Exceptions from `predicate` propagate: catch the expected ones inside it.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {message}; last: {value!r}")
+        time.sleep(interval)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ALIASOP_CACHE") or Path.home() / ".cache" / "aliasop")
+
+
+def k8s_version() -> str:
+    """K8S_VERSION from tests/cluster/versions.env, which names the binaries' directory."""
+    for line in (REPO / "tests" / "cluster" / "versions.env").read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "K8S_VERSION":
+            return value.strip()
+    raise RuntimeError("K8S_VERSION missing from tests/cluster/versions.env")
+
+
+def cluster_script(command: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run tests/cluster/cluster.sh COMMAND; its progress goes to this process's output."""
+    return subprocess.run(
+        [str(CLUSTER_SCRIPT), command],
+        check=check,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The running test cluster: its kubeconfig and the kubectl built for it."""
+
+    kubeconfig: str
+    kubectl_binary: str
+
+    @classmethod
+    def from_cache(cls) -> Cluster:
+        cache = cache_dir()
+        return cls(
+            kubeconfig=str(cache / "kubeconfig"),
+            kubectl_binary=str(cache / "cluster" / k8s_version() / "bin" / "kubectl"),
+        )
+
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run kubectl against this cluster, capturing its output as text."""
+        return subprocess.run(
+            [self.kubectl_binary, "--kubeconfig", self.kubeconfig, *args],
+            check=check,
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=120,
+        )

@@ -1,0 +1,245 @@
+"""Rollout decisions as plain functions: registry answer + Deployment state -> next step."""
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from aliasop.models import (
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    Outcome,
+    Phase,
+    ProblemKind,
+    RegistryProblem,
+    ResolvedVersion,
+)
+from aliasop.rollout import Decision, ObservedDeployment, decide, observe_deployment
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def spec(**fields: object) -> ModelDeploymentSpec:
+    return ModelDeploymentSpec.model_validate({"model": "models:/bikes@champion", **fields})
+
+
+def rolled_out(version: str, replicas: int = 2) -> ObservedDeployment:
+    return ObservedDeployment(
+        version=version,
+        run_id=f"run{version}",
+        generation=1,
+        observed_generation=1,
+        desired_replicas=replicas,
+        replicas=replicas,
+        updated_replicas=replicas,
+        available_replicas=replicas,
+        deadline_exceeded=False,
+    )
+
+
+def rolling(version: str) -> ObservedDeployment:
+    # New ReplicaSet up by one, old one still serving.
+    return replace(rolled_out(version), replicas=3, updated_replicas=1, available_replicas=2)
+
+
+def at(version: str) -> ResolvedVersion:
+    return ResolvedVersion(version=version, run_id=f"run{version}")
+
+
+def reasons(decision: Decision) -> list[str]:
+    return [e.reason for e in decision.events]
+
+
+def step(
+    status: ModelDeploymentStatus,
+    resolution: ResolvedVersion | RegistryProblem,
+    observed: ObservedDeployment | None,
+    minutes: int = 0,
+    **spec_fields: object,
+) -> Decision:
+    return decide(
+        spec(**spec_fields), 1, status, resolution, observed, T0 + timedelta(minutes=minutes)
+    )
+
+
+def serving(version: str) -> ModelDeploymentStatus:
+    """Status after `version` was created and rolled out."""
+    created = step(ModelDeploymentStatus(), at(version), None)
+    return step(created.status, at(version), rolled_out(version)).status
+
+
+def test_create_deploys_the_alias_version() -> None:
+    d = step(ModelDeploymentStatus(), at("1"), None)
+    assert d.pin is not None and (d.pin.version, d.pin.run_id) == ("1", "run1")
+    assert d.status.phase is Phase.PROGRESSING
+    assert (d.status.alias_version, d.status.target_version, d.status.serving_version) == (
+        "1",
+        "1",
+        None,
+    )
+    assert reasons(d) == ["RolloutStarted"]
+    assert d.status.history[0].reason == "Created"
+
+
+def test_rollout_completes_when_every_pod_is_updated_and_available() -> None:
+    started = step(ModelDeploymentStatus(), at("1"), None).status
+    assert step(started, at("1"), rolling("1")).status.phase is Phase.PROGRESSING
+    done = step(started, at("1"), rolled_out("1"), minutes=1)
+    assert done.status.phase is Phase.READY
+    assert (done.status.serving_version, done.status.last_good_version) == ("1", "1")
+    assert done.status.history[0].outcome is Outcome.SUCCEEDED
+    assert done.status.history[0].finished_at == "2026-01-01T00:01:00Z"
+    assert reasons(done) == ["RolloutSucceeded"]
+    assert done.status.condition("Ready").status == "True"  # type: ignore[union-attr]
+
+
+def test_steady_state_posts_nothing_and_changes_nothing() -> None:
+    status = serving("1")
+    again = step(status, at("1"), rolled_out("1"), minutes=5)
+    assert again.events == []
+    assert again.pin is not None and again.pin.version == "1"  # re-applied as is: no rollout
+    assert again.status.model_dump(exclude={"last_resolved_time"}) == status.model_dump(
+        exclude={"last_resolved_time"}
+    )
+
+
+def test_alias_move_rolls_forward_then_back() -> None:
+    status = serving("1")
+    forward = step(status, at("2"), rolled_out("1"))
+    assert forward.pin is not None and forward.pin.version == "2"
+    assert reasons(forward) == ["AliasMoved", "RolloutStarted"]
+    assert forward.status.serving_version == "1"  # until v2's pods are all available
+    assert forward.status.history[0].reason == "AliasMoved"
+    on_two = step(forward.status, at("2"), rolled_out("2")).status
+    assert on_two.serving_version == on_two.last_good_version == "2"
+
+    back = step(on_two, at("1"), rolled_out("2"))
+    assert back.pin is not None and back.pin.version == "1"
+    on_one = step(back.status, at("1"), rolled_out("1")).status
+    assert on_one.serving_version == "1"
+    assert [(h.version, h.outcome) for h in on_one.history] == [
+        ("1", Outcome.SUCCEEDED),
+        ("2", Outcome.SUCCEEDED),
+        ("1", Outcome.SUCCEEDED),
+    ]
+
+
+def test_a_newer_move_supersedes_a_rollout_in_progress() -> None:
+    to_two = step(serving("1"), at("2"), rolled_out("1")).status
+    to_three = step(to_two, at("3"), rolling("2"))
+    assert to_three.pin is not None and to_three.pin.version == "3"
+    assert [(h.version, h.outcome) for h in to_three.status.history[:2]] == [
+        ("3", Outcome.PROGRESSING),
+        ("2", Outcome.SUPERSEDED),
+    ]
+
+
+def test_paused_reports_the_move_but_keeps_the_pods() -> None:
+    d = step(serving("1"), at("2"), rolled_out("1"), paused=True)
+    assert d.pin is not None and d.pin.version == "1"
+    assert d.status.alias_version == "2"
+    assert d.status.serving_version == "1"
+    assert d.status.phase is Phase.PAUSED
+    assert "AliasMoved" in reasons(d) and "RolloutStarted" not in reasons(d)
+    resumed = step(d.status, at("2"), rolled_out("1"))
+    assert resumed.pin is not None and resumed.pin.version == "2"
+
+
+def test_missing_alias_degrades_and_leaves_the_deployment_alone() -> None:
+    problem = RegistryProblem(ProblemKind.ALIAS_NOT_FOUND, "model 'bikes' has no alias 'champion'")
+    d = step(serving("1"), problem, rolled_out("1"))
+    assert d.pin is None
+    assert d.status.phase is Phase.DEGRADED
+    assert d.status.message == problem.message
+    assert d.status.serving_version == "1"
+    assert reasons(d) == ["AliasNotFound"]
+    assert reasons(step(d.status, problem, rolled_out("1"))) == []  # reported once
+
+
+def test_missing_model_before_anything_was_deployed() -> None:
+    problem = RegistryProblem(
+        ProblemKind.MODEL_NOT_FOUND, "registered model 'bikes' does not exist"
+    )
+    d = step(ModelDeploymentStatus(), problem, None)
+    assert d.pin is None
+    assert d.status.phase is Phase.DEGRADED
+    assert d.status.condition("Degraded").reason == "ModelNotFound"  # type: ignore[union-attr]
+
+
+def test_registry_outage_keeps_serving_and_recovers() -> None:
+    outage = RegistryProblem(ProblemKind.REGISTRY_UNAVAILABLE, "MLflow did not answer")
+    status = serving("1")
+    down = step(status, outage, rolled_out("1"))
+    assert down.pin is None
+    assert down.status.phase is Phase.READY  # still serving: the outage is not the model's fault
+    assert down.status.condition("RegistryAvailable").status == "False"  # type: ignore[union-attr]
+    assert reasons(down) == ["RegistryUnavailable"]
+    assert reasons(step(down.status, outage, rolled_out("1"))) == []
+
+    back = step(down.status, at("2"), rolled_out("1"))
+    assert back.pin is not None and back.pin.version == "2"
+    assert reasons(back) == ["AliasMoved", "RolloutStarted", "RegistryAvailable"]
+
+
+def test_failed_rollout_rolls_back_and_is_not_retried_until_the_alias_moves() -> None:
+    to_two = step(serving("1"), at("2"), rolled_out("1")).status
+    stuck = replace(rolling("2"), deadline_exceeded=True)
+    failed = step(to_two, at("2"), stuck)
+    assert failed.pin is not None and failed.pin.version == "1"
+    assert failed.status.phase is Phase.DEGRADED
+    assert "version 2" in failed.status.message
+    assert failed.status.failed_version == "2"
+    assert reasons(failed) == ["RolloutFailed", "RolloutStarted"]
+    assert [(h.version, h.outcome, h.reason) for h in failed.status.history[:2]] == [
+        ("1", Outcome.PROGRESSING, "Rollback"),
+        ("2", Outcome.FAILED, "AliasMoved"),
+    ]
+    held = step(failed.status, at("2"), rolled_out("1"))
+    assert held.pin is not None and held.pin.version == "1"
+    assert held.status.phase is Phase.DEGRADED
+    assert held.status.serving_version == "1"
+
+    away = step(held.status, at("3"), rolled_out("1"))
+    assert away.pin is not None and away.pin.version == "3"
+    assert away.status.failed_version is None
+
+
+def test_failed_rollout_without_auto_rollback_holds() -> None:
+    to_two = step(serving("1"), at("2"), rolled_out("1")).status
+    stuck = replace(rolling("2"), deadline_exceeded=True)
+    d = step(to_two, at("2"), stuck, rollout={"autoRollback": False})
+    assert d.pin is not None and d.pin.version == "2"
+    assert d.status.phase is Phase.DEGRADED
+    assert d.status.serving_version == "1"
+
+
+def test_history_is_bounded() -> None:
+    status = serving("1")
+    for version in range(2, 8):
+        status = step(status, at(str(version)), rolled_out(str(version - 1)), historyLimit=3).status
+    assert [h.version for h in status.history] == ["7", "6", "5"]
+
+
+def test_observe_deployment_reads_the_api_shape() -> None:
+    observed = observe_deployment(
+        {
+            "metadata": {"generation": 4},
+            "spec": {
+                "replicas": 2,
+                "template": {
+                    "metadata": {
+                        "labels": {"aliasop.io/model-version": "3"},
+                        "annotations": {"aliasop.io/run-id": "abc"},
+                    }
+                },
+            },
+            "status": {
+                "observedGeneration": 4,
+                "replicas": 2,
+                "updatedReplicas": 2,
+                "availableReplicas": 2,
+                "conditions": [{"type": "Progressing", "reason": "NewReplicaSetAvailable"}],
+            },
+        }
+    )
+    assert (observed.version, observed.run_id) == ("3", "abc")
+    assert observed.rolled_out and not observed.deadline_exceeded
+    assert not replace(observed, observed_generation=3).rolled_out
