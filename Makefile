@@ -4,7 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 export ALIASOP_CACHE ?= $(HOME)/.cache/aliasop
-KUBECONFIG_PATH := $(ALIASOP_CACHE)/kubeconfig
+include tests/cluster/versions.env
+CLUSTER_BIN := $(ALIASOP_CACHE)/cluster/$(K8S_VERSION)/bin
+# The demo talks to the test cluster with the kubectl built for it.
+CLUSTER_ENV := PATH="$(CLUSTER_BIN):$$PATH" KUBECONFIG="$(ALIASOP_CACHE)/kubeconfig"
 
 .PHONY: install cluster-build cluster-up cluster-down test test-unit test-integration lint crds demo demo-down bench clean
 
@@ -45,10 +48,10 @@ lint: install
 	$(BIN)/hadolint Dockerfile
 
 demo: install cluster-up
-	$(BIN)/aliasop demo
+	$(CLUSTER_ENV) $(BIN)/aliasop demo
 
 demo-down:
-	-$(BIN)/aliasop demo --down
+	if [ -x $(BIN)/aliasop ]; then $(BIN)/aliasop demo --down; fi
 	tests/cluster/cluster.sh down
 
 clean:

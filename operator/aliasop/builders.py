@@ -19,8 +19,9 @@ MODEL_URI_ANNOTATION = f"{GROUP}/model-uri"
 RUN_ID_ANNOTATION = f"{GROUP}/run-id"
 ALIAS_ANNOTATION = f"{GROUP}/alias"
 SERVING_CONTAINER = "server"
-# Where the scoring server may write under a read-only root filesystem.
-WRITABLE_DIRS = {"tmp": "/tmp", "home": "/home/serving"}
+# Where the scoring server may write under a read-only root filesystem (the image sets
+# HOME=/tmp too, for MLflow's caches).
+WRITABLE_DIRS = {"tmp": "/tmp"}
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,6 @@ def get_deployment(
     pod_labels = {**get_selector_labels(owner), VERSION_LABEL: pin.version}
     env: list[dict[str, Any]] = [
         {"name": "MLFLOW_TRACKING_URI", "value": get_tracking_uri(spec, defaults)},
-        {"name": "HOME", "value": WRITABLE_DIRS["home"]},
-        {"name": "TMPDIR", "value": WRITABLE_DIRS["tmp"]},
         *serving.env,
     ]
     container: Manifest = {

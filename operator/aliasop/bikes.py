@@ -1,0 +1,120 @@
+"""A small, real model for the demo and the tests: hourly bike rentals.
+
+The data set is generated deterministically (no downloads): hour, weekday, season,
+temperature, humidity, wind and weather -> rentals. Each version is a scikit-learn
+regressor logged to MLflow with a signature and an input example, then registered.
+Needs the `serving` extra (mlflow, scikit-learn).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+FEATURES = ["hour", "weekday", "season", "temperature", "humidity", "wind", "weather"]
+
+
+def bike_rentals(rows: int = 2000, seed: int = 7) -> tuple[pd.DataFrame, pd.Series]:
+    """A bike-sharing data set with the commute peaks and weather effects of the real thing."""
+    rng = np.random.default_rng(seed)
+    hour = rng.integers(0, 24, rows)
+    weekday = rng.integers(0, 7, rows)
+    season = rng.integers(1, 5, rows)
+    temperature = np.round(rng.normal(8 + 6 * season, 5, rows), 1)
+    humidity = np.round(rng.uniform(0.2, 1.0, rows), 2)
+    wind = np.round(rng.gamma(2.0, 6.0, rows), 1)
+    weather = rng.choice([1, 2, 3], rows, p=[0.65, 0.27, 0.08])
+    workday = weekday < 5
+    commute = np.exp(-((hour - 8) ** 2) / 2) + np.exp(-((hour - 17.5) ** 2) / 3)
+    leisure = np.exp(-((hour - 14) ** 2) / 12)
+    count = (
+        40
+        + np.where(workday, 420 * commute + 60 * leisure, 260 * leisure + 40 * commute)
+        + 9 * np.clip(temperature, -5, 32)
+        - 120 * humidity
+        - 3 * wind
+        - 70 * (weather - 1)
+        + rng.normal(0, 25, rows)
+    )
+    frame = pd.DataFrame(
+        {
+            "hour": hour,
+            "weekday": weekday,
+            "season": season,
+            "temperature": temperature.astype(float),
+            "humidity": humidity.astype(float),
+            "wind": wind.astype(float),
+            "weather": weather,
+        }
+    )
+    return frame, pd.Series(np.clip(count, 0, None).round(), name="count")
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    name: str
+    version: str
+    run_id: str
+    input_example: pd.DataFrame
+    predictions: list[float]
+
+
+def train_and_register(
+    tracking_uri: str, name: str, kind: str = "linear", seed: int = 7
+) -> RegisteredVersion:
+    """Train one regressor, log it to MLflow and register a version.
+
+    `linear` is a plain ridge regression; `hourly` one-hot encodes the calendar first, so it
+    learns the commute peaks and predicts differently. (Tree models are avoided: MLflow's
+    skops serialisation refuses to load them unless their types are explicitly trusted.)
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    features, target = bike_rentals(seed=seed)
+    calendar = ["hour", "weekday", "season", "weather"]
+    model: Any = (
+        make_pipeline(
+            ColumnTransformer(
+                [("calendar", OneHotEncoder(handle_unknown="ignore"), calendar)],
+                remainder="passthrough",
+            ),
+            Ridge(alpha=1.0),
+        )
+        if kind == "hourly"
+        else Ridge(alpha=1.0)
+    )
+    model.fit(features, target)
+    example = features.head(5)
+    predictions = [float(p) for p in model.predict(example)]
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(f"aliasop-{name}")
+    with mlflow.start_run() as run:
+        mlflow.log_params({"kind": kind, "seed": seed})
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=infer_signature(features, model.predict(features)),
+            input_example=example,
+            registered_model_name=name,
+        )
+    return RegisteredVersion(
+        name=name,
+        version=str(info.registered_model_version),
+        run_id=run.info.run_id,
+        input_example=example,
+        predictions=predictions,
+    )
+
+
+def set_alias(tracking_uri: str, name: str, alias: str, version: str) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient(tracking_uri=tracking_uri).set_registered_model_alias(name, alias, version)

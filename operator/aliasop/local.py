@@ -1,0 +1,172 @@
+"""Local processes for the demo and the integration tests: an MLflow server and the operator.
+
+Each runs as a child process with its output in a log file, and is stopped with its whole
+process group so nothing is left running.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class LocalProcess:
+    name: str
+    args: list[str]
+    log: Path
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> LocalProcess:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **self.env},
+                start_new_session=True,  # its own process group: stop() reaches the workers too
+            )
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def wait_ready(self, url: str, timeout: float) -> None:
+        """Wait until `url` answers 200; fail early, with the log's tail, if the process dies."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running:
+                raise RuntimeError(f"{self.name} exited early:\n{self.tail()}")
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        raise TimeoutError(f"{self.name} not ready at {url} after {timeout}s:\n{self.tail()}")
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.process = None
+
+    def write_pidfile(self, path: Path) -> None:
+        """Remember a process meant to outlive this one, for `stop_pidfile`."""
+        assert self.process is not None, "start() first"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(str(self.process.pid))
+
+    def tail(self, lines: int = 40) -> str:
+        if not self.log.exists():
+            return ""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def mlflow_server(workdir: Path, port: int, host: str = "127.0.0.1") -> LocalProcess:
+    """A real MLflow tracking server with a sqlite registry and artifacts on local disk."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    bin_dir = Path(sys.executable).parent
+    return LocalProcess(
+        name="mlflow server",
+        args=[
+            str(bin_dir / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{workdir / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(workdir / "artifacts"),
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        log=workdir / "mlflow.log",
+        # The job runner forks seven more processes and is not needed for a registry.
+        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+    )
+
+
+def operator(log: Path, kubeconfig: str, tracking_uri: str, health_port: int) -> LocalProcess:
+    """`aliasop run`, watching every namespace, with a liveness endpoint on `health_port`."""
+    bin_dir = Path(sys.executable).parent
+    return LocalProcess(
+        name="aliasop operator",
+        args=[
+            str(bin_dir / "aliasop"),
+            "run",
+            "--all-namespaces",
+            "--standalone",
+            f"--liveness=http://127.0.0.1:{health_port}/healthz",
+        ],
+        log=log,
+        env={
+            "KUBECONFIG": kubeconfig,
+            "ALIASOP_TRACKING_URI": tracking_uri,
+            "ALIASOP_METRICS_PORT": str(free_port()),
+        },
+    )
+
+
+def stop_pidfile(path: Path, timeout: float = 15) -> bool:
+    """Stop the process group recorded in `path` (see `write_pidfile`); False if none ran."""
+    if not path.exists():
+        return False
+    pid = int(path.read_text())
+    path.unlink()
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    os.killpg(pid, signal.SIGKILL)
+    return True
+
+
+def serving_process(container: dict[str, Any], log: Path) -> LocalProcess:
+    """The serving container of a Deployment, run as a local process: its command, args and
+    literal env exactly as the API server returned them, with this environment's tools
+    (mlflow, uvicorn) on PATH."""
+    env = {e["name"]: e["value"] for e in container.get("env") or [] if "value" in e}
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+    return LocalProcess(
+        name=f"serving {container.get('image', '')}",
+        args=[*container.get("command", []), *container.get("args", [])],
+        log=log,
+        env=env,
+    )

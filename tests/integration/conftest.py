@@ -1,0 +1,114 @@
+"""Integration fixtures: a real MLflow server, real registered models, the operator running
+with the ServiceAccount and RBAC from manifests/ against the test cluster."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from aliasop import bikes, local
+from support import REPO, Cluster
+
+OPERATOR_NAMESPACE = "aliasop-system"
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = local.free_port()
+    server = local.mlflow_server(tmp_path_factory.mktemp("mlflow"), port).start()
+    try:
+        server.wait_ready(f"http://127.0.0.1:{port}/health", timeout=90)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def installed(cluster: Cluster) -> Cluster:
+    """The CRD and manifests/ applied the way a user installs them."""
+    cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.aliasop.io")
+    cluster.kubectl("apply", "-k", str(REPO / "manifests"))
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(installed: Cluster, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A kubeconfig holding the operator ServiceAccount's token: the tests prove its RBAC."""
+    token = installed.kubectl(
+        "-n", OPERATOR_NAMESPACE, "create", "token", "aliasop", "--duration=6h"
+    ).stdout.strip()
+    admin = yaml.safe_load(Path(installed.kubeconfig).read_text())
+    cluster_entry = admin["clusters"][0]
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [cluster_entry],
+        "users": [{"name": "aliasop", "user": {"token": token}}],
+        "contexts": [
+            {"name": "aliasop", "context": {"cluster": cluster_entry["name"], "user": "aliasop"}}
+        ],
+        "current-context": "aliasop",
+    }
+    path = tmp_path_factory.mktemp("operator") / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def operator(
+    operator_kubeconfig: str, mlflow_uri: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[local.LocalProcess]:
+    port = local.free_port()
+    log = tmp_path_factory.mktemp("operator-log") / "operator.log"
+    process = local.operator(log, operator_kubeconfig, mlflow_uri, port).start()
+    try:
+        process.wait_ready(f"http://127.0.0.1:{port}/healthz", timeout=60)
+        yield process
+    finally:
+        process.stop()
+        print(f"--- operator log tail ({log}) ---\n{process.tail(80)}")
+
+
+@pytest.fixture
+def model_name() -> str:
+    return f"bikes-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def two_versions(
+    mlflow_uri: str, model_name: str
+) -> tuple[bikes.RegisteredVersion, bikes.RegisteredVersion]:
+    """Versions 1 (ridge) and 2 (hourly) of a fresh model, which predict differently;
+    `@champion` points at version 1."""
+    v1 = bikes.train_and_register(mlflow_uri, model_name, kind="linear")
+    v2 = bikes.train_and_register(mlflow_uri, model_name, kind="hourly")
+    assert v1.predictions != v2.predictions
+    bikes.set_alias(mlflow_uri, model_name, "champion", v1.version)
+    return v1, v2
+
+
+@pytest.fixture
+def mdeps(k8s: client.ApiClient, namespace: str) -> Callable[..., dict[str, Any]]:
+    """Create a ModelDeployment in the test namespace: mdeps(name, **spec)."""
+    api = client.CustomObjectsApi(k8s)
+
+    def create(name: str, **spec: Any) -> dict[str, Any]:
+        body = {
+            "apiVersion": "aliasop.io/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        }
+        created: dict[str, Any] = api.create_namespaced_custom_object(
+            "aliasop.io", "v1alpha1", namespace, "modeldeployments", body
+        )
+        return created
+
+    return create

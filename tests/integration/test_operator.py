@@ -1,0 +1,305 @@
+"""The operator against a real MLflow server and the real test cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from kubernetes import client
+from mlflow import MlflowClient
+
+from aliasop import bikes, local
+from support import Cluster, wait_for
+
+Versions = tuple[bikes.RegisteredVersion, bikes.RegisteredVersion]
+pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("operator")]
+
+
+@pytest.fixture
+def restricted(k8s: client.ApiClient, namespace: str) -> str:
+    """The test namespace with the `restricted` Pod Security Standard enforced, so the API
+    server refuses serving pods that are not hardened."""
+    client.CoreV1Api(k8s).patch_namespace(
+        namespace, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}
+    )
+    return namespace
+
+
+class View:
+    """Reads of one ModelDeployment and its children."""
+
+    def __init__(self, k8s: client.ApiClient, namespace: str, name: str) -> None:
+        self.custom = client.CustomObjectsApi(k8s)
+        self.apps = client.AppsV1Api(k8s)
+        self.core = client.CoreV1Api(k8s)
+        self.namespace, self.name = namespace, name
+
+    def mdep(self) -> dict[str, Any]:
+        body: dict[str, Any] = self.custom.get_namespaced_custom_object(
+            "aliasop.io", "v1alpha1", self.namespace, "modeldeployments", self.name
+        )
+        return body
+
+    def status(self) -> dict[str, Any]:
+        return self.mdep().get("status") or {}
+
+    def deployment(self) -> client.V1Deployment | None:
+        try:
+            return self.apps.read_namespaced_deployment(self.name, self.namespace)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def template_version(self) -> str | None:
+        deployment = self.deployment()
+        return (
+            deployment.spec.template.metadata.labels["aliasop.io/model-version"]
+            if deployment
+            else None
+        )
+
+    def replica_sets(self) -> list[client.V1ReplicaSet]:
+        return self.apps.list_namespaced_replica_set(
+            self.namespace, label_selector=f"app.kubernetes.io/instance={self.name}"
+        ).items
+
+    def pods_by_version(self) -> dict[str, int]:
+        pods = self.core.list_namespaced_pod(
+            self.namespace, label_selector=f"app.kubernetes.io/instance={self.name}"
+        ).items
+        counts: dict[str, int] = {}
+        for pod in pods:
+            ready = any(
+                c.type == "Ready" and c.status == "True" for c in pod.status.conditions or []
+            )
+            if ready and pod.metadata.deletion_timestamp is None:
+                version = pod.metadata.labels["aliasop.io/model-version"]
+                counts[version] = counts.get(version, 0) + 1
+        return counts
+
+    def wait_serving(self, version: str, timeout: float = 90) -> dict[str, Any]:
+        def serving() -> dict[str, Any] | None:
+            status = self.status()
+            done = status.get("phase") == "Ready" and status.get("servingVersion") == version
+            return status if done else None
+
+        return wait_for(serving, timeout, message=f"{self.name} serving version {version}")
+
+    def events(self) -> list[str]:
+        events = self.core.list_namespaced_event(
+            self.namespace, field_selector=f"involvedObject.name={self.name}"
+        ).items
+        return [e.reason for e in events]
+
+
+@pytest.fixture
+def view(k8s: client.ApiClient, restricted: str) -> Callable[[str], View]:
+    return lambda name: View(k8s, restricted, name)
+
+
+def test_create_deploys_the_alias_version(
+    two_versions: Versions, model_name: str, mdeps: Callable[..., Any], view: Callable[[str], View]
+) -> None:
+    v1, _ = two_versions
+    mdeps("bikes", model=f"models:/{model_name}@champion", replicas=2, pollIntervalSeconds=5)
+    bikes_view = view("bikes")
+    status = bikes_view.wait_serving(v1.version)
+    assert status["aliasVersion"] == status["targetVersion"] == v1.version
+    assert status["lastGoodVersion"] == v1.version
+    deployment = bikes_view.deployment()
+    assert deployment is not None
+    assert deployment.status.available_replicas == 2
+    template = deployment.spec.template
+    assert template.metadata.annotations["aliasop.io/model-uri"] == f"models:/{model_name}/1"
+    assert template.metadata.annotations["aliasop.io/run-id"] == v1.run_id
+    assert bikes_view.pods_by_version() == {v1.version: 2}
+    service = bikes_view.core.read_namespaced_service("bikes", bikes_view.namespace)
+    assert service.metadata.owner_references[0].kind == "ModelDeployment"
+    conditions = {c["type"]: c["status"] for c in status["conditions"]}
+    assert conditions == {
+        "Ready": "True",
+        "Progressing": "False",
+        "Degraded": "False",
+        "RegistryAvailable": "True",
+    }
+    wait_for(lambda: "RolloutSucceeded" in bikes_view.events(), 30, message="RolloutSucceeded")
+
+
+def test_alias_moves_roll_forward_and_back(
+    two_versions: Versions,
+    model_name: str,
+    mlflow_uri: str,
+    mdeps: Callable[..., Any],
+    view: Callable[[str], View],
+) -> None:
+    v1, v2 = two_versions
+    mdeps("bikes", model=f"models:/{model_name}@champion", replicas=2, pollIntervalSeconds=5)
+    bikes_view = view("bikes")
+    bikes_view.wait_serving(v1.version)
+    first_rs = {rs.metadata.name for rs in bikes_view.replica_sets()}
+
+    bikes.set_alias(mlflow_uri, model_name, "champion", v2.version)
+    status = bikes_view.wait_serving(v2.version)
+    assert bikes_view.pods_by_version() == {v2.version: 2}
+    replica_sets = {rs.metadata.name: rs for rs in bikes_view.replica_sets()}
+    new = set(replica_sets) - first_rs
+    assert len(new) == 1, "a rolling update makes one new ReplicaSet"
+    assert replica_sets[new.pop()].spec.replicas == 2
+    assert all(replica_sets[name].spec.replicas == 0 for name in first_rs)
+    history = [(h["version"], h["reason"], h["outcome"]) for h in status["history"]]
+    assert history[:2] == [
+        (v2.version, "AliasMoved", "Succeeded"),
+        (v1.version, "Created", "Succeeded"),
+    ]
+
+    bikes.set_alias(mlflow_uri, model_name, "champion", v1.version)
+    status = bikes_view.wait_serving(v1.version)
+    assert bikes_view.pods_by_version() == {v1.version: 2}
+    assert [h["version"] for h in status["history"]] == [v1.version, v2.version, v1.version]
+    assert {"AliasMoved", "RolloutStarted", "RolloutSucceeded"} <= set(bikes_view.events())
+
+
+def test_paused_reports_the_move_but_keeps_the_pods(
+    two_versions: Versions,
+    model_name: str,
+    mlflow_uri: str,
+    mdeps: Callable[..., Any],
+    view: Callable[[str], View],
+) -> None:
+    v1, v2 = two_versions
+    mdeps("bikes", model=f"models:/{model_name}@champion", replicas=1, pollIntervalSeconds=5)
+    bikes_view = view("bikes")
+    bikes_view.wait_serving(v1.version)
+    bikes_view.custom.patch_namespaced_custom_object(
+        "aliasop.io",
+        "v1alpha1",
+        bikes_view.namespace,
+        "modeldeployments",
+        "bikes",
+        {"spec": {"paused": True}},
+    )
+    wait_for(lambda: bikes_view.status().get("phase") == "Paused", 30, message="Paused")
+    bikes.set_alias(mlflow_uri, model_name, "champion", v2.version)
+    status = wait_for(
+        lambda: (s := bikes_view.status()).get("aliasVersion") == v2.version and s,
+        30,
+        message="aliasVersion to follow the alias",
+    )
+    assert status["servingVersion"] == v1.version
+    assert bikes_view.template_version() == v1.version
+    assert bikes_view.pods_by_version() == {v1.version: 1}
+
+    bikes_view.custom.patch_namespaced_custom_object(
+        "aliasop.io",
+        "v1alpha1",
+        bikes_view.namespace,
+        "modeldeployments",
+        "bikes",
+        {"spec": {"paused": False}},
+    )
+    bikes_view.wait_serving(v2.version)
+
+
+def test_delete_removes_the_children(
+    two_versions: Versions, model_name: str, mdeps: Callable[..., Any], view: Callable[[str], View]
+) -> None:
+    v1, _ = two_versions
+    mdeps("bikes", model=f"models:/{model_name}@champion", replicas=1, pollIntervalSeconds=5)
+    bikes_view = view("bikes")
+    bikes_view.wait_serving(v1.version)
+    bikes_view.custom.delete_namespaced_custom_object(
+        "aliasop.io", "v1alpha1", bikes_view.namespace, "modeldeployments", "bikes"
+    )
+
+    def children_gone() -> bool:
+        services = bikes_view.core.list_namespaced_service(bikes_view.namespace).items
+        return bikes_view.deployment() is None and not services
+
+    wait_for(children_gone, 60, message="Deployment and Service to be garbage-collected")
+
+
+def test_invalid_model_uri_is_refused_at_apply(installed: Cluster, restricted: str) -> None:
+    manifest = f"""
+apiVersion: aliasop.io/v1alpha1
+kind: ModelDeployment
+metadata: {{name: broken, namespace: {restricted}}}
+spec: {{model: "bikes@champion", pollIntervalSeconds: 1}}
+"""
+    result = installed.kubectl("apply", "-f", "-", input=manifest, check=False)
+    assert result.returncode != 0
+    assert "spec.model" in result.stderr and "models:/" in result.stderr
+    assert (
+        "spec.pollIntervalSeconds" in result.stderr
+        and "greater than or equal to 5" in result.stderr
+    )
+
+
+def test_missing_model_is_reported(mdeps: Callable[..., Any], view: Callable[[str], View]) -> None:
+    mdeps("ghost", model="models:/no-such-model@champion", pollIntervalSeconds=5)
+    ghost = view("ghost")
+    status = wait_for(
+        lambda: (s := ghost.status()).get("phase") == "Degraded" and s, 30, message="Degraded"
+    )
+    assert status["message"] == "registered model 'no-such-model' does not exist"
+    assert ghost.deployment() is None
+    wait_for(lambda: "ModelNotFound" in ghost.events(), 30, message="ModelNotFound event")
+
+
+def test_deleted_alias_degrades_and_leaves_the_deployment_untouched(
+    two_versions: Versions,
+    model_name: str,
+    mlflow_uri: str,
+    mdeps: Callable[..., Any],
+    view: Callable[[str], View],
+) -> None:
+    v1, _ = two_versions
+    mdeps("bikes", model=f"models:/{model_name}@champion", replicas=2, pollIntervalSeconds=5)
+    bikes_view = view("bikes")
+    bikes_view.wait_serving(v1.version)
+    before = bikes_view.deployment()
+    assert before is not None
+
+    MlflowClient(tracking_uri=mlflow_uri).delete_registered_model_alias(model_name, "champion")
+    status = wait_for(
+        lambda: (s := bikes_view.status()).get("phase") == "Degraded" and s, 30, message="Degraded"
+    )
+    assert status["message"] == f"model {model_name!r} has no alias 'champion' (aliases: none)"
+    assert status["servingVersion"] == v1.version
+    after = bikes_view.deployment()
+    assert after is not None
+    assert after.metadata.generation == before.metadata.generation
+    assert after.spec.template == before.spec.template
+    assert bikes_view.pods_by_version() == {v1.version: 2}
+
+
+def test_operator_restart_changes_nothing(
+    two_versions: Versions,
+    model_name: str,
+    mdeps: Callable[..., Any],
+    view: Callable[[str], View],
+    operator: local.LocalProcess,
+) -> None:
+    v1, _ = two_versions
+    mdeps("bikes", model=f"models:/{model_name}@champion", replicas=2, pollIntervalSeconds=5)
+    bikes_view = view("bikes")
+    bikes_view.wait_serving(v1.version)
+    before = bikes_view.deployment()
+    replica_sets = {rs.metadata.name for rs in bikes_view.replica_sets()}
+
+    operator.stop()
+    restarted_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    operator.start()  # boots in seconds, so its first resolution is stamped after restarted_at
+    wait_for(
+        lambda: (bikes_view.status().get("lastResolvedTime") or "") > restarted_at,
+        60,
+        message="the restarted operator to resolve the alias",
+    )
+    after = bikes_view.deployment()
+    assert after is not None and before is not None
+    assert after.metadata.generation == before.metadata.generation
+    assert after.spec.template == before.spec.template
+    assert {rs.metadata.name for rs in bikes_view.replica_sets()} == replica_sets
+    assert bikes_view.status()["phase"] == "Ready"
