@@ -16,6 +16,7 @@ import httpx
 from aliasop.models import ModelUri, ProblemKind, RegistryProblem, ResolvedVersion
 
 _READY = "READY"
+_RUN_ID_CACHE_SIZE = 10_000
 
 
 class Registry(Protocol):
@@ -29,6 +30,9 @@ class MlflowRegistry:
         self._http = httpx.AsyncClient(timeout=timeout_seconds)
         self._slots = asyncio.Semaphore(concurrency)
         self._in_flight: dict[tuple[str, str], asyncio.Future[dict[str, str]]] = {}
+        # READY is final for a version, so its run id never needs asking again. A deleted
+        # version drops its aliases, which the (uncached) alias lookup sees.
+        self._ready_run_ids: dict[tuple[str, str, str], str] = {}
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -42,6 +46,9 @@ class MlflowRegistry:
                 ProblemKind.ALIAS_NOT_FOUND,
                 f"model {uri.name!r} has no alias {uri.alias!r} (aliases: {known})",
             )
+        cached = self._ready_run_ids.get((tracking_uri, uri.name, version))
+        if cached is not None:
+            return ResolvedVersion(version=version, run_id=cached)
         body = await self._get(
             tracking_uri, "model-versions/get", {"name": uri.name, "version": version}
         )
@@ -58,7 +65,11 @@ class MlflowRegistry:
                 ProblemKind.VERSION_NOT_READY,
                 f"version {version} of {uri.name!r} is {status}, not READY",
             )
-        return ResolvedVersion(version=version, run_id=model_version.get("run_id") or "")
+        run_id = model_version.get("run_id") or ""
+        if len(self._ready_run_ids) >= _RUN_ID_CACHE_SIZE:
+            self._ready_run_ids.clear()
+        self._ready_run_ids[(tracking_uri, uri.name, version)] = run_id
+        return ResolvedVersion(version=version, run_id=run_id)
 
     async def _coalesced(
         self, key: tuple[str, str], fetch: Callable[[str, str], Awaitable[dict[str, str]]]
