@@ -85,11 +85,13 @@ options:
 YAML
 }
 
+# create SECONDS: create the cluster, or start an existing one's stopped components from its saved
+# configuration; give up after SECONDS (kwokctl alone may wait minutes for a wedged apiserver).
 create() {
   write_config || return 1
-  # --kubeconfig '' keeps kwokctl away from ~/.kube/config. On an existing but stopped
-  # cluster, `create cluster` starts its components again from the saved configuration.
-  kwokctl -c "$KWOK_WORKDIR/$name.yaml" create cluster --kubeconfig '' --wait 120s
+  # --kubeconfig '' keeps kwokctl away from ~/.kube/config.
+  timeout "$1" "$bin/kwokctl" --name "$name" -c "$KWOK_WORKDIR/$name.yaml" \
+    create cluster --kubeconfig '' --wait "$1s"
 }
 
 # Writes the kubeconfig, registers the node and waits until the cluster can run pods.
@@ -109,24 +111,42 @@ finish() {
   fi
 }
 
-cluster_pids() { cat "$workdir"/pids/*.pid 2>/dev/null || true; }
+# The pids kwokctl recorded for the cluster's processes (one file each, without a newline).
+cluster_pids() {
+  local f
+  for f in "$workdir"/pids/*.pid; do [ -f "$f" ] && echo "$(<"$f")"; done
+  return 0
+}
+
+# Whether pid $1 is a live process running one of our binaries.
+ours() { [[ $(readlink "/proc/$1/exe" 2>/dev/null) == "$cache"/cluster/*/bin/* ]]; }
+gone() { ! ours "$1"; }
 
 down() {
   local pids pid
   pids=$(cluster_pids)
   if [ -d "$workdir" ]; then
     log "deleting cluster $name"
-    kwokctl delete cluster --kubeconfig '' || log "kwokctl delete failed; cleaning up by hand"
+    # kwokctl removes the cluster's context from --kubeconfig (it rejects ''); ours is rewritten
+    # on every `up` and removed below anyway.
+    kwokctl delete cluster --kubeconfig "$kubeconfig" || log "kwokctl delete failed; cleaning up by hand"
   fi
   # kwokctl kills by pid file; make sure none of those processes outlives the cluster, but only
   # kill a pid that still runs one of our binaries (a stale pid file may name someone else).
   for pid in $pids; do
-    if [[ $(readlink "/proc/$pid/exe" 2>/dev/null) == "$cache"/cluster/*/bin/* ]]; then
-      kill -9 "$pid" 2>/dev/null || true
-    fi
+    if ours "$pid"; then kill -9 "$pid" 2>/dev/null || true; fi
   done
+  for pid in $pids; do wait_for 10 "process $pid to exit" gone "$pid"; done
   rm -rf "$workdir" "$kubeconfig"
   log "cluster $name is down"
+}
+
+# Start failed for good: show why, then leave nothing running behind.
+fail() {
+  echo "[cluster] error: could not start cluster $name; the end of its logs:" >&2
+  tail -n 15 "$workdir"/logs/*.log >&2 || true
+  down
+  exit 1
 }
 
 up() {
@@ -137,15 +157,17 @@ up() {
   fi
   local started=$SECONDS
   if [ -d "$workdir" ]; then
-    log "cluster $name exists but is not healthy: starting it again"
-    if ! { create && finish; }; then
+    log "cluster $name exists but is not healthy: restarting it"
+    # Stop first: kwokctl only starts components whose pid is not alive, so a wedged or
+    # just-killed (zombie) process would otherwise be left in place.
+    if ! { kwokctl stop cluster && create 60 && finish; }; then
       log "restart failed: recreating cluster $name"
       down
-      create && finish || die "could not start cluster $name; logs: $workdir/logs"
+      { create 180 && finish; } || fail
     fi
   else
     log "creating cluster $name (kube $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION)"
-    create && finish || die "could not start cluster $name; logs: $workdir/logs"
+    { create 180 && finish; } || fail
   fi
   log "cluster $name is up in $((SECONDS - started))s; kubeconfig: $kubeconfig"
 }
