@@ -67,12 +67,15 @@ async def follow_alias(
     runtime: Runtime = memo.runtime
     wakeup = runtime.wakeups.register(namespace, name)
     metrics.WATCHED.set(len(runtime.wakeups))
+    # Read once: kopf's body catches up with our own status writes only later, so from here on
+    # the status this loop last wrote is the truth.
+    status = ModelDeploymentStatus.model_validate(dict(body.get("status") or {}))
     failures = 0
     try:
         while not stopped:
             wakeup.clear()
             try:
-                delay: float = await reconcile(runtime, body, logger)
+                status, delay = await reconcile(runtime, body, status, logger)
                 failures = 0
             except _TRANSIENT as exc:
                 failures += 1
@@ -98,8 +101,12 @@ def deployment_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_
         memo.runtime.wakeups.wake(namespace, instance)
 
 
-async def reconcile(runtime: Runtime, body: kopf.Body, logger: kopf.Logger) -> float:
-    """One pass: resolve, observe, decide, apply, report. Returns seconds to the next pass."""
+async def reconcile(
+    runtime: Runtime, body: kopf.Body, status: ModelDeploymentStatus, logger: kopf.Logger
+) -> tuple[ModelDeploymentStatus, float]:
+    """One pass: resolve, observe, decide, apply, report.
+
+    Returns the status now stored and the seconds until the next pass."""
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     try:
@@ -111,8 +118,7 @@ async def reconcile(runtime: Runtime, body: kopf.Body, logger: kopf.Logger) -> f
             namespace, name, {"phase": "Degraded", "message": f"invalid spec: {message}"}
         )
         kopf.warn(body, reason="InvalidSpec", message=message)
-        return float(ModelDeploymentSpec.model_fields["poll_interval_seconds"].default)
-    status = ModelDeploymentStatus.model_validate(dict(body.get("status") or {}))
+        return status, float(ModelDeploymentSpec.model_fields["poll_interval_seconds"].default)
 
     resolution = await _resolve(runtime, spec)
     deployment = await runtime.cluster.read_deployment(namespace, name)
@@ -133,7 +139,7 @@ async def reconcile(runtime: Runtime, body: kopf.Body, logger: kopf.Logger) -> f
         level = logging.WARNING if event.type == "Warning" else logging.INFO
         logger.log(level, f"{event.reason}: {event.message}")
         metrics.ROLLOUTS.labels(reason=event.reason).inc()
-    return float(spec.poll_interval_seconds)
+    return decision.status, float(spec.poll_interval_seconds)
 
 
 async def _resolve(
