@@ -13,6 +13,8 @@ import yaml
 from kubernetes import client
 
 from aliasop import bikes, local
+
+from resources import View
 from support import REPO, Cluster
 
 OPERATOR_NAMESPACE = "aliasop-system"
@@ -112,3 +114,18 @@ def mdeps(k8s: client.ApiClient, namespace: str) -> Callable[..., dict[str, Any]
         return created
 
     return create
+
+
+@pytest.fixture
+def restricted(k8s: client.ApiClient, namespace: str) -> str:
+    """The test namespace with the `restricted` Pod Security Standard enforced, so the API
+    server refuses serving pods that are not hardened."""
+    client.CoreV1Api(k8s).patch_namespace(
+        namespace, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}
+    )
+    return namespace
+
+
+@pytest.fixture
+def view(k8s: client.ApiClient, restricted: str) -> Callable[[str], View]:
+    return lambda name: View(k8s, restricted, name)

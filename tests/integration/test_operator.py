@@ -7,97 +7,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from kubernetes import client
 from mlflow import MlflowClient
 
 from aliasop import bikes, local
+
+from resources import View
 from support import Cluster, wait_for
 
 Versions = tuple[bikes.RegisteredVersion, bikes.RegisteredVersion]
 pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("operator")]
-
-
-@pytest.fixture
-def restricted(k8s: client.ApiClient, namespace: str) -> str:
-    """The test namespace with the `restricted` Pod Security Standard enforced, so the API
-    server refuses serving pods that are not hardened."""
-    client.CoreV1Api(k8s).patch_namespace(
-        namespace, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}
-    )
-    return namespace
-
-
-class View:
-    """Reads of one ModelDeployment and its children."""
-
-    def __init__(self, k8s: client.ApiClient, namespace: str, name: str) -> None:
-        self.custom = client.CustomObjectsApi(k8s)
-        self.apps = client.AppsV1Api(k8s)
-        self.core = client.CoreV1Api(k8s)
-        self.namespace, self.name = namespace, name
-
-    def mdep(self) -> dict[str, Any]:
-        body: dict[str, Any] = self.custom.get_namespaced_custom_object(
-            "aliasop.io", "v1alpha1", self.namespace, "modeldeployments", self.name
-        )
-        return body
-
-    def status(self) -> dict[str, Any]:
-        return self.mdep().get("status") or {}
-
-    def deployment(self) -> client.V1Deployment | None:
-        try:
-            return self.apps.read_namespaced_deployment(self.name, self.namespace)
-        except client.ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    def template_version(self) -> str | None:
-        deployment = self.deployment()
-        return (
-            deployment.spec.template.metadata.labels["aliasop.io/model-version"]
-            if deployment
-            else None
-        )
-
-    def replica_sets(self) -> list[client.V1ReplicaSet]:
-        return self.apps.list_namespaced_replica_set(
-            self.namespace, label_selector=f"app.kubernetes.io/instance={self.name}"
-        ).items
-
-    def pods_by_version(self) -> dict[str, int]:
-        pods = self.core.list_namespaced_pod(
-            self.namespace, label_selector=f"app.kubernetes.io/instance={self.name}"
-        ).items
-        counts: dict[str, int] = {}
-        for pod in pods:
-            ready = any(
-                c.type == "Ready" and c.status == "True" for c in pod.status.conditions or []
-            )
-            if ready and pod.metadata.deletion_timestamp is None:
-                version = pod.metadata.labels["aliasop.io/model-version"]
-                counts[version] = counts.get(version, 0) + 1
-        return counts
-
-    def wait_serving(self, version: str, timeout: float = 90) -> dict[str, Any]:
-        def serving() -> dict[str, Any] | None:
-            status = self.status()
-            done = status.get("phase") == "Ready" and status.get("servingVersion") == version
-            return status if done else None
-
-        return wait_for(serving, timeout, message=f"{self.name} serving version {version}")
-
-    def events(self) -> list[str]:
-        events = self.core.list_namespaced_event(
-            self.namespace, field_selector=f"involvedObject.name={self.name}"
-        ).items
-        return [e.reason for e in events]
-
-
-@pytest.fixture
-def view(k8s: client.ApiClient, restricted: str) -> Callable[[str], View]:
-    return lambda name: View(k8s, restricted, name)
 
 
 def test_create_deploys_the_alias_version(

@@ -1,0 +1,119 @@
+"""Serving pods really serve the pinned version: the container the operator rendered, read
+back from the API server, is run as a local process against the real MLflow server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+from kubernetes import client
+
+from aliasop import bikes, local
+
+from resources import View
+
+Versions = tuple[bikes.RegisteredVersion, bikes.RegisteredVersion]
+pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("operator")]
+
+
+def predict_with(container: dict[str, Any], example: pd.DataFrame, log: Path) -> list[float]:
+    """Run `container` as rendered, wait on its readiness probe, post the input example."""
+    probe = container["readinessProbe"]["httpGet"]
+    port = next(p["containerPort"] for p in container["ports"] if p["name"] == probe["port"])
+    server = local.serving_process(container, log).start()
+    try:
+        server.wait_ready(f"http://127.0.0.1:{port}{probe['path']}", timeout=120)
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/invocations",
+            json={"dataframe_split": json.loads(example.to_json(orient="split", index=False))},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        predictions: list[float] = response.json()["predictions"]
+        return predictions
+    finally:
+        server.stop()
+
+
+def test_rendered_container_serves_the_pinned_version(
+    two_versions: Versions,
+    model_name: str,
+    mlflow_uri: str,
+    mdeps: Callable[..., Any],
+    view: Callable[[str], View],
+    tmp_path: Path,
+) -> None:
+    v1, v2 = two_versions
+    mdeps(
+        "bikes",
+        model=f"models:/{model_name}@champion",
+        replicas=1,
+        pollIntervalSeconds=5,
+        serving={"port": local.free_port()},
+    )
+    bikes_view = view("bikes")
+    bikes_view.wait_serving(v1.version)
+    first = bikes_view.container()
+    assert f"models:/{model_name}/{v1.version}" in first["args"]
+    assert predict_with(first, v1.input_example, tmp_path / "v1.log") == pytest.approx(
+        v1.predictions
+    )
+
+    bikes.set_alias(mlflow_uri, model_name, "champion", v2.version)
+    bikes_view.wait_serving(v2.version)
+    second = bikes_view.container()
+    assert f"models:/{model_name}/{v2.version}" in second["args"]
+    assert predict_with(second, v2.input_example, tmp_path / "v2.log") == pytest.approx(
+        v2.predictions
+    )
+
+
+def test_credentials_reach_pods_only_through_env_from(
+    two_versions: Versions,
+    model_name: str,
+    mdeps: Callable[..., Any],
+    view: Callable[[str], View],
+    k8s: client.ApiClient,
+    operator: local.LocalProcess,
+) -> None:
+    v1, _ = two_versions
+    secret_value = "s3cr3t-Pa55word-for-the-test"
+    bikes_view = view("bikes")
+    client.CoreV1Api(k8s).create_namespaced_secret(
+        bikes_view.namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="mlflow-creds"),
+            string_data={
+                "MLFLOW_TRACKING_USERNAME": "svc-serving",
+                "MLFLOW_TRACKING_PASSWORD": secret_value,
+            },
+        ),
+    )
+    mdeps(
+        "bikes",
+        model=f"models:/{model_name}@champion",
+        replicas=1,
+        pollIntervalSeconds=5,
+        serving={"credentialsSecret": "mlflow-creds"},
+    )
+    bikes_view.wait_serving(v1.version)
+    container = bikes_view.container()
+    assert container["envFrom"] == [{"secretRef": {"name": "mlflow-creds"}}]
+
+    deployment = client.ApiClient().sanitize_for_serialization(bikes_view.deployment())
+    pod_metadata = deployment["spec"]["template"]["metadata"]
+    events = bikes_view.core.list_namespaced_event(bikes_view.namespace).items
+    exposed = {
+        "labels and annotations": json.dumps([deployment["metadata"], pod_metadata]),
+        "container env": json.dumps(container.get("env")),
+        "status": json.dumps(bikes_view.status()),
+        "events": json.dumps([e.message for e in events]),
+        "operator log": operator.tail(100_000),
+    }
+    for where, text in exposed.items():
+        assert secret_value not in text, f"secret leaked into {where}"
