@@ -9,7 +9,7 @@ CLUSTER_BIN := $(ALIASOP_CACHE)/cluster/$(K8S_VERSION)/bin
 # The demo talks to the test cluster with the kubectl built for it.
 CLUSTER_ENV := PATH="$(CLUSTER_BIN):$$PATH" KUBECONFIG="$(ALIASOP_CACHE)/kubeconfig"
 
-.PHONY: install cluster-build cluster-up cluster-down test test-unit test-integration lint crds demo demo-down bench clean
+.PHONY: install cluster-build cluster-up cluster-down test test-unit test-integration lint crds demo demo-down bench-serving clean
 
 install: $(VENV)/.installed
 
@@ -42,8 +42,8 @@ test-integration: install cluster-build
 	$(BIN)/pytest tests/integration
 
 lint: install
-	$(BIN)/ruff check operator tests
-	$(BIN)/ruff format --check operator tests
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff format --check operator tests bench
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
 
@@ -53,6 +53,9 @@ demo: install cluster-up
 demo-down:
 	if [ -x $(BIN)/aliasop ]; then $(BIN)/aliasop demo --down; fi
 	tests/cluster/cluster.sh down
+
+bench-serving: install
+	$(BIN)/python bench/serving_ready.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
