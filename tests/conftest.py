@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
-from support import Cluster, cluster_script
+from support import TEST_NAMESPACE_PREFIX, Cluster, cluster_script
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 
@@ -47,7 +47,7 @@ def k8s(cluster: Cluster) -> client.ApiClient:
 def namespace(k8s: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace for one test, deleted (without waiting) when the test ends."""
     prefix = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-")
-    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    name = f"{TEST_NAMESPACE_PREFIX}{prefix}-{uuid.uuid4().hex[:6]}"
     core = client.CoreV1Api(k8s)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     try:

@@ -14,6 +14,9 @@ T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER_SCRIPT = REPO / "tests" / "cluster" / "cluster.sh"
+# Test namespaces start with this, and the test operator watches only those: a demo running
+# on the same cluster keeps its own operator.
+TEST_NAMESPACE_PREFIX = "t-"
 
 
 def wait_for(

@@ -22,7 +22,7 @@ import httpx
 
 from aliasop import local
 
-NAMESPACE = "aliasop-demo"
+NAMESPACE = os.environ.get("ALIASOP_DEMO_NAMESPACE", "aliasop-demo")
 MODEL = "bikes"
 ALIAS = "champion"
 MLFLOW_PORT = int(os.environ.get("ALIASOP_DEMO_MLFLOW_PORT", "5055"))
@@ -187,9 +187,9 @@ def _start_operator(state: Path, say: Narrator) -> None:
     kubeconfig.write_text(_token_kubeconfig(token.strip()))
     kubeconfig.chmod(0o600)
     health_port = local.free_port()
-    operator = local.operator(state / "operator.log", str(kubeconfig), MLFLOW_URI, health_port)
-    operator.args[operator.args.index("--all-namespaces")] = f"--namespace={NAMESPACE}"
-    operator.start()
+    operator = local.operator(
+        state / "operator.log", str(kubeconfig), MLFLOW_URI, health_port, NAMESPACE
+    ).start()
     operator.write_pidfile(state / "operator.pid")
     operator.wait_ready(f"http://127.0.0.1:{health_port}/healthz", timeout=60)
     say.line("operator is up")

@@ -44,6 +44,13 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.posting.level = logging.INFO
+    # Every Deployment event wakes a loop; kopf would log each of those at INFO.
+    logging.getLogger("kopf.objects").addFilter(_drop_wakeup_successes)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per MLflow request
+
+
+def _drop_wakeup_successes(record: logging.LogRecord) -> bool:
+    return "'deployment_changed' succeeded" not in record.getMessage()
 
 
 @kopf.on.cleanup()

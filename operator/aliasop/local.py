@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,16 +67,9 @@ class LocalProcess:
         raise TimeoutError(f"{self.name} not ready at {url} after {timeout}s:\n{self.tail()}")
 
     def stop(self, timeout: float = 15) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        self.process = None
+        if self.process is not None:
+            stop_group(self.process.pid, timeout, reap=self.process.poll)
+            self.process = None
 
     def write_pidfile(self, path: Path) -> None:
         """Remember a process meant to outlive this one, for `stop_pidfile`."""
@@ -115,15 +109,18 @@ def mlflow_server(workdir: Path, port: int, host: str = "127.0.0.1") -> LocalPro
     )
 
 
-def operator(log: Path, kubeconfig: str, tracking_uri: str, health_port: int) -> LocalProcess:
-    """`aliasop run`, watching every namespace, with a liveness endpoint on `health_port`."""
+def operator(
+    log: Path, kubeconfig: str, tracking_uri: str, health_port: int, namespace: str
+) -> LocalProcess:
+    """`aliasop run` for the namespaces matching `namespace` (a name or a glob such as `t-*`),
+    with a liveness endpoint on `health_port`."""
     bin_dir = Path(sys.executable).parent
     return LocalProcess(
         name="aliasop operator",
         args=[
             str(bin_dir / "aliasop"),
             "run",
-            "--all-namespaces",
+            f"--namespace={namespace}",
             "--standalone",
             f"--liveness=http://127.0.0.1:{health_port}/healthz",
         ],
@@ -136,25 +133,34 @@ def operator(log: Path, kubeconfig: str, tracking_uri: str, health_port: int) ->
     )
 
 
+def stop_group(pid: int, timeout: float = 15, reap: Callable[[], object] = lambda: None) -> bool:
+    """SIGTERM process group `pid`, SIGKILL it after `timeout`, and return once every
+    process in it is gone (servers fork workers that outlive their parent by a moment).
+    `reap` collects the leader when it is our child. False if the group was already gone."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout
+    while True:
+        reap()
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return True
+        if time.monotonic() > deadline:
+            os.killpg(pid, signal.SIGKILL)
+            deadline = float("inf")
+        time.sleep(0.05)
+
+
 def stop_pidfile(path: Path, timeout: float = 15) -> bool:
     """Stop the process group recorded in `path` (see `write_pidfile`); False if none ran."""
     if not path.exists():
         return False
     pid = int(path.read_text())
     path.unlink()
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.1)
-    os.killpg(pid, signal.SIGKILL)
-    return True
+    return stop_group(pid, timeout)
 
 
 def serving_process(container: dict[str, Any], log: Path) -> LocalProcess:

@@ -15,7 +15,7 @@ from kubernetes import client
 from aliasop import bikes, local
 
 from resources import View
-from support import REPO, Cluster
+from support import REPO, TEST_NAMESPACE_PREFIX, Cluster
 
 OPERATOR_NAMESPACE = "aliasop-system"
 
@@ -69,7 +69,9 @@ def operator(
 ) -> Iterator[local.LocalProcess]:
     port = local.free_port()
     log = tmp_path_factory.mktemp("operator-log") / "operator.log"
-    process = local.operator(log, operator_kubeconfig, mlflow_uri, port).start()
+    process = local.operator(
+        log, operator_kubeconfig, mlflow_uri, port, namespace=f"{TEST_NAMESPACE_PREFIX}*"
+    ).start()
     try:
         process.wait_ready(f"http://127.0.0.1:{port}/healthz", timeout=60)
         yield process

@@ -221,3 +221,21 @@ def test_operator_restart_changes_nothing(
     assert after.spec.template == before.spec.template
     assert {rs.metadata.name for rs in bikes_view.replica_sets()} == replica_sets
     assert bikes_view.status()["phase"] == "Ready"
+
+
+def test_operator_rbac_is_enough_and_no_more(
+    installed: Cluster, operator: local.LocalProcess
+) -> None:
+    """The operator runs on the ServiceAccount token from manifests/ (see conftest): it was
+    never refused anything, and it can neither read Secrets nor delete Pods."""
+    account = "system:serviceaccount:aliasop-system:aliasop"
+    assert f'User "{account}" cannot' not in operator.tail(100_000)
+    for verb, resource in [("get", "secrets"), ("list", "secrets"), ("delete", "pods")]:
+        answer = installed.kubectl(
+            "auth", "can-i", verb, resource, "-A", "--as", account, check=False
+        )
+        assert answer.stdout.strip() == "no", (verb, resource)
+    assert (
+        installed.kubectl("auth", "can-i", "patch", "deployments", "--as", account).stdout.strip()
+        == "yes"
+    )

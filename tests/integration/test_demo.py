@@ -1,0 +1,69 @@
+"""`aliasop demo` end to end, non-interactively, as `make demo` runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from aliasop import local
+
+from support import Cluster
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def test_demo_runs_the_whole_loop_and_cleans_up(installed: Cluster, tmp_path: Path) -> None:
+    namespace = f"demo-{uuid.uuid4().hex[:6]}"  # not a test namespace: the demo brings its operator
+    mlflow_port = local.free_port()
+    env = {
+        **os.environ,
+        "KUBECONFIG": installed.kubeconfig,
+        "PATH": f"{Path(installed.kubectl_binary).parent}{os.pathsep}{os.environ['PATH']}",
+        "ALIASOP_CACHE": str(tmp_path),
+        "ALIASOP_DEMO_MLFLOW_PORT": str(mlflow_port),
+        "ALIASOP_DEMO_NAMESPACE": namespace,
+    }
+    aliasop = str(Path(sys.executable).parent / "aliasop")
+    try:
+        run = subprocess.run(
+            [aliasop, "demo"], env=env, capture_output=True, text=True, timeout=480
+        )
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        out = run.stdout
+        for step in range(1, 8):
+            assert f"[{step}/7]" in out
+        assert "--model-uri models:/bikes/1" in out and "--model-uri models:/bikes/2" in out
+        assert len(re.findall(r"-> \d+ rentals", out)) == 6  # three from each version
+        assert "make demo-down" in out
+
+        mdep = json.loads(
+            installed.kubectl("get", "mdep", "bikes", "-n", namespace, "-o", "json").stdout
+        )
+        status = mdep["status"]
+        assert (status["phase"], status["servingVersion"], status["aliasVersion"]) == (
+            "Ready",
+            "1",
+            "1",
+        )
+        assert [(h["version"], h["reason"], h["outcome"]) for h in status["history"]] == [
+            ("1", "AliasMoved", "Succeeded"),
+            ("2", "AliasMoved", "Succeeded"),
+            ("1", "Created", "Succeeded"),
+        ]
+    finally:
+        down = subprocess.run(
+            [aliasop, "demo", "--down"], env=env, capture_output=True, text=True, timeout=60
+        )
+        installed.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+    assert down.returncode == 0, down.stderr
+    assert not list((tmp_path / "demo").glob("*.pid"))
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{mlflow_port}/health", timeout=2)
