@@ -8,6 +8,7 @@ of its Deployment's status.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from typing import Any
@@ -28,7 +29,7 @@ from aliasop.models import (
     RegistryProblem,
     ResolvedVersion,
 )
-from aliasop.rollout import decide, observe_deployment
+from aliasop.rollout import decide, observe_deployment, refused
 from aliasop.runtime import Runtime
 
 INSTANCE_LABEL = "app.kubernetes.io/instance"
@@ -136,8 +137,13 @@ async def reconcile(
 
     if decision.pin is not None:
         owner = Owner(name=name, namespace=namespace, uid=meta["uid"])
-        await runtime.cluster.apply(get_deployment(owner, spec, decision.pin, runtime.defaults))
-        await runtime.cluster.apply(get_service(owner, spec))
+        try:
+            await runtime.cluster.apply(get_deployment(owner, spec, decision.pin, runtime.defaults))
+            await runtime.cluster.apply(get_service(owner, spec))
+        except ApiException as exc:
+            if exc.status not in (400, 422):  # anything but "invalid" is worth a retry
+                raise
+            decision = refused(status, decision, _api_message(exc), runtime.clock.now())
     new_status = decision.status.model_dump(by_alias=True, mode="json")
     if new_status != status.model_dump(by_alias=True, mode="json"):
         await runtime.cluster.patch_status(namespace, name, new_status)
@@ -163,6 +169,14 @@ async def _resolve(
     result = resolution.kind.value if isinstance(resolution, RegistryProblem) else "Resolved"
     metrics.RESOLUTIONS.labels(result=result).inc()
     return resolution
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        message = json.loads(exc.body or "{}").get("message")
+    except ValueError:
+        message = None
+    return str(message or exc.reason)
 
 
 async def _sleep(seconds: float, wakeup: asyncio.Event, stopped: kopf.DaemonStopped) -> None:

@@ -71,6 +71,13 @@ class LocalProcess:
             stop_group(self.process.pid, timeout, reap=self.process.poll)
             self.process = None
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: no graceful shutdown."""
+        if self.process is not None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            self.process = None
+
     def write_pidfile(self, path: Path) -> None:
         """Remember a process meant to outlive this one, for `stop_pidfile`."""
         assert self.process is not None, "start() first"

@@ -107,7 +107,7 @@ def decide(
     st = status.model_copy(deep=True)
     st.observed_generation = generation
     events: list[Event] = []
-    stamp = now.isoformat(timespec="seconds").replace("+00:00", "Z")
+    stamp = _stamp(now)
     uri = spec.model_uri
 
     problem = resolution if isinstance(resolution, RegistryProblem) else None
@@ -127,6 +127,11 @@ def decide(
         st.last_resolved_time = stamp
 
     current = observed.version if observed is not None else None
+    if observed is not None and current not in (st.target_version, st.serving_version):
+        # The Deployment runs a version the status never recorded: the operator stopped
+        # between applying it and writing status. Record that rollout now.
+        pinned = PinnedVersion(observed.version, observed.run_id)
+        _record_start(st, pinned, "Adopted", stamp, spec.history_limit)
     target = current
     start_reason: str | None = None
     failure: str | None = None
@@ -166,24 +171,11 @@ def decide(
         pin = PinnedVersion(target, _run_id_of(target, resolved, observed, st))
 
     if start_reason is not None and pin is not None:
-        for entry in st.history:
-            if entry.outcome is Outcome.PROGRESSING:
-                entry.outcome, entry.finished_at = Outcome.SUPERSEDED, stamp
-        st.history.insert(
-            0,
-            HistoryEntry(
-                version=pin.version,
-                run_id=pin.run_id,
-                reason=start_reason,
-                started_at=stamp,
-                outcome=Outcome.PROGRESSING,
-            ),
-        )
-        del st.history[spec.history_limit :]
-        source = f"from version {current} " if current is not None else ""
-        events.append(
-            Event("Normal", "RolloutStarted", f"rolling out {source}to version {pin.version}")
-        )
+        if _record_start(st, pin, start_reason, stamp, spec.history_limit):
+            source = f"from version {current} " if current is not None else ""
+            events.append(
+                Event("Normal", "RolloutStarted", f"rolling out {source}to version {pin.version}")
+            )
     elif observed is not None and observed.rolled_out and target == current:
         if _finish(st, current, Outcome.SUCCEEDED, stamp) or st.serving_version != current:
             events.append(
@@ -206,6 +198,33 @@ def decide(
     )
     _set_phase(st, spec, problem, failure, rolling, target, events, stamp)
     return Decision(status=st, pin=pin, events=events)
+
+
+def _stamp(now: datetime) -> str:
+    return now.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _record_start(
+    st: ModelDeploymentStatus, pin: PinnedVersion, reason: str, stamp: str, limit: int
+) -> bool:
+    """Open a history entry for a rollout to `pin`; False if that rollout is already open
+    (it was recorded but the API server refused its Deployment, so it is being retried)."""
+    latest = st.history[0] if st.history else None
+    if latest and latest.version == pin.version and latest.outcome is Outcome.PROGRESSING:
+        return False
+    for entry in st.history:
+        if entry.outcome is Outcome.PROGRESSING:
+            entry.outcome, entry.finished_at = Outcome.SUPERSEDED, stamp
+    entry = HistoryEntry(
+        version=pin.version,
+        run_id=pin.run_id,
+        reason=reason,
+        started_at=stamp,
+        outcome=Outcome.PROGRESSING,
+    )
+    st.history.insert(0, entry)
+    del st.history[limit:]
+    return True
 
 
 def _finish(st: ModelDeploymentStatus, version: str | None, outcome: Outcome, stamp: str) -> bool:
@@ -318,3 +337,20 @@ def _set_condition(
         existing.last_transition_time = stamp
     existing.status, existing.reason, existing.message = status, reason, message
     return previous
+
+
+def refused(
+    previous: ModelDeploymentStatus, decision: Decision, message: str, now: datetime
+) -> Decision:
+    """The API server refused the rendered Deployment (an invalid env entry or resource
+    quantity, say): nothing changed in the cluster, so report that instead of a rollout."""
+    st = decision.status.model_copy(deep=True)
+    stamp = _stamp(now)
+    st.phase, st.message = Phase.DEGRADED, f"the API server refused the Deployment: {message}"
+    before = previous.condition(DEGRADED)
+    _set_condition(st, DEGRADED, True, "DeploymentRefused", st.message, stamp)
+    _set_condition(st, READY, False, st.phase.value, st.message, stamp)
+    events = [e for e in decision.events if e.reason != "RolloutStarted"]
+    if before is None or before.reason != "DeploymentRefused":
+        events.append(Event("Warning", "DeploymentRefused", st.message))
+    return Decision(status=st, pin=None, events=events)

@@ -12,7 +12,7 @@ from aliasop.models import (
     RegistryProblem,
     ResolvedVersion,
 )
-from aliasop.rollout import Decision, ObservedDeployment, decide, observe_deployment
+from aliasop.rollout import Decision, ObservedDeployment, decide, observe_deployment, refused
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -243,3 +243,38 @@ def test_observe_deployment_reads_the_api_shape() -> None:
     assert (observed.version, observed.run_id) == ("3", "abc")
     assert observed.rolled_out and not observed.deadline_exceeded
     assert not replace(observed, observed_generation=3).rolled_out
+
+
+def test_a_rollout_recorded_but_not_applied_is_applied_without_a_second_record() -> None:
+    started = step(serving("1"), at("2"), rolled_out("1"))
+    # The Deployment apply was lost (crash, API error): the same inputs come back.
+    again = step(started.status, at("2"), rolled_out("1"), minutes=1)
+    assert again.pin is not None and again.pin.version == "2"
+    assert reasons(again) == []
+    assert [(h.version, h.outcome) for h in again.status.history[:2]] == [
+        ("2", Outcome.PROGRESSING),
+        ("1", Outcome.SUCCEEDED),
+    ]
+
+
+def test_a_rollout_applied_but_not_recorded_is_adopted() -> None:
+    # The operator applied version 2, then died before writing status.
+    adopted = step(serving("1"), at("2"), rolled_out("2"))
+    assert adopted.status.serving_version == "2"
+    assert [(h.version, h.reason, h.outcome) for h in adopted.status.history[:2]] == [
+        ("2", "Adopted", Outcome.SUCCEEDED),
+        ("1", "Created", Outcome.SUCCEEDED),
+    ]
+    assert reasons(adopted) == ["AliasMoved", "RolloutSucceeded"]
+
+
+def test_a_refused_deployment_is_reported_once() -> None:
+    previous = serving("1")
+    decision = step(previous, at("2"), rolled_out("1"))
+    first = refused(previous, decision, "env[0].name: Required value", T0)
+    assert first.pin is None
+    assert first.status.phase is Phase.DEGRADED
+    assert "env[0].name: Required value" in first.status.message
+    assert reasons(first) == ["AliasMoved", "DeploymentRefused"]
+    again = refused(first.status, step(first.status, at("2"), rolled_out("1")), "same", T0)
+    assert reasons(again) == []
