@@ -134,6 +134,8 @@ def test_a_deployment_the_api_server_refuses_is_reported_not_retried_in_a_loop(
     assert target.deployment() is None
     for _ in range(2):  # two more polls: the same refusal, reported once
         seen = target.status()["lastResolvedTime"]
-        wait_for(lambda: target.status()["lastResolvedTime"] > seen, 15, message="next poll")
+        wait_for(
+            lambda seen=seen: target.status()["lastResolvedTime"] > seen, 15, message="next poll"
+        )
     assert target.events().count("DeploymentRefused") == 1
     assert operator.running
