@@ -86,7 +86,7 @@ def get_deployment(
     pod_labels = {**get_selector_labels(owner), VERSION_LABEL: pin.version}
     env: list[dict[str, Any]] = [
         {"name": "MLFLOW_TRACKING_URI", "value": get_tracking_uri(spec, defaults)},
-        *serving.env,
+        *(e.model_dump(by_alias=True, exclude_none=True) for e in serving.env),
     ]
     container: Manifest = {
         "name": SERVING_CONTAINER,
@@ -99,7 +99,7 @@ def get_deployment(
         # Loading a model can take a while; liveness starts counting only once it is up.
         "startupProbe": _probe(period=5, failures=120),
         "livenessProbe": _probe(period=10, failures=6),
-        "resources": serving.resources,
+        "resources": serving.resources.model_dump(exclude_defaults=True),
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,

@@ -37,6 +37,9 @@ def structural(schema: Schema, defs: dict[str, Schema] | None = None) -> Schema:
     defs = schema.get("$defs", {}) if defs is None else defs
     if "$ref" in schema:
         return structural(defs[schema["$ref"].rsplit("/", 1)[-1]], defs)
+    if "anyOf" in schema and {s.get("type") for s in schema["anyOf"]} == {"integer", "string"}:
+        pattern = next(s.get("pattern") for s in schema["anyOf"] if s.get("type") == "string")
+        return {"x-kubernetes-int-or-string": True, "pattern": pattern}
     if "anyOf" in schema:  # `X | None`: optional in a CRD means "may be absent"
         options = [s for s in schema["anyOf"] if s.get("type") != "null"]
         merged = {**structural(options[0], defs), "nullable": True}
@@ -45,7 +48,16 @@ def structural(schema: Schema, defs: dict[str, Schema] | None = None) -> Schema:
                 merged[key] = schema[key]
         return merged
     out: Schema = {}
-    for key in ("type", "description", "pattern", "minimum", "maximum", "maxLength", "enum"):
+    for key in (
+        "type",
+        "description",
+        "pattern",
+        "minimum",
+        "maximum",
+        "minLength",
+        "maxLength",
+        "enum",
+    ):
         if key in schema:
             out[key] = schema[key]
     if "const" in schema:
@@ -60,7 +72,9 @@ def structural(schema: Schema, defs: dict[str, Schema] | None = None) -> Schema:
             out["properties"] = {k: structural(v, defs) for k, v in properties.items()}
             if schema.get("required"):
                 out["required"] = schema["required"]
-        else:  # free-form maps such as ResourceRequirements
+        elif isinstance(schema.get("additionalProperties"), dict):  # a typed map
+            out["additionalProperties"] = structural(schema["additionalProperties"], defs)
+        else:  # free-form objects such as an EnvVar
             out["x-kubernetes-preserve-unknown-fields"] = True
     if out.get("type") == "array":
         out["items"] = structural(schema.get("items", {}), defs)

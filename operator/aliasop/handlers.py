@@ -89,7 +89,7 @@ async def follow_alias(
                 failures += 1
                 delay = min(2.0**failures, runtime.settings.retry_backoff_max_seconds)
                 metrics.RECONCILE_ERRORS.inc()
-                logger.warning(f"Kubernetes API error, retrying in {delay:.0f}s: {exc}")
+                logger.warning(f"Kubernetes API error, retrying in {delay:.0f}s: {_describe(exc)}")
             await _sleep(delay, wakeup, stopped)
     finally:
         runtime.wakeups.unregister(namespace, name)
@@ -177,6 +177,13 @@ def _api_message(exc: ApiException) -> str:
     except ValueError:
         message = None
     return str(message or exc.reason)
+
+
+def _describe(exc: Exception) -> str:
+    """One line for the log: the API's own message, not the HTTP headers."""
+    if isinstance(exc, ApiException):
+        return f"HTTP {exc.status}: {_api_message(exc)}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 async def _sleep(seconds: float, wakeup: asyncio.Event, stopped: kopf.DaemonStopped) -> None:

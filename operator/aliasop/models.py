@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
 
 GROUP = "aliasop.io"
@@ -55,14 +55,38 @@ class ModelUri:
         return f"models:/{self.name}@{self.alias}"
 
 
+# Kubernetes' resource.Quantity, as the API server's own OpenAPI schema spells it.
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+Quantity = int | Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN)]
+
+
+class Resources(_CamelModel):
+    """core/v1 ResourceRequirements (limits and requests)."""
+
+    limits: dict[str, Quantity] = Field(default_factory=dict)
+    requests: dict[str, Quantity] = Field(default_factory=dict)
+
+
+class EnvVar(_CamelModel):
+    """core/v1 EnvVar; `valueFrom` is passed through as Kubernetes defines it."""
+
+    name: str = Field(min_length=1, max_length=256)
+    value: str | None = None
+    value_from: dict[str, Any] | None = None
+
+
 class ServingSpec(_CamelModel):
     image: str = Field("", description="Serving image; empty means the operator's default.")
     port: int = Field(8080, ge=1, le=65535, description="Container port serving HTTP.")
     workers: int = Field(1, ge=1, le=64, description="Scoring server worker processes.")
-    resources: dict[str, Any] = Field(
-        default_factory=dict, description="core/v1 ResourceRequirements of the serving container."
+    resources: Resources = Field(
+        default_factory=Resources,
+        description="core/v1 ResourceRequirements of the serving container.",
     )
-    env: list[dict[str, Any]] = Field(
+    env: list[EnvVar] = Field(
         default_factory=list, description="Extra core/v1 EnvVar entries for the serving container."
     )
     credentials_secret: str = Field(

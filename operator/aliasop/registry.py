@@ -38,7 +38,19 @@ class MlflowRegistry:
         await self._http.aclose()
 
     async def resolve(self, tracking_uri: str, uri: ModelUri) -> ResolvedVersion:
-        aliases = await self._coalesced((tracking_uri, uri.name), self._aliases)
+        """Resolve with a fresh look at the model's aliases."""
+        return await self.resolve_from(
+            tracking_uri, uri, await self.aliases(tracking_uri, uri.name)
+        )
+
+    async def aliases(self, tracking_uri: str, model: str) -> dict[str, str]:
+        """Every alias of `model` -> its version, in one request shared by concurrent callers."""
+        return await self._coalesced((tracking_uri, model), self._aliases)
+
+    async def resolve_from(
+        self, tracking_uri: str, uri: ModelUri, aliases: dict[str, str]
+    ) -> ResolvedVersion:
+        """Resolve `uri` given its model's alias map: checks the version is READY."""
         version = aliases.get(uri.alias)
         if version is None:
             known = ", ".join(sorted(aliases)) or "none"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from aliasop import bikes, local
 
 from resources import View
-from support import Cluster, TcpProxy, cache_dir, cluster_script, wait_for
+from support import Cluster, TcpProxy, cache_dir, wait_for
 
 Versions = tuple[bikes.RegisteredVersion, bikes.RegisteredVersion]
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("operator")]
@@ -60,6 +62,32 @@ def failed_resolutions(operator: local.LocalProcess) -> float:
             ):
                 return sample.value
     return 0.0
+
+
+def restart_api_server(cluster: Cluster) -> None:
+    """Kill kube-apiserver and start it again with the same command line; nothing else in
+    the cluster restarts, and etcd keeps its data."""
+    pid_file = cache_dir() / "kwok" / "clusters" / "aliasop" / "pids" / "kube-apiserver.pid"
+    pid = int(pid_file.read_text())
+    command = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+    workdir = os.readlink(f"/proc/{pid}/cwd")
+    os.kill(pid, signal.SIGKILL)
+    wait_for(
+        lambda: cluster.kubectl("get", "--raw", "/readyz", check=False).returncode != 0,
+        30,
+        message="the API server to go down",
+    )
+    log = pid_file.parent.parent / "logs" / "kube-apiserver.log"
+    with log.open("ab") as out:
+        server = subprocess.Popen(
+            command, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    pid_file.write_text(str(server.pid))
+    wait_for(
+        lambda: cluster.kubectl("get", "--raw", "/readyz", check=False).returncode == 0,
+        60,
+        message="the API server to come back",
+    )
 
 
 def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
@@ -177,9 +205,7 @@ def test_api_server_restart_mid_rollout(
     v1, v2 = two_versions
     bikes_view = serving_v1()
     bikes.set_alias(mlflow_uri, model_name, "champion", v2.version)
-    pid_file = cache_dir() / "kwok" / "clusters" / "aliasop" / "pids" / "kube-apiserver.pid"
-    os.kill(int(pid_file.read_text()), signal.SIGKILL)
-    cluster_script("up")  # brings the API server back, etcd's data intact
+    restart_api_server(installed)
     status = bikes_view.wait_serving(v2.version, timeout=120)
     assert operator.running
     assert [h["version"] for h in status["history"]] == [v2.version, v1.version]

@@ -33,6 +33,16 @@ REFUSED_AT_APPLY: list[tuple[str, dict[str, Any], str]] = [
     ("port", {"model": GOOD_MODEL, "serving": {"port": 70000}}, "spec.serving.port"),
     ("workers", {"model": GOOD_MODEL, "serving": {"workers": 0}}, "spec.serving.workers"),
     (
+        "quantity",
+        {"model": GOOD_MODEL, "serving": {"resources": {"limits": {"cpu": "lots"}}}},
+        "spec.serving.resources.limits.cpu",
+    ),
+    (
+        "env-name",
+        {"model": GOOD_MODEL, "serving": {"env": [{"value": "x"}]}},
+        "spec.serving.env[0].name",
+    ),
+    (
         "secret-path",
         {"model": GOOD_MODEL, "serving": {"credentialsSecret": "../etc/passwd"}},
         "spec.serving.credentialsSecret",
@@ -124,7 +134,8 @@ def test_a_deployment_the_api_server_refuses_is_reported_not_retried_in_a_loop(
         "bikes",
         model=f"models:/{model_name}@champion",
         pollIntervalSeconds=5,
-        serving={"env": [{"value": "no name"}], "resources": {"limits": {"cpu": "lots"}}},
+        # Our schema passes valueFrom through; the API server wants its key and name.
+        serving={"env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {}}}]},
     )
     target = view("bikes")
     status = wait_for(
