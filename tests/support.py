@@ -124,6 +124,10 @@ class TcpProxy:
     def stop(self) -> None:
         """Refuse new connections and cut the open ones (clients keep connections alive)."""
         if self._server is not None:
+            # shutdown() wakes the thread blocked in accept(); close() alone would not, and
+            # the next connection would still be let through.
+            with contextlib.suppress(OSError):
+                self._server.shutdown(socket.SHUT_RDWR)
             self._server.close()
             self._server = None
         for sock in list(self._open):

@@ -23,7 +23,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument(
         "--liveness", metavar="URL", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz"
     )
-    run.add_argument("--metrics-port", type=int, help="port of /metrics (env ALIASOP_METRICS_PORT)")
+    run.add_argument(
+        "--http-port",
+        type=int,
+        help="port of /metrics and /webhooks/mlflow (env ALIASOP_HTTP_PORT)",
+    )
     peering = run.add_mutually_exclusive_group()
     peering.add_argument(
         "--standalone", action="store_true", help="no peering: the only operator instance"
@@ -53,22 +57,19 @@ def _run(args: argparse.Namespace) -> int:
     for option, variable in (
         ("tracking_uri", "ALIASOP_TRACKING_URI"),
         ("serving_image", "ALIASOP_SERVING_IMAGE"),
-        ("metrics_port", "ALIASOP_METRICS_PORT"),
+        ("http_port", "ALIASOP_HTTP_PORT"),
     ):
         value = getattr(args, option)
         if value is not None:
             os.environ[variable] = str(value)
 
     import kopf
-    from prometheus_client import start_http_server
 
     from aliasop import handlers  # noqa: F401  (registers the handlers)
     from aliasop.runtime import build_runtime
     from aliasop.settings import load_settings
 
     settings = load_settings()
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port)
     kopf.configure(verbose=False)
     kopf.run(
         standalone=args.standalone,

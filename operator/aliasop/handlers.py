@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from aliasop import metrics
 from aliasop.builders import Owner, get_deployment, get_service, get_tracking_uri
+from aliasop.endpoints import build_app, serve
 from aliasop.models import (
     GROUP,
     PLURAL,
@@ -31,13 +32,14 @@ from aliasop.models import (
 )
 from aliasop.rollout import decide, observe_deployment, refused
 from aliasop.runtime import Runtime
+from aliasop.webhooks import DeliveryVerifier
 
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 _TRANSIENT = (ApiException, urllib3.exceptions.HTTPError, OSError)
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Keep kopf's bookkeeping in annotations: status belongs to the ModelDeployment schema.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -48,6 +50,13 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Every Deployment event wakes a loop; kopf would log each of those at INFO.
     logging.getLogger("kopf.objects").addFilter(_drop_wakeup_successes)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per MLflow request
+    runtime: Runtime = memo.runtime
+    if runtime.settings.http_port:
+        secret = runtime.settings.webhook_secret.get_secret_value()
+        verifier = (
+            DeliveryVerifier(secret, runtime.settings.webhook_tolerance_seconds) if secret else None
+        )
+        memo.http = await serve(build_app(runtime.resolver, verifier), runtime.settings.http_port)
 
 
 def _drop_wakeup_successes(record: logging.LogRecord) -> bool:
@@ -57,9 +66,9 @@ def _drop_wakeup_successes(record: logging.LogRecord) -> bool:
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo.runtime
-    aclose = getattr(runtime.registry, "aclose", None)
-    if aclose is not None:
-        await aclose()
+    await runtime.registry.aclose()
+    if memo.get("http") is not None:
+        await memo.http.cleanup()
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, id="follow-alias", cancellation_timeout=10)
@@ -92,6 +101,7 @@ async def follow_alias(
                 logger.warning(f"Kubernetes API error, retrying in {delay:.0f}s: {_describe(exc)}")
             await _sleep(delay, wakeup, stopped)
     finally:
+        runtime.resolver.unfollow((namespace, name))
         runtime.wakeups.unregister(namespace, name)
         metrics.WATCHED.set(len(runtime.wakeups))
 
@@ -128,7 +138,11 @@ async def reconcile(
         kopf.warn(body, reason="InvalidSpec", message=message)
         return status, float(ModelDeploymentSpec.model_fields["poll_interval_seconds"].default)
 
-    resolution = await _resolve(runtime, spec)
+    tracking_uri = get_tracking_uri(spec, runtime.defaults)
+    runtime.resolver.follow(
+        (namespace, name), (tracking_uri, spec.model_uri.name), spec.poll_interval_seconds
+    )
+    resolution = await _resolve(runtime, tracking_uri, spec)
     deployment = await runtime.cluster.read_deployment(namespace, name)
     observed = observe_deployment(deployment) if deployment is not None else None
     decision = decide(
@@ -156,12 +170,12 @@ async def reconcile(
 
 
 async def _resolve(
-    runtime: Runtime, spec: ModelDeploymentSpec
+    runtime: Runtime, tracking_uri: str, spec: ModelDeploymentSpec
 ) -> ResolvedVersion | RegistryProblem:
     started = time.perf_counter()
     try:
-        resolution: ResolvedVersion | RegistryProblem = await runtime.registry.resolve(
-            get_tracking_uri(spec, runtime.defaults), spec.model_uri
+        resolution: ResolvedVersion | RegistryProblem = await runtime.resolver.resolve(
+            tracking_uri, spec.model_uri
         )
     except RegistryProblem as problem:
         resolution = problem

@@ -6,6 +6,7 @@ process group so nothing is left running.
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import socket
@@ -94,6 +95,10 @@ def mlflow_server(workdir: Path, port: int, host: str = "127.0.0.1") -> LocalPro
     """A real MLflow tracking server with a sqlite registry and artifacts on local disk."""
     workdir.mkdir(parents=True, exist_ok=True)
     bin_dir = Path(sys.executable).parent
+    # Webhook secrets are stored encrypted: the key must survive restarts of the server.
+    key_file = workdir / "webhook-encryption.key"
+    if not key_file.exists():
+        key_file.write_text(base64.urlsafe_b64encode(os.urandom(32)).decode())
     return LocalProcess(
         name="mlflow server",
         args=[
@@ -111,13 +116,25 @@ def mlflow_server(workdir: Path, port: int, host: str = "127.0.0.1") -> LocalPro
             "1",
         ],
         log=workdir / "mlflow.log",
-        # The job runner forks seven more processes and is not needed for a registry.
-        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        env={
+            # The job runner forks seven more processes and is not needed for a registry.
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            # Webhooks to the operator on loopback, over plain HTTP, seen within a second.
+            "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+            "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+            "MLFLOW_WEBHOOK_CACHE_TTL": "1",
+            "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": key_file.read_text(),
+        },
     )
 
 
 def operator(
-    log: Path, kubeconfig: str, tracking_uri: str, health_port: int, namespace: str
+    log: Path,
+    kubeconfig: str,
+    tracking_uri: str,
+    health_port: int,
+    namespace: str,
+    webhook_secret: str = "",
 ) -> LocalProcess:
     """`aliasop run` for the namespaces matching `namespace` (a name or a glob such as `t-*`),
     with a liveness endpoint on `health_port`."""
@@ -135,7 +152,8 @@ def operator(
         env={
             "KUBECONFIG": kubeconfig,
             "ALIASOP_TRACKING_URI": tracking_uri,
-            "ALIASOP_METRICS_PORT": str(free_port()),
+            "ALIASOP_HTTP_PORT": str(free_port()),
+            "ALIASOP_WEBHOOK_SECRET": webhook_secret,
         },
     )
 

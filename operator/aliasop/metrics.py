@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+REGISTRY_REQUESTS = Counter(
+    "aliasop_registry_requests_total",
+    "Requests sent to MLflow, by REST endpoint and HTTP status (or `unreachable`).",
+    ["endpoint", "result"],
+)
 RESOLUTIONS = Counter(
-    "aliasop_resolutions_total", "Alias resolutions against MLflow, by result.", ["result"]
+    "aliasop_resolutions_total",
+    "Alias resolutions made by resources (from the shared cache), by result.",
+    ["result"],
 )
 RESOLUTION_SECONDS = Histogram(
     "aliasop_resolution_seconds",
-    "Time to resolve one alias to a version.",
+    "Time a resource waits to resolve its alias to a version.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 ROLLOUTS = Counter("aliasop_rollouts_total", "Rollout transitions, by event reason.", ["reason"])
@@ -17,3 +24,8 @@ RECONCILE_ERRORS = Counter(
     "aliasop_reconcile_errors_total", "Reconciliations that failed on a Kubernetes API error."
 )
 WATCHED = Gauge("aliasop_watched_resources", "ModelDeployments the operator is following.")
+WEBHOOK_DELIVERIES = Counter(
+    "aliasop_webhook_deliveries_total",
+    "MLflow webhook deliveries, by result (accepted, ignored, bad_signature, stale, ...).",
+    ["result"],
+)

@@ -9,20 +9,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 
+from aliasop.metrics import REGISTRY_REQUESTS
 from aliasop.models import ModelUri, ProblemKind, RegistryProblem, ResolvedVersion
 
 _READY = "READY"
 _RUN_ID_CACHE_SIZE = 10_000
-
-
-class Registry(Protocol):
-    async def resolve(self, tracking_uri: str, uri: ModelUri) -> ResolvedVersion:
-        """The READY version `uri`'s alias points at, or raise RegistryProblem."""
-        ...
 
 
 class MlflowRegistry:
@@ -116,10 +111,12 @@ class MlflowRegistry:
             async with self._slots:
                 response = await self._http.get(url, params=params)
         except httpx.HTTPError as exc:
+            REGISTRY_REQUESTS.labels(endpoint=endpoint, result="unreachable").inc()
             raise RegistryProblem(
                 ProblemKind.REGISTRY_UNAVAILABLE,
                 f"MLflow at {tracking_uri} did not answer: {type(exc).__name__} {exc}".strip(),
             ) from None
+        REGISTRY_REQUESTS.labels(endpoint=endpoint, result=str(response.status_code)).inc()
         if response.status_code == 200:
             body: dict[str, Any] = response.json()
             return body

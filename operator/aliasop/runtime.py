@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from kubernetes import client, config
 
 from aliasop.builders import ServingDefaults
 from aliasop.clock import Clock, SystemClock
 from aliasop.kube import Cluster
-from aliasop.registry import MlflowRegistry, Registry
+from aliasop.registry import MlflowRegistry
 from aliasop.settings import Settings
+from aliasop.watcher import AliasWatcher, DirectResolver, Resolver
 
 
 class Wakeups:
@@ -38,10 +39,11 @@ class Wakeups:
 @dataclass
 class Runtime:
     settings: Settings
-    registry: Registry
+    registry: MlflowRegistry
+    resolver: Resolver
     cluster: Cluster
     clock: Clock
-    wakeups: Wakeups = field(default_factory=Wakeups)
+    wakeups: Wakeups
 
     @property
     def defaults(self) -> ServingDefaults:
@@ -52,12 +54,21 @@ class Runtime:
 
 def build_runtime(settings: Settings) -> Runtime:
     config.load_config()  # type: ignore[no-untyped-call]  # in-cluster service account, else $KUBECONFIG / ~/.kube/config
+    registry = MlflowRegistry(
+        timeout_seconds=settings.registry_timeout_seconds,
+        concurrency=settings.registry_concurrency,
+    )
+    wakeups = Wakeups()
+    resolver: Resolver = (
+        AliasWatcher(registry, wake=wakeups.wake)
+        if settings.registry_mode == "shared"
+        else DirectResolver(registry)
+    )
     return Runtime(
         settings=settings,
-        registry=MlflowRegistry(
-            timeout_seconds=settings.registry_timeout_seconds,
-            concurrency=settings.registry_concurrency,
-        ),
+        registry=registry,
+        resolver=resolver,
         cluster=Cluster(client.ApiClient()),
         clock=SystemClock(),
+        wakeups=wakeups,
     )

@@ -5,7 +5,9 @@ Command-line options of `aliasop run` override these by setting the same variabl
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -20,6 +22,11 @@ class Settings(BaseSettings):
         "aliasop-serving:0.1.0",
         description="Image of serving pods when a ModelDeployment names none.",
     )
+    registry_mode: Literal["shared", "naive"] = Field(
+        "shared",
+        description="shared: one MLflow request per (server, model) per interval, for all "
+        "resources following it; naive: each resource asks on its own (for comparison).",
+    )
     registry_timeout_seconds: float = Field(
         5.0, gt=0, description="Timeout of one MLflow request (connect and read)."
     )
@@ -29,7 +36,15 @@ class Settings(BaseSettings):
     retry_backoff_max_seconds: float = Field(
         300.0, gt=0, description="Longest wait between retries after errors."
     )
-    metrics_port: int = Field(9090, ge=0, le=65535, description="Port of /metrics; 0 disables.")
+    http_port: int = Field(
+        9090, ge=0, le=65535, description="Port of /metrics and /webhooks/mlflow; 0 disables."
+    )
+    webhook_secret: SecretStr = Field(
+        SecretStr(""), description="Shared secret of MLflow webhooks; empty disables them."
+    )
+    webhook_tolerance_seconds: float = Field(
+        300, gt=0, description="Webhook timestamps further than this from now are refused."
+    )
 
 
 def load_settings() -> Settings:

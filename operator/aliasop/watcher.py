@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from aliasop.models import ModelUri, ProblemKind, RegistryProblem, ResolvedVersion
 from aliasop.registry import MlflowRegistry
@@ -20,6 +21,37 @@ from aliasop.registry import MlflowRegistry
 WatchKey = tuple[str, str]  # (tracking URI, registered model name)
 Follower = tuple[str, str]  # (namespace, name) of a ModelDeployment
 Aliases = dict[str, str]
+
+
+class Resolver(Protocol):
+    """How handlers resolve aliases; `follow` says which model each resource needs."""
+
+    def follow(self, follower: Follower, key: WatchKey, interval: float) -> None: ...
+
+    def unfollow(self, follower: Follower) -> None: ...
+
+    async def resolve(self, tracking_uri: str, uri: ModelUri) -> ResolvedVersion: ...
+
+    async def refresh_model(self, model: str) -> int: ...
+
+
+class DirectResolver:
+    """Every resolution asks MLflow itself: the naive mode, kept for comparison."""
+
+    def __init__(self, registry: MlflowRegistry) -> None:
+        self._registry = registry
+
+    def follow(self, follower: Follower, key: WatchKey, interval: float) -> None:
+        pass
+
+    def unfollow(self, follower: Follower) -> None:
+        pass
+
+    async def resolve(self, tracking_uri: str, uri: ModelUri) -> ResolvedVersion:
+        return await self._registry.resolve(tracking_uri, uri)
+
+    async def refresh_model(self, model: str) -> int:
+        return 0
 
 
 @dataclass
@@ -41,16 +73,22 @@ class AliasWatcher:
         self._registry = registry
         self._wake = wake
         self._watches: dict[WatchKey, _Watch] = {}
+        self._keys: dict[Follower, WatchKey] = {}
 
-    def follow(self, key: WatchKey, follower: Follower, interval: float) -> None:
+    def follow(self, follower: Follower, key: WatchKey, interval: float) -> None:
+        """`follower` needs `key` checked at least every `interval` seconds (from now on)."""
+        if self._keys.get(follower, key) != key:
+            self.unfollow(follower)
+        self._keys[follower] = key
         watch = self._watches.setdefault(key, _Watch())
         watch.intervals[follower] = interval
         if watch.task is None:
             watch.task = asyncio.create_task(self._poll(key, watch), name=f"watch {key}")
 
-    def unfollow(self, key: WatchKey, follower: Follower) -> None:
-        watch = self._watches.get(key)
-        if watch is None:
+    def unfollow(self, follower: Follower) -> None:
+        key = self._keys.pop(follower, None)
+        watch = self._watches.get(key) if key is not None else None
+        if key is None or watch is None:
             return
         watch.intervals.pop(follower, None)
         if not watch.intervals:
@@ -58,8 +96,12 @@ class AliasWatcher:
             if watch.task is not None:
                 watch.task.cancel()
 
-    def keys_of_model(self, model: str) -> list[WatchKey]:
-        return [key for key in self._watches if key[1] == model]
+    async def refresh_model(self, model: str) -> int:
+        """Fetch `model` now on every server it is watched on (a webhook said it changed);
+        returns how many watches that was."""
+        keys = [key for key in self._watches if key[1] == model]
+        await asyncio.gather(*(self.refresh(key) for key in keys))
+        return len(keys)
 
     async def resolve(self, tracking_uri: str, uri: ModelUri) -> ResolvedVersion:
         watch = self._watches.get((tracking_uri, uri.name))

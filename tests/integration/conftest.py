@@ -14,7 +14,7 @@ from kubernetes import client
 
 from aliasop import bikes, local
 
-from resources import View
+from resources import WEBHOOK_SECRET, View
 from support import REPO, TEST_NAMESPACE_PREFIX, Cluster
 
 OPERATOR_NAMESPACE = "aliasop-system"
@@ -70,7 +70,12 @@ def operator(
     port = local.free_port()
     log = tmp_path_factory.mktemp("operator-log") / "operator.log"
     process = local.operator(
-        log, operator_kubeconfig, mlflow_uri, port, namespace=f"{TEST_NAMESPACE_PREFIX}*"
+        log,
+        operator_kubeconfig,
+        mlflow_uri,
+        port,
+        namespace=f"{TEST_NAMESPACE_PREFIX}*",
+        webhook_secret=WEBHOOK_SECRET,
     ).start()
     try:
         process.wait_ready(f"http://127.0.0.1:{port}/healthz", timeout=60)

@@ -8,6 +8,9 @@ from kubernetes import client
 
 from support import wait_for
 
+# The operator under test and the MLflow webhooks the tests create share this secret.
+WEBHOOK_SECRET = "webhook-secret-for-the-tests"
+
 
 class View:
     """Reads of one ModelDeployment and its children."""

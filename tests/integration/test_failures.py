@@ -51,17 +51,18 @@ def proxy(mlflow_uri: str) -> Iterator[TcpProxy]:
     proxy.stop()
 
 
-def failed_resolutions(operator: local.LocalProcess) -> float:
-    """aliasop_resolutions_total{result="RegistryUnavailable"}, from the operator's /metrics."""
-    metrics = httpx.get(f"http://127.0.0.1:{operator.env['ALIASOP_METRICS_PORT']}/metrics").text
+def failed_requests(operator: local.LocalProcess) -> float:
+    """MLflow requests that found no server, from the operator's /metrics."""
+    metrics = httpx.get(f"http://127.0.0.1:{operator.env['ALIASOP_HTTP_PORT']}/metrics").text
+    total = 0.0
     for family in text_string_to_metric_families(metrics):
         for sample in family.samples:
             if (
-                sample.name == "aliasop_resolutions_total"
-                and sample.labels.get("result") == "RegistryUnavailable"
+                sample.name == "aliasop_registry_requests_total"
+                and sample.labels.get("result") == "unreachable"
             ):
-                return sample.value
-    return 0.0
+                total += sample.value
+    return total
 
 
 def restart_api_server(cluster: Cluster) -> None:

@@ -1,0 +1,104 @@
+"""Verification of MLflow webhook deliveries (pure: no I/O).
+
+MLflow signs each delivery: `X-MLflow-Signature: v1,<base64 HMAC-SHA256>` over
+`<delivery id>.<timestamp>.<body>` with the webhook's shared secret, and sends the id and the
+Unix timestamp in `X-MLflow-Delivery-Id` and `X-MLflow-Timestamp`. A delivery is accepted
+only if the signature matches, the timestamp is recent and the id was not seen before.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+SIGNATURE_HEADER = "X-MLflow-Signature"
+TIMESTAMP_HEADER = "X-MLflow-Timestamp"
+DELIVERY_ID_HEADER = "X-MLflow-Delivery-Id"
+ALIAS_ENTITY = "model_version_alias"
+
+
+class Rejection(StrEnum):
+    UNSIGNED = "unsigned"
+    BAD_SIGNATURE = "bad_signature"
+    STALE = "stale"
+    REPLAYED = "replayed"
+    MALFORMED = "malformed"
+
+
+class WebhookRejected(Exception):
+    def __init__(self, reason: Rejection, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class AliasChange:
+    model: str
+    alias: str
+    action: str  # created | deleted
+
+
+def sign(secret: str, delivery_id: str, timestamp: str, body: str) -> str:
+    digest = hmac.new(
+        secret.encode(), f"{delivery_id}.{timestamp}.{body}".encode(), hashlib.sha256
+    ).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+class DeliveryVerifier:
+    def __init__(
+        self, secret: str, tolerance_seconds: float, now: Callable[[], float] = time.time
+    ) -> None:
+        self._secret = secret
+        self._tolerance = tolerance_seconds
+        self._now = now
+        self._seen: OrderedDict[str, float] = OrderedDict()  # delivery id -> its timestamp
+
+    def verify(self, headers: Mapping[str, str], body: bytes) -> AliasChange | None:
+        """The alias change a delivery reports; None for events that are not alias changes.
+        Raises WebhookRejected for anything not provably from MLflow, recent and new."""
+        delivery_id = headers.get(DELIVERY_ID_HEADER, "")
+        stamp = headers.get(TIMESTAMP_HEADER, "")
+        signature = headers.get(SIGNATURE_HEADER, "")
+        if not (delivery_id and stamp and signature):
+            raise WebhookRejected(Rejection.UNSIGNED, "signature headers missing")
+        try:
+            text = body.decode()
+            sent_at = float(stamp)
+        except (UnicodeDecodeError, ValueError):
+            raise WebhookRejected(Rejection.MALFORMED, "undecodable body or timestamp") from None
+        if not hmac.compare_digest(sign(self._secret, delivery_id, stamp, text), signature):
+            raise WebhookRejected(Rejection.BAD_SIGNATURE, "signature does not match")
+        now = self._now()
+        if abs(now - sent_at) > self._tolerance:
+            raise WebhookRejected(Rejection.STALE, f"timestamp {stamp} is too far from now")
+        self._forget_before(now - self._tolerance)
+        if delivery_id in self._seen:
+            raise WebhookRejected(Rejection.REPLAYED, f"delivery {delivery_id} seen before")
+        self._seen[delivery_id] = sent_at
+        return _alias_change(text)
+
+    def _forget_before(self, cutoff: float) -> None:
+        # Ids older than the tolerance cannot come back: their timestamp would be stale.
+        while self._seen and next(iter(self._seen.values())) < cutoff:
+            self._seen.popitem(last=False)
+
+
+def _alias_change(text: str) -> AliasChange | None:
+    try:
+        payload = json.loads(text)
+        if payload.get("entity") != ALIAS_ENTITY:
+            return None
+        data = payload["data"]
+        return AliasChange(
+            model=str(data["name"]), alias=str(data["alias"]), action=payload["action"]
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise WebhookRejected(Rejection.MALFORMED, "not an MLflow webhook payload") from None

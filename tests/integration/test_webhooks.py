@@ -1,0 +1,106 @@
+"""MLflow webhooks: real deliveries from a real MLflow server, and forged ones refused."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from mlflow import MlflowClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from aliasop import bikes, local
+from aliasop.webhooks import DELIVERY_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from conftest import WEBHOOK_SECRET
+
+from resources import View
+from support import wait_for
+
+Versions = tuple[bikes.RegisteredVersion, bikes.RegisteredVersion]
+pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("operator")]
+
+
+def endpoint(operator: local.LocalProcess, path: str) -> str:
+    return f"http://127.0.0.1:{operator.env['ALIASOP_HTTP_PORT']}{path}"
+
+
+def deliveries(operator: local.LocalProcess) -> dict[str, float]:
+    text = httpx.get(endpoint(operator, "/metrics")).text
+    return {
+        sample.labels["result"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "aliasop_webhook_deliveries_total"
+    }
+
+
+@pytest.fixture
+def mlflow_webhook(mlflow_uri: str, operator: local.LocalProcess) -> Iterator[None]:
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    webhook = client.create_webhook(
+        name=f"aliasop-{uuid.uuid4().hex[:6]}",
+        url=endpoint(operator, "/webhooks/mlflow"),
+        events=["model_version_alias.created", "model_version_alias.deleted"],
+        secret=WEBHOOK_SECRET,
+    )
+    yield
+    client.delete_webhook(webhook.webhook_id)
+
+
+@pytest.mark.usefixtures("mlflow_webhook")
+def test_a_real_webhook_rolls_out_long_before_the_next_poll(
+    two_versions: Versions,
+    model_name: str,
+    mlflow_uri: str,
+    mdeps: Callable[..., Any],
+    view: Callable[[str], View],
+    operator: local.LocalProcess,
+) -> None:
+    v1, v2 = two_versions
+    mdeps("bikes", model=f"models:/{model_name}@champion", replicas=1, pollIntervalSeconds=600)
+    bikes_view = view("bikes")
+    bikes_view.wait_serving(v1.version)
+    accepted = deliveries(operator).get("accepted", 0)
+
+    bikes.set_alias(mlflow_uri, model_name, "champion", v2.version)
+    # Polling would take ten minutes: only the webhook can make this in time.
+    wait_for(lambda: bikes_view.template_version() == v2.version, 15, message="template at v2")
+    bikes_view.wait_serving(v2.version)
+    assert deliveries(operator)["accepted"] > accepted
+
+
+def test_forged_stale_and_replayed_deliveries_are_refused(operator: local.LocalProcess) -> None:
+    url = endpoint(operator, "/webhooks/mlflow")
+    body = json.dumps(
+        {
+            "entity": "model_version_alias",
+            "action": "created",
+            "timestamp": "now",
+            "data": {"name": "bikes", "alias": "champion", "version": "9"},
+        }
+    )
+
+    def post(secret: str, delivery_id: str, sent_at: float) -> int:
+        stamp = str(int(sent_at))
+        headers = {
+            DELIVERY_ID_HEADER: delivery_id,
+            TIMESTAMP_HEADER: stamp,
+            SIGNATURE_HEADER: sign(secret, delivery_id, stamp, body),
+            "Content-Type": "application/json",
+        }
+        return httpx.post(url, content=body, headers=headers).status_code
+
+    before = deliveries(operator)
+    genuine = f"d-{uuid.uuid4()}"
+    assert post("not-the-secret", f"d-{uuid.uuid4()}", time.time()) == 401
+    assert post(WEBHOOK_SECRET, f"d-{uuid.uuid4()}", time.time() - 3600) == 401
+    assert post(WEBHOOK_SECRET, genuine, time.time()) == 200
+    assert post(WEBHOOK_SECRET, genuine, time.time()) == 401  # replayed
+    assert httpx.post(url, content=body).status_code == 401  # unsigned
+    after = deliveries(operator)
+    for result in ("bad_signature", "stale", "replayed", "unsigned", "accepted"):
+        assert after.get(result, 0) == before.get(result, 0) + 1, result

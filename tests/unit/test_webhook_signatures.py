@@ -1,0 +1,81 @@
+import json
+
+import pytest
+
+from aliasop.webhooks import (
+    DELIVERY_ID_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    AliasChange,
+    DeliveryVerifier,
+    Rejection,
+    WebhookRejected,
+    sign,
+)
+
+SECRET = "shared-secret"
+NOW = 1_800_000_000.0
+
+
+def delivery(
+    delivery_id: str = "d-1",
+    sent_at: float = NOW,
+    secret: str = SECRET,
+    entity: str = "model_version_alias",
+) -> tuple[dict[str, str], bytes]:
+    body = json.dumps(
+        {
+            "entity": entity,
+            "action": "created",
+            "timestamp": "t",
+            "data": {"name": "bikes", "alias": "champion", "version": "2"},
+        }
+    )
+    stamp = str(int(sent_at))
+    headers = {
+        DELIVERY_ID_HEADER: delivery_id,
+        TIMESTAMP_HEADER: stamp,
+        SIGNATURE_HEADER: sign(secret, delivery_id, stamp, body),
+    }
+    return headers, body.encode()
+
+
+def verifier() -> DeliveryVerifier:
+    return DeliveryVerifier(SECRET, tolerance_seconds=300, now=lambda: NOW)
+
+
+def rejection(check: DeliveryVerifier, headers: dict[str, str], body: bytes) -> Rejection:
+    with pytest.raises(WebhookRejected) as raised:
+        check.verify(headers, body)
+    return raised.value.reason
+
+
+def test_a_signed_recent_delivery_is_accepted() -> None:
+    assert verifier().verify(*delivery()) == AliasChange("bikes", "champion", "created")
+
+
+def test_other_events_are_ignored() -> None:
+    assert verifier().verify(*delivery(entity="model_version")) is None
+
+
+def test_forged_stale_replayed_and_unsigned_deliveries_are_refused() -> None:
+    check = verifier()
+    assert rejection(check, *delivery(secret="guess")) is Rejection.BAD_SIGNATURE
+    assert rejection(check, *delivery(sent_at=NOW - 301)) is Rejection.STALE
+    assert rejection(check, *delivery(sent_at=NOW + 301)) is Rejection.STALE
+    headers, body = delivery()
+    check.verify(headers, body)
+    assert rejection(check, headers, body) is Rejection.REPLAYED
+    tampered = body.replace(b"champion", b"challenger")
+    assert rejection(check, *delivery("d-2")[:1], tampered) is Rejection.BAD_SIGNATURE
+    assert rejection(check, {}, body) is Rejection.UNSIGNED
+
+
+def test_seen_ids_are_forgotten_once_they_would_be_stale() -> None:
+    clock = [NOW]
+    check = DeliveryVerifier(SECRET, tolerance_seconds=300, now=lambda: clock[0])
+    for i in range(1000):
+        check.verify(*delivery(f"d-{i}"))
+    clock[0] = NOW + 301
+    check.verify(*delivery("fresh", sent_at=clock[0]))
+    assert len(check._seen) == 1
