@@ -9,7 +9,7 @@ CLUSTER_BIN := $(ALIASOP_CACHE)/cluster/$(K8S_VERSION)/bin
 # The demo talks to the test cluster with the kubectl built for it.
 CLUSTER_ENV := PATH="$(CLUSTER_BIN):$$PATH" KUBECONFIG="$(ALIASOP_CACHE)/kubeconfig"
 
-.PHONY: install cluster-build cluster-up cluster-down test test-unit test-integration lint crds demo demo-down bench-serving clean
+.PHONY: install cluster-build cluster-up cluster-down test test-unit test-integration lint crds demo demo-down bench bench-serving clean
 
 install: $(VENV)/.installed
 
@@ -53,6 +53,9 @@ demo: install cluster-up
 demo-down:
 	if [ -x $(BIN)/aliasop ]; then $(BIN)/aliasop demo --down; fi
 	tests/cluster/cluster.sh down
+
+bench: install cluster-up
+	$(CLUSTER_ENV) $(BIN)/python bench/scale.py
 
 bench-serving: install
 	$(BIN)/python bench/serving_ready.py

@@ -7,34 +7,19 @@ scikit-learn model served from a real MLflow server. Writes docs/serving-ready.m
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-import mlflow
+from machine import describe
 
 from aliasop import bikes, local
 from aliasop.builders import Owner, PinnedVersion, ServingDefaults, get_deployment
 from aliasop.models import ModelDeploymentSpec
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "serving-ready.md"
-
-
-def machine() -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    versions = f"Python {platform.python_version()}, MLflow {mlflow.__version__}"
-    return f"{os.cpu_count()} cores ({cpu}), {versions}"
 
 
 def main() -> None:
@@ -86,7 +71,7 @@ def main() -> None:
 
     OUT.write_text(
         "# Serving process: time to ready\n\n"
-        f"`bench/serving_ready.py`, {runs} runs, {time.strftime('%Y-%m-%d')}, on {machine()}.\n"
+        f"`bench/serving_ready.py`, {runs} runs, {time.strftime('%Y-%m-%d')}, on {describe()}.\n"
         "The serving command exactly as the operator renders it "
         "(`mlflow models serve --env-manager local`), loading a one-hot + ridge scikit-learn "
         "model from a local MLflow server (sqlite registry, proxied artifacts).\n\n"

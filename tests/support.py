@@ -17,8 +17,7 @@ T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER_SCRIPT = REPO / "tests" / "cluster" / "cluster.sh"
-# Test namespaces start with this, and the test operator watches only those: a demo running
-# on the same cluster keeps its own operator.
+# Test namespaces start with this, to tell them from others on a reused cluster.
 TEST_NAMESPACE_PREFIX = "t-"
 
 

@@ -182,10 +182,9 @@ spec:
 
 def _start_operator(state: Path, say: Narrator) -> None:
     local.stop_pidfile(state / "operator.pid")
-    token = kubectl("-n", "aliasop-system", "create", "token", "aliasop", "--duration=24h")
-    kubeconfig = state / "operator-kubeconfig"
-    kubeconfig.write_text(_token_kubeconfig(token.strip()))
-    kubeconfig.chmod(0o600)
+    kubeconfig = local.service_account_kubeconfig(
+        ["kubectl"], "aliasop-system", "aliasop", state / "operator-kubeconfig"
+    )
     health_port = local.free_port()
     operator = local.operator(
         state / "operator.log", str(kubeconfig), MLFLOW_URI, health_port, NAMESPACE
@@ -193,23 +192,6 @@ def _start_operator(state: Path, say: Narrator) -> None:
     operator.write_pidfile(state / "operator.pid")
     operator.wait_ready(f"http://127.0.0.1:{health_port}/healthz", timeout=60)
     say.line("operator is up")
-
-
-def _token_kubeconfig(token: str) -> str:
-    view = kubectl_json("config", "view", "--minify", "--raw")
-    cluster = view["clusters"][0]
-    return json.dumps(
-        {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [cluster],
-            "users": [{"name": "aliasop", "user": {"token": token}}],
-            "contexts": [
-                {"name": "aliasop", "context": {"cluster": cluster["name"], "user": "aliasop"}}
-            ],
-            "current-context": "aliasop",
-        }
-    )
 
 
 class Watch:

@@ -102,6 +102,7 @@ async def follow_alias(
             await _sleep(delay, wakeup, stopped)
     finally:
         runtime.resolver.unfollow((namespace, name))
+        runtime.cluster.forget(namespace, name)
         runtime.wakeups.unregister(namespace, name)
         metrics.WATCHED.set(len(runtime.wakeups))
 
@@ -152,7 +153,10 @@ async def reconcile(
     if decision.pin is not None:
         owner = Owner(name=name, namespace=namespace, uid=meta["uid"])
         try:
-            await runtime.cluster.apply(get_deployment(owner, spec, decision.pin, runtime.defaults))
+            await runtime.cluster.apply(
+                get_deployment(owner, spec, decision.pin, runtime.defaults),
+                current_generation=observed.generation if observed is not None else None,
+            )
             await runtime.cluster.apply(get_service(owner, spec))
         except ApiException as exc:
             if exc.status not in (400, 422):  # anything but "invalid" is worth a retry

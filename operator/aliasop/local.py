@@ -7,6 +7,7 @@ process group so nothing is left running.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import socket
@@ -133,18 +134,18 @@ def operator(
     kubeconfig: str,
     tracking_uri: str,
     health_port: int,
-    namespace: str,
+    namespace: str | None = None,
     webhook_secret: str = "",
 ) -> LocalProcess:
-    """`aliasop run` for the namespaces matching `namespace` (a name or a glob such as `t-*`),
-    with a liveness endpoint on `health_port`."""
+    """`aliasop run` for one namespace, or all of them, with a liveness endpoint on
+    `health_port`."""
     bin_dir = Path(sys.executable).parent
     return LocalProcess(
         name="aliasop operator",
         args=[
             str(bin_dir / "aliasop"),
             "run",
-            f"--namespace={namespace}",
+            f"--namespace={namespace}" if namespace else "--all-namespaces",
             "--standalone",
             f"--liveness=http://127.0.0.1:{health_port}/healthz",
         ],
@@ -201,3 +202,28 @@ def serving_process(container: dict[str, Any], log: Path) -> LocalProcess:
         log=log,
         env=env,
     )
+
+
+def service_account_kubeconfig(
+    kubectl: list[str], namespace: str, account: str, path: Path
+) -> Path:
+    """Write a kubeconfig that authenticates as a ServiceAccount (a fresh token), for the
+    cluster `kubectl` (a command prefix, credentials included) talks to."""
+
+    def run(*args: str) -> str:
+        return subprocess.run([*kubectl, *args], check=True, capture_output=True, text=True).stdout
+
+    token = run("-n", namespace, "create", "token", account, "--duration=24h").strip()
+    cluster = json.loads(run("config", "view", "--minify", "--raw", "-o", "json"))["clusters"][0]
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [cluster],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": account, "context": {"cluster": cluster["name"], "user": account}}],
+        "current-context": account,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config))
+    path.chmod(0o600)
+    return path

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 
 from aliasop import bikes, local
 
 from resources import WEBHOOK_SECRET, View
-from support import REPO, TEST_NAMESPACE_PREFIX, Cluster
+from support import REPO, Cluster
 
 OPERATOR_NAMESPACE = "aliasop-system"
 
@@ -43,24 +41,14 @@ def installed(cluster: Cluster) -> Cluster:
 @pytest.fixture(scope="session")
 def operator_kubeconfig(installed: Cluster, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A kubeconfig holding the operator ServiceAccount's token: the tests prove its RBAC."""
-    token = installed.kubectl(
-        "-n", OPERATOR_NAMESPACE, "create", "token", "aliasop", "--duration=6h"
-    ).stdout.strip()
-    admin = yaml.safe_load(Path(installed.kubeconfig).read_text())
-    cluster_entry = admin["clusters"][0]
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [cluster_entry],
-        "users": [{"name": "aliasop", "user": {"token": token}}],
-        "contexts": [
-            {"name": "aliasop", "context": {"cluster": cluster_entry["name"], "user": "aliasop"}}
-        ],
-        "current-context": "aliasop",
-    }
-    path = tmp_path_factory.mktemp("operator") / "kubeconfig"
-    path.write_text(yaml.safe_dump(config))
-    return str(path)
+    return str(
+        local.service_account_kubeconfig(
+            [installed.kubectl_binary, "--kubeconfig", installed.kubeconfig],
+            OPERATOR_NAMESPACE,
+            "aliasop",
+            tmp_path_factory.mktemp("operator") / "kubeconfig",
+        )
+    )
 
 
 @pytest.fixture(scope="session")
@@ -74,7 +62,6 @@ def operator(
         operator_kubeconfig,
         mlflow_uri,
         port,
-        namespace=f"{TEST_NAMESPACE_PREFIX}*",
         webhook_secret=WEBHOOK_SECRET,
     ).start()
     try:

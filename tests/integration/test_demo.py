@@ -20,8 +20,11 @@ from support import Cluster
 pytestmark = pytest.mark.timeout(600)
 
 
-def test_demo_runs_the_whole_loop_and_cleans_up(installed: Cluster, tmp_path: Path) -> None:
-    namespace = f"demo-{uuid.uuid4().hex[:6]}"  # not a test namespace: the demo brings its operator
+def test_demo_runs_the_whole_loop_and_cleans_up(
+    installed: Cluster, tmp_path: Path, operator: local.LocalProcess
+) -> None:
+    namespace = f"demo-{uuid.uuid4().hex[:6]}"
+    operator.stop()  # the demo brings its own operator: two would fight over its resource
     mlflow_port = local.free_port()
     env = {
         **os.environ,
@@ -59,10 +62,13 @@ def test_demo_runs_the_whole_loop_and_cleans_up(installed: Cluster, tmp_path: Pa
             ("1", "Created", "Succeeded"),
         ]
     finally:
+        # While the demo's operator still runs, so that it can release the resource.
+        installed.kubectl("delete", "mdep", "bikes", "-n", namespace, "--timeout=60s", check=False)
         down = subprocess.run(
             [aliasop, "demo", "--down"], env=env, capture_output=True, text=True, timeout=60
         )
         installed.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        operator.start()
     assert down.returncode == 0, down.stderr
     assert not list((tmp_path / "demo").glob("*.pid"))
     with pytest.raises(httpx.ConnectError):
