@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -34,7 +35,6 @@ from aliasop.rollout import decide, observe_deployment, refused
 from aliasop.runtime import Runtime
 from aliasop.webhooks import DeliveryVerifier
 
-INSTANCE_LABEL = "app.kubernetes.io/instance"
 _TRANSIENT = (ApiException, urllib3.exceptions.HTTPError, OSError)
 
 
@@ -47,20 +47,18 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     )
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.posting.level = logging.INFO
-    # Every Deployment event wakes a loop; kopf would log each of those at INFO.
-    logging.getLogger("kopf.objects").addFilter(_drop_wakeup_successes)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per MLflow request
     runtime: Runtime = memo.runtime
+    # The Kubernetes client blocks: its calls run in these threads (see kube.Cluster).
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(runtime.settings.api_concurrency, thread_name_prefix="kube-api")
+    )
     if runtime.settings.http_port:
         secret = runtime.settings.webhook_secret.get_secret_value()
         verifier = (
             DeliveryVerifier(secret, runtime.settings.webhook_tolerance_seconds) if secret else None
         )
         memo.http = await serve(build_app(runtime.resolver, verifier), runtime.settings.http_port)
-
-
-def _drop_wakeup_successes(record: logging.LogRecord) -> bool:
-    return "'deployment_changed' succeeded" not in record.getMessage()
 
 
 @kopf.on.cleanup()
@@ -78,6 +76,7 @@ async def follow_alias(
     name: str,
     stopped: kopf.DaemonStopped,
     memo: kopf.Memo,
+    deployments: kopf.Index[tuple[str, str], dict[str, Any]],
     logger: kopf.Logger,
     **_: Any,
 ) -> None:
@@ -92,7 +91,8 @@ async def follow_alias(
         while not stopped:
             wakeup.clear()
             try:
-                status, delay = await reconcile(runtime, body, status, logger)
+                deployment = next(iter(deployments.get((namespace, name), [])), None)
+                status, delay = await reconcile(runtime, body, status, deployment, logger)
                 failures = 0
             except _TRANSIENT as exc:
                 failures += 1
@@ -108,22 +108,30 @@ async def follow_alias(
 
 
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-def spec_changed(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+async def spec_changed(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     memo.runtime.wakeups.wake(namespace, name)
 
 
-@kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": "aliasop"})
-def deployment_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
-    """Rollout progress shows in the Deployment's status: look again at once."""
-    instance = labels.get(INSTANCE_LABEL)
-    if instance:
-        memo.runtime.wakeups.wake(namespace, instance)
+@kopf.index("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": "aliasop"})
+async def deployments(
+    namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """The children Deployments as the watch last saw them, so passes need not read them.
+    Rollout progress shows in their status: each change wakes the owner's loop. (Async, so
+    that it runs on the event loop: waking an asyncio.Event from a thread is unsafe.)"""
+    memo.runtime.wakeups.wake(namespace, name)  # a Deployment is named after its owner
+    return {(namespace, name): {key: body[key] for key in ("metadata", "spec", "status")}}
 
 
 async def reconcile(
-    runtime: Runtime, body: kopf.Body, status: ModelDeploymentStatus, logger: kopf.Logger
+    runtime: Runtime,
+    body: kopf.Body,
+    status: ModelDeploymentStatus,
+    deployment: dict[str, Any] | None,
+    logger: kopf.Logger,
 ) -> tuple[ModelDeploymentStatus, float]:
-    """One pass: resolve, observe, decide, apply, report.
+    """One pass: resolve, observe `deployment` (the child, None if there is none yet),
+    decide, apply, report.
 
     Returns the status now stored and the seconds until the next pass."""
     meta = body["metadata"]
@@ -144,7 +152,6 @@ async def reconcile(
         (namespace, name), (tracking_uri, spec.model_uri.name), spec.poll_interval_seconds
     )
     resolution = await _resolve(runtime, tracking_uri, spec)
-    deployment = await runtime.cluster.read_deployment(namespace, name)
     observed = observe_deployment(deployment) if deployment is not None else None
     decision = decide(
         spec, meta.get("generation", 0), status, resolution, observed, runtime.clock.now()

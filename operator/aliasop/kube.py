@@ -1,4 +1,4 @@
-"""Kubernetes I/O for the operator: read the child Deployment, apply children, write status.
+"""Kubernetes I/O for the operator: apply children, write status.
 
 The official client is synchronous, so every call runs in a worker thread, off the event loop.
 """
@@ -26,19 +26,6 @@ class Cluster:
         # (kind, namespace, name) -> (digest of the manifest last applied, the object's
         # generation right after): lets a steady resource skip its applies.
         self._applied: dict[tuple[str, str, str], tuple[str, int | None]] = {}
-
-    async def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """The Deployment as the API server sends it (camelCase), or None if there is none."""
-        try:
-            response: Any = await asyncio.to_thread(
-                self._apps.read_namespaced_deployment, name, namespace, _preload_content=False
-            )
-        except client.ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        body: dict[str, Any] = json.loads(response.data)  # raw urllib3 response
-        return body
 
     async def apply(self, manifest: dict[str, Any], current_generation: int | None = None) -> None:
         """Server-side apply as field manager `aliasop`: fields others own are left alone.

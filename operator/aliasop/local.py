@@ -36,9 +36,11 @@ class LocalProcess:
     log: Path
     env: dict[str, str]
     process: subprocess.Popen[bytes] | None = None
+    log_offset: int = 0  # where the current run's output starts in the log
 
     def start(self) -> LocalProcess:
         self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.log_offset = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 self.args,
@@ -85,6 +87,12 @@ class LocalProcess:
         assert self.process is not None, "start() first"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(str(self.process.pid))
+
+    def output(self) -> str:
+        """What the current run has logged so far."""
+        with self.log.open("rb") as log:
+            log.seek(self.log_offset)
+            return log.read().decode(errors="replace")
 
     def tail(self, lines: int = 40) -> str:
         if not self.log.exists():

@@ -54,6 +54,8 @@ class Runtime:
 
 def build_runtime(settings: Settings) -> Runtime:
     config.load_config()  # type: ignore[no-untyped-call]  # in-cluster service account, else $KUBECONFIG / ~/.kube/config
+    api_configuration = client.Configuration.get_default_copy()
+    api_configuration.connection_pool_maxsize = settings.api_concurrency
     registry = MlflowRegistry(
         timeout_seconds=settings.registry_timeout_seconds,
         concurrency=settings.registry_concurrency,
@@ -68,7 +70,7 @@ def build_runtime(settings: Settings) -> Runtime:
         settings=settings,
         registry=registry,
         resolver=resolver,
-        cluster=Cluster(client.ApiClient()),
+        cluster=Cluster(client.ApiClient(api_configuration)),
         clock=SystemClock(),
         wakeups=wakeups,
     )

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     registry_concurrency: int = Field(
         16, ge=1, description="MLflow requests in flight at once, across all resources."
     )
+    api_concurrency: int = Field(
+        32, ge=1, description="Kubernetes API calls in flight at once (worker threads)."
+    )
     retry_backoff_max_seconds: float = Field(
         300.0, gt=0, description="Longest wait between retries after errors."
     )

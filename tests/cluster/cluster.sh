@@ -2,12 +2,17 @@
 # Runs the test control plane: kwokctl's binary runtime with only the binaries build.sh made
 # (real etcd, kube-apiserver, kube-controller-manager, kube-scheduler; kwok simulates the node).
 #
-#   cluster.sh up      start the cluster, or reuse a healthy one, or repair a stopped/broken one
+#   cluster.sh up      start the cluster, or reuse a healthy one, or repair a stopped/broken one;
+#                      a cluster made with another configuration (an older cluster.sh) is recreated
 #   cluster.sh down    delete the cluster; no process of it is left running
-#   cluster.sh status  exit 0 when the API server answers and the node is Ready
+#   cluster.sh status  exit 0 when the API server answers, the node is Ready and the cluster was
+#                      made with this configuration
 #
 # The kubeconfig is written to $ALIASOP_CACHE/kubeconfig (default ~/.cache/aliasop/kubeconfig);
 # kwokctl's state lives in $ALIASOP_CACHE/kwok, and ~/.kube/config is never touched.
+#
+# What the simulated node and pods do is set by kwok Stage objects: the defaults come from
+# stages.yaml (applied by every `up`), and tests may add their own at run time.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -22,6 +27,9 @@ node=aliasop-node-0
 
 export KWOK_WORKDIR="$cache/kwok"        # kwokctl keeps clusters, pids and logs here
 workdir="$KWOK_WORKDIR/clusters/$name"
+# A copy of the configuration the cluster was created with (kwokctl reads its configuration only
+# when it creates a cluster, so a changed one takes a new cluster).
+created_with="$workdir/aliasop-config.yaml"
 # kwokctl looks up kubectl on PATH before it would download one.
 export PATH="$bin:$PATH"
 
@@ -48,8 +56,8 @@ node_ready() {
 server_version() { kc get --raw /version | sed -n 's/.*"gitVersion": *"\([^"]*\)".*/\1/p'; }
 
 healthy() {
-  [ -f "$kubeconfig" ] && kc get --raw /readyz >/dev/null 2>&1 && node_ready 2>/dev/null &&
-    [ "$(server_version 2>/dev/null)" = "$K8S_VERSION" ]
+  config_current && [ -f "$kubeconfig" ] && kc get --raw /readyz >/dev/null 2>&1 &&
+    node_ready 2>/dev/null && [ "$(server_version 2>/dev/null)" = "$K8S_VERSION" ]
 }
 
 check_binaries() {
@@ -66,9 +74,11 @@ check_binaries() {
 # the default admission plugins. Both are kwokctl's defaults with a secure port, pinned here
 # because the tests depend on them. bindAddress keeps every component off the network
 # (kwokctl's default is 0.0.0.0); ports are picked free by kwokctl and kept across restarts.
-write_config() {
-  mkdir -p "$KWOK_WORKDIR"
-  cat >"$KWOK_WORKDIR/$name.yaml" <<YAML
+# enableCRDs: [Stage] makes kwok take its Stages from the API server instead of kwokctl's fixed
+# built-in set: kwokctl installs the Stage CRD and no stage at all, stages.yaml holds the defaults
+# (apply_stages), and tests can add or remove stages while the cluster runs.
+render_config() {
+  cat <<YAML
 kind: KwokctlConfiguration
 apiVersion: config.kwok.x-k8s.io/v1alpha1
 options:
@@ -82,16 +92,65 @@ options:
   kubeAuthorization: true
   kubeAdmission: true
   bindAddress: 127.0.0.1
+  enableCRDs:
+  - Stage
 YAML
 }
 
-# create SECONDS: create the cluster, or start an existing one's stopped components from its saved
-# configuration; give up after SECONDS (kwokctl alone may wait minutes for a wedged apiserver).
+write_config() {
+  mkdir -p "$KWOK_WORKDIR" && render_config >"$KWOK_WORKDIR/$name.yaml"
+}
+
+# Whether the existing cluster was created with the configuration above. A cluster from an older
+# cluster.sh has no record of it; kwokctl would keep running that one with its old options.
+config_current() { [ -f "$created_with" ] && render_config | cmp -s - "$created_with"; }
+
+# create SECONDS: create the cluster and start it; give up after SECONDS (kwokctl alone may wait
+# minutes for a wedged apiserver).
 create() {
   write_config || return 1
   # --kubeconfig '' keeps kwokctl away from ~/.kube/config.
   timeout "$1" "$bin/kwokctl" --name "$name" -c "$KWOK_WORKDIR/$name.yaml" \
-    create cluster --kubeconfig '' --wait "$1s"
+    create cluster --kubeconfig '' --wait "$1s" || return 1
+  cp "$KWOK_WORKDIR/$name.yaml" "$created_with"
+}
+
+# restart SECONDS: start the existing cluster's stopped components from the configuration kwokctl
+# saved when it created it. Not `create cluster` again: on an existing cluster, kwokctl v0.8.0 then
+# re-installs the Stage CRD with an update that lacks a resourceVersion, which the API server
+# refuses, and fails after starting everything.
+restart() {
+  timeout "$1" "$bin/kwokctl" --name "$name" start cluster --wait "$1s"
+}
+
+stages_crd_ready() {
+  [ "$(kc get crd stages.kwok.x-k8s.io \
+    -o 'jsonpath={.status.conditions[?(@.type=="Established")].status}')" = True ]
+}
+
+# The default stages (idempotent: an existing cluster picks up changes to stages.yaml). Server-side
+# apply: a client-side one waits about 2 s for the just-installed CRD's OpenAPI schema.
+apply_stages() {
+  wait_for 60 "the kwok Stage CRD" stages_crd_ready || return 1
+  kc apply --server-side --force-conflicts -f "$here/stages.yaml" >/dev/null || return 1
+}
+
+# take_over_node_lease SINCE: after a restart, the node's Lease still names the kwok-controller
+# that was stopped, and the new one leaves the node and its pods alone until that lease expires
+# (kwokctl's nodeLeaseDurationSeconds, 200 s here): meanwhile no pod would start or go away, though
+# the node still shows Ready. A lease last renewed by SINCE (epoch seconds) is such a leftover:
+# delete it, so the new kwok-controller creates its own at its next try (within a quarter of the
+# lease duration), and wait for that.
+take_over_node_lease() {
+  local renewed
+  renewed=$(kc -n kube-node-lease get lease "$node" --ignore-not-found \
+    -o 'jsonpath={.spec.renewTime}') || return 1
+  if [ -n "$renewed" ] && (($(date -d "$renewed" +%s) <= $1)); then
+    log "handing node $node's lease over to the new kwok-controller"
+    kc -n kube-node-lease delete lease "$node" --ignore-not-found >/dev/null || return 1
+    wait_for 90 "kwok-controller to take node $node's lease" \
+      kc -n kube-node-lease get lease "$node" || return 1
+  fi
 }
 
 # Writes the kubeconfig, registers the node and waits until the cluster can run pods.
@@ -100,6 +159,8 @@ finish() {
   kwokctl get kubeconfig >"$kubeconfig.tmp" && mv "$kubeconfig.tmp" "$kubeconfig" || return 1
   log "waiting for the API server"
   wait_for 120 "API server /readyz" kc get --raw /readyz || return 1
+  log "applying the default kwok stages"
+  apply_stages || return 1
   log "registering node $node"
   wait_for 60 "apply node" kc apply -f "$here/node.yaml" || return 1
   wait_for 120 "node $node Ready" node_ready || return 1
@@ -118,8 +179,13 @@ cluster_pids() {
   return 0
 }
 
-# Whether pid $1 is a live process running one of our binaries.
-ours() { [[ $(readlink "/proc/$1/exe" 2>/dev/null) == "$cache"/cluster/*/bin/* ]]; }
+# Whether pid $1 is a live process running one of our binaries. /proc/PID/exe names the binary's
+# real path, so compare with the real path of the binaries' directory (which may be a symlink).
+ours() {
+  local exe
+  exe=$(readlink "/proc/$1/exe" 2>/dev/null) || return 1
+  [[ $exe == "$(readlink -m "$cache/cluster")"/*/bin/* ]]
+}
 gone() { ! ours "$1"; }
 
 down() {
@@ -151,16 +217,23 @@ fail() {
 
 up() {
   check_binaries
+  local started=$SECONDS
+  if [ -d "$workdir" ] && ! config_current; then
+    log "cluster $name was created with another configuration (an older cluster.sh): recreating it"
+    down
+  fi
   if healthy; then
+    apply_stages || die "could not apply $here/stages.yaml"
     log "cluster $name already running and healthy ($K8S_VERSION); kubeconfig: $kubeconfig"
     return
   fi
-  local started=$SECONDS
   if [ -d "$workdir" ]; then
     log "cluster $name exists but is not healthy: restarting it"
+    local stopped
+    stopped=$(date +%s)
     # Stop first: kwokctl only starts components whose pid is not alive, so a wedged or
     # just-killed (zombie) process would otherwise be left in place.
-    if ! { kwokctl stop cluster && create 60 && finish; }; then
+    if ! { kwokctl stop cluster && restart 60 && finish && take_over_node_lease "$stopped"; }; then
       log "restart failed: recreating cluster $name"
       down
       { create 180 && finish; } || fail
@@ -174,6 +247,10 @@ up() {
 
 status() {
   if [ -d "$workdir" ]; then kwokctl get components || true; fi
+  if [ -d "$workdir" ] && ! config_current; then
+    log "cluster $name was created with another configuration: \`$0 up\` recreates it"
+    return 1
+  fi
   if healthy; then
     log "healthy: $(server_version), node $node Ready; kubeconfig: $kubeconfig"
   else

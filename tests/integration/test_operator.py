@@ -224,12 +224,22 @@ def test_operator_restart_changes_nothing(
 
 
 def test_operator_rbac_is_enough_and_no_more(
-    installed: Cluster, operator: local.LocalProcess
+    installed: Cluster,
+    operator: local.LocalProcess,
+    two_versions: Versions,
+    model_name: str,
+    mdeps: Callable[..., Any],
+    view: Callable[[str], View],
 ) -> None:
-    """The operator runs on the ServiceAccount token from manifests/ (see conftest): it was
-    never refused anything, and it can neither read Secrets nor delete Pods."""
+    """The operator runs on the ServiceAccount token from manifests/ (see conftest): from its
+    start to a resource serving it is never refused anything, and it can neither read
+    Secrets nor delete Pods."""
+    operator.stop()
+    operator.start()
+    mdeps("bikes", model=f"models:/{model_name}@champion", replicas=1, pollIntervalSeconds=5)
+    view("bikes").wait_serving(two_versions[0].version)
     account = "system:serviceaccount:aliasop-system:aliasop"
-    assert f'User "{account}" cannot' not in operator.tail(100_000)
+    assert f'User "{account}" cannot' not in operator.output()
     for verb, resource in [("get", "secrets"), ("list", "secrets"), ("delete", "pods")]:
         answer = installed.kubectl(
             "auth", "can-i", verb, resource, "-A", "--as", account, check=False
