@@ -28,6 +28,7 @@ from aliasop.models import (
     VERSION,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
+    Phase,
     RegistryProblem,
     ResolvedVersion,
 )
@@ -120,7 +121,7 @@ async def deployments(
     Rollout progress shows in their status: each change wakes the owner's loop. (Async, so
     that it runs on the event loop: waking an asyncio.Event from a thread is unsafe.)"""
     memo.runtime.wakeups.wake(namespace, name)  # a Deployment is named after its owner
-    return {(namespace, name): {key: body[key] for key in ("metadata", "spec", "status")}}
+    return {(namespace, name): {key: body.get(key) or {} for key in ("metadata", "spec", "status")}}
 
 
 async def reconcile(
@@ -140,12 +141,16 @@ async def reconcile(
         spec = ModelDeploymentSpec.model_validate(dict(body["spec"]))
     except ValidationError as exc:
         # The CRD schema refuses most bad specs; this catches what it cannot express.
-        message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        await runtime.cluster.patch_status(
-            namespace, name, {"phase": "Degraded", "message": f"invalid spec: {message}"}
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        invalid = status.model_copy(
+            update={"phase": Phase.DEGRADED, "message": f"invalid spec: {problems}"}
         )
-        kopf.warn(body, reason="InvalidSpec", message=message)
-        return status, float(ModelDeploymentSpec.model_fields["poll_interval_seconds"].default)
+        if invalid.message != status.message:  # report once, not every pass
+            await runtime.cluster.patch_status(
+                namespace, name, {"phase": invalid.phase.value, "message": invalid.message}
+            )
+            kopf.warn(body, reason="InvalidSpec", message=problems)
+        return invalid, float(ModelDeploymentSpec.model_fields["poll_interval_seconds"].default)
 
     tracking_uri = get_tracking_uri(spec, runtime.defaults)
     runtime.resolver.follow(
