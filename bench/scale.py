@@ -333,10 +333,10 @@ def main() -> None:
             for mode in args.modes:
                 print(f"[bench] N={size} mode={mode} ...", flush=True)
                 results.append(bench.run(mode, size, models, workdir))
+                OUT.write_text(report(results))  # as it goes: a long run may be cut short
                 print(report(results[-1:]).splitlines()[-3], flush=True)
     finally:
         server.stop()
-    OUT.write_text(report(results))
     print(OUT.read_text())
 
 
