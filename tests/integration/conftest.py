@@ -16,6 +16,7 @@ from resources import WEBHOOK_SECRET, View
 from support import REPO, Cluster
 
 OPERATOR_NAMESPACE = "aliasop-system"
+Versions = tuple[bikes.RegisteredVersion, bikes.RegisteredVersion]
 
 
 @pytest.fixture(scope="session")
@@ -123,3 +124,24 @@ def restricted(k8s: client.ApiClient, namespace: str) -> str:
 @pytest.fixture
 def view(k8s: client.ApiClient, restricted: str) -> Callable[[str], View]:
     return lambda name: View(k8s, restricted, name)
+
+
+@pytest.fixture
+def serving_v1(
+    two_versions: Versions, model_name: str, mdeps: Callable[..., Any], view: Callable[[str], View]
+) -> Callable[..., View]:
+    """Create `bikes` following the model's @champion and wait until version 1 serves."""
+
+    def create(**spec: Any) -> View:
+        spec = {
+            "model": f"models:/{model_name}@champion",
+            "replicas": 2,
+            "pollIntervalSeconds": 5,
+            **spec,
+        }
+        mdeps("bikes", **spec)
+        bikes_view = view("bikes")
+        bikes_view.wait_serving(two_versions[0].version)
+        return bikes_view
+
+    return create

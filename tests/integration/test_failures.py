@@ -24,27 +24,6 @@ pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("operator")]
 
 
 @pytest.fixture
-def serving_v1(
-    two_versions: Versions, model_name: str, mdeps: Callable[..., Any], view: Callable[[str], View]
-) -> Callable[..., View]:
-    """Create `bikes` following the model's @champion and wait until version 1 serves."""
-
-    def create(**spec: Any) -> View:
-        spec = {
-            "model": f"models:/{model_name}@champion",
-            "replicas": 2,
-            "pollIntervalSeconds": 5,
-            **spec,
-        }
-        mdeps("bikes", **spec)
-        bikes_view = view("bikes")
-        bikes_view.wait_serving(two_versions[0].version)
-        return bikes_view
-
-    return create
-
-
-@pytest.fixture
 def proxy(mlflow_uri: str) -> Iterator[TcpProxy]:
     proxy = TcpProxy(int(mlflow_uri.rsplit(":", 1)[1])).start()
     yield proxy

@@ -19,12 +19,11 @@ pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("operator")]
 
 
 def test_create_deploys_the_alias_version(
-    two_versions: Versions, model_name: str, mdeps: Callable[..., Any], view: Callable[[str], View]
+    two_versions: Versions, model_name: str, serving_v1: Callable[..., View]
 ) -> None:
     v1, _ = two_versions
-    mdeps("bikes", model=f"models:/{model_name}@champion", replicas=2, pollIntervalSeconds=5)
-    bikes_view = view("bikes")
-    status = bikes_view.wait_serving(v1.version)
+    bikes_view = serving_v1(replicas=2)
+    status = bikes_view.status()
     assert status["aliasVersion"] == status["targetVersion"] == v1.version
     assert status["lastGoodVersion"] == v1.version
     deployment = bikes_view.deployment()
@@ -50,13 +49,10 @@ def test_alias_moves_roll_forward_and_back(
     two_versions: Versions,
     model_name: str,
     mlflow_uri: str,
-    mdeps: Callable[..., Any],
-    view: Callable[[str], View],
+    serving_v1: Callable[..., View],
 ) -> None:
     v1, v2 = two_versions
-    mdeps("bikes", model=f"models:/{model_name}@champion", replicas=2, pollIntervalSeconds=5)
-    bikes_view = view("bikes")
-    bikes_view.wait_serving(v1.version)
+    bikes_view = serving_v1(replicas=2)
     first_rs = {rs.metadata.name for rs in bikes_view.replica_sets()}
 
     bikes.set_alias(mlflow_uri, model_name, "champion", v2.version)
@@ -84,13 +80,10 @@ def test_paused_reports_the_move_but_keeps_the_pods(
     two_versions: Versions,
     model_name: str,
     mlflow_uri: str,
-    mdeps: Callable[..., Any],
-    view: Callable[[str], View],
+    serving_v1: Callable[..., View],
 ) -> None:
     v1, v2 = two_versions
-    mdeps("bikes", model=f"models:/{model_name}@champion", replicas=1, pollIntervalSeconds=5)
-    bikes_view = view("bikes")
-    bikes_view.wait_serving(v1.version)
+    bikes_view = serving_v1(replicas=1)
     bikes_view.custom.patch_namespaced_custom_object(
         "aliasop.io",
         "v1alpha1",
@@ -121,13 +114,8 @@ def test_paused_reports_the_move_but_keeps_the_pods(
     bikes_view.wait_serving(v2.version)
 
 
-def test_delete_removes_the_children(
-    two_versions: Versions, model_name: str, mdeps: Callable[..., Any], view: Callable[[str], View]
-) -> None:
-    v1, _ = two_versions
-    mdeps("bikes", model=f"models:/{model_name}@champion", replicas=1, pollIntervalSeconds=5)
-    bikes_view = view("bikes")
-    bikes_view.wait_serving(v1.version)
+def test_delete_removes_the_children(serving_v1: Callable[..., View]) -> None:
+    bikes_view = serving_v1(replicas=1)
     bikes_view.custom.delete_namespaced_custom_object(
         "aliasop.io", "v1alpha1", bikes_view.namespace, "modeldeployments", "bikes"
     )
@@ -170,13 +158,10 @@ def test_deleted_alias_degrades_and_leaves_the_deployment_untouched(
     two_versions: Versions,
     model_name: str,
     mlflow_uri: str,
-    mdeps: Callable[..., Any],
-    view: Callable[[str], View],
+    serving_v1: Callable[..., View],
 ) -> None:
     v1, _ = two_versions
-    mdeps("bikes", model=f"models:/{model_name}@champion", replicas=2, pollIntervalSeconds=5)
-    bikes_view = view("bikes")
-    bikes_view.wait_serving(v1.version)
+    bikes_view = serving_v1(replicas=2)
     before = bikes_view.deployment()
     assert before is not None
 
@@ -194,16 +179,10 @@ def test_deleted_alias_degrades_and_leaves_the_deployment_untouched(
 
 
 def test_operator_restart_changes_nothing(
-    two_versions: Versions,
-    model_name: str,
-    mdeps: Callable[..., Any],
-    view: Callable[[str], View],
+    serving_v1: Callable[..., View],
     operator: local.LocalProcess,
 ) -> None:
-    v1, _ = two_versions
-    mdeps("bikes", model=f"models:/{model_name}@champion", replicas=2, pollIntervalSeconds=5)
-    bikes_view = view("bikes")
-    bikes_view.wait_serving(v1.version)
+    bikes_view = serving_v1(replicas=2)
     before = bikes_view.deployment()
     replica_sets = {rs.metadata.name for rs in bikes_view.replica_sets()}
 
@@ -226,18 +205,14 @@ def test_operator_restart_changes_nothing(
 def test_operator_rbac_is_enough_and_no_more(
     installed: Cluster,
     operator: local.LocalProcess,
-    two_versions: Versions,
-    model_name: str,
-    mdeps: Callable[..., Any],
-    view: Callable[[str], View],
+    serving_v1: Callable[..., View],
 ) -> None:
     """The operator runs on the ServiceAccount token from manifests/ (see conftest): from its
     start to a resource serving it is never refused anything, and it can neither read
     Secrets nor delete Pods."""
     operator.stop()
     operator.start()
-    mdeps("bikes", model=f"models:/{model_name}@champion", replicas=1, pollIntervalSeconds=5)
-    view("bikes").wait_serving(two_versions[0].version)
+    serving_v1(replicas=1)
     account = "system:serviceaccount:aliasop-system:aliasop"
     assert f'User "{account}" cannot' not in operator.output()
     for verb, resource in [("get", "secrets"), ("list", "secrets"), ("delete", "pods")]:

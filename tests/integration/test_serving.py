@@ -44,20 +44,11 @@ def test_rendered_container_serves_the_pinned_version(
     two_versions: Versions,
     model_name: str,
     mlflow_uri: str,
-    mdeps: Callable[..., Any],
-    view: Callable[[str], View],
+    serving_v1: Callable[..., View],
     tmp_path: Path,
 ) -> None:
     v1, v2 = two_versions
-    mdeps(
-        "bikes",
-        model=f"models:/{model_name}@champion",
-        replicas=1,
-        pollIntervalSeconds=5,
-        serving={"port": local.free_port()},
-    )
-    bikes_view = view("bikes")
-    bikes_view.wait_serving(v1.version)
+    bikes_view = serving_v1(replicas=1, serving={"port": local.free_port()})
     first = bikes_view.container()
     assert f"models:/{model_name}/{v1.version}" in first["args"]
     assert predict_with(first, v1.input_example, tmp_path / "v1.log") == pytest.approx(

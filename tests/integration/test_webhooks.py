@@ -6,7 +6,6 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import httpx
 import pytest
@@ -56,14 +55,11 @@ def test_a_real_webhook_rolls_out_long_before_the_next_poll(
     two_versions: Versions,
     model_name: str,
     mlflow_uri: str,
-    mdeps: Callable[..., Any],
-    view: Callable[[str], View],
+    serving_v1: Callable[..., View],
     operator: local.LocalProcess,
 ) -> None:
-    v1, v2 = two_versions
-    mdeps("bikes", model=f"models:/{model_name}@champion", replicas=1, pollIntervalSeconds=600)
-    bikes_view = view("bikes")
-    bikes_view.wait_serving(v1.version)
+    _, v2 = two_versions
+    bikes_view = serving_v1(replicas=1, pollIntervalSeconds=600)
     accepted = deliveries(operator).get("accepted", 0)
 
     bikes.set_alias(mlflow_uri, model_name, "champion", v2.version)
