@@ -8,7 +8,6 @@ Concurrent lookups of the same model on the same server share one request.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -40,7 +39,15 @@ class MlflowRegistry:
 
     async def aliases(self, tracking_uri: str, model: str) -> dict[str, str]:
         """Every alias of `model` -> its version, in one request shared by concurrent callers."""
-        return await self._coalesced((tracking_uri, model), self._aliases)
+        key = (tracking_uri, model)
+        # The fetch is a task of its own, so one caller being cancelled does not cancel it
+        # for the others waiting on it.
+        task = self._in_flight.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._fetch_aliases(tracking_uri, model))
+            self._in_flight[key] = task
+            task.add_done_callback(lambda _: self._in_flight.pop(key, None))
+        return await asyncio.shield(task)
 
     async def resolve_from(
         self, tracking_uri: str, uri: ModelUri, aliases: dict[str, str]
@@ -78,22 +85,7 @@ class MlflowRegistry:
         self._ready_run_ids[(tracking_uri, uri.name, version)] = run_id
         return ResolvedVersion(version=version, run_id=run_id)
 
-    async def _coalesced(
-        self, key: tuple[str, str], fetch: Callable[[str, str], Awaitable[dict[str, str]]]
-    ) -> dict[str, str]:
-        """Run `fetch(*key)` once for all callers asking for `key` at the same time.
-
-        The fetch runs as its own task so that one caller being cancelled does not cancel it
-        for the others.
-        """
-        task = self._in_flight.get(key)
-        if task is None:
-            task = asyncio.ensure_future(fetch(*key))
-            self._in_flight[key] = task
-            task.add_done_callback(lambda _: self._in_flight.pop(key, None))
-        return await asyncio.shield(task)
-
-    async def _aliases(self, tracking_uri: str, model: str) -> dict[str, str]:
+    async def _fetch_aliases(self, tracking_uri: str, model: str) -> dict[str, str]:
         body = await self._get(tracking_uri, "registered-models/get", {"name": model})
         if body is None:
             raise RegistryProblem(

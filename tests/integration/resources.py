@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
+
+from aliasop import local
 
 from support import wait_for
 
@@ -87,3 +91,15 @@ class View:
         spec: dict[str, Any] = api.sanitize_for_serialization(deployment.spec.template.spec)
         container: dict[str, Any] = spec["containers"][0]
         return container
+
+
+def counts_by(operator: local.LocalProcess, metric: str, label: str) -> dict[str, float]:
+    """A counter of the operator's /metrics, summed per value of one of its labels."""
+    text = httpx.get(f"http://127.0.0.1:{operator.env['ALIASOP_HTTP_PORT']}/metrics").text
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == metric:
+                value = sample.labels.get(label, "")
+                counts[value] = counts.get(value, 0.0) + sample.value
+    return counts

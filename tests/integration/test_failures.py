@@ -9,14 +9,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from mlflow import MlflowClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from aliasop import bikes, local
 
-from resources import View
+from resources import View, counts_by
 from support import Cluster, TcpProxy, cache_dir, wait_for
 
 Versions = tuple[bikes.RegisteredVersion, bikes.RegisteredVersion]
@@ -32,16 +30,7 @@ def proxy(mlflow_uri: str) -> Iterator[TcpProxy]:
 
 def failed_requests(operator: local.LocalProcess) -> float:
     """MLflow requests that found no server, from the operator's /metrics."""
-    metrics = httpx.get(f"http://127.0.0.1:{operator.env['ALIASOP_HTTP_PORT']}/metrics").text
-    total = 0.0
-    for family in text_string_to_metric_families(metrics):
-        for sample in family.samples:
-            if (
-                sample.name == "aliasop_registry_requests_total"
-                and sample.labels.get("result") == "unreachable"
-            ):
-                total += sample.value
-    return total
+    return counts_by(operator, "aliasop_registry_requests_total", "result").get("unreachable", 0)
 
 
 def restart_api_server(cluster: Cluster) -> None:

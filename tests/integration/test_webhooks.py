@@ -10,13 +10,11 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 from mlflow import MlflowClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from aliasop import bikes, local
 from aliasop.webhooks import DELIVERY_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from conftest import WEBHOOK_SECRET
 
-from resources import View
+from resources import WEBHOOK_SECRET, View, counts_by
 from support import wait_for
 
 Versions = tuple[bikes.RegisteredVersion, bikes.RegisteredVersion]
@@ -28,13 +26,7 @@ def endpoint(operator: local.LocalProcess, path: str) -> str:
 
 
 def deliveries(operator: local.LocalProcess) -> dict[str, float]:
-    text = httpx.get(endpoint(operator, "/metrics")).text
-    return {
-        sample.labels["result"]: sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "aliasop_webhook_deliveries_total"
-    }
+    return counts_by(operator, "aliasop_webhook_deliveries_total", "result")
 
 
 @pytest.fixture
