@@ -32,7 +32,13 @@ from aliasop.models import (
     RegistryProblem,
     ResolvedVersion,
 )
-from aliasop.rollout import decide, observe_deployment, refused
+from aliasop.rollout import (
+    ObservedDeployment,
+    decide,
+    observe_deployment,
+    refused,
+    status_to_store,
+)
 from aliasop.runtime import Runtime
 from aliasop.webhooks import DeliveryVerifier
 
@@ -77,7 +83,7 @@ async def follow_alias(
     name: str,
     stopped: kopf.DaemonStopped,
     memo: kopf.Memo,
-    deployments: kopf.Index[tuple[str, str], dict[str, Any]],
+    deployments: kopf.Index[tuple[str, str], ObservedDeployment],
     logger: kopf.Logger,
     **_: Any,
 ) -> None:
@@ -87,14 +93,19 @@ async def follow_alias(
     # Read once: kopf's body catches up with our own status writes only later, so from here on
     # the status this loop last wrote is the truth.
     status = ModelDeploymentStatus.model_validate(dict(body.get("status") or {}))
+    # The first pass writes its status even when only lastResolvedTime moved: it shows that
+    # this operator instance has taken the resource over.
+    refresh_seconds = 0.0
     failures = 0
     try:
         while not stopped:
             wakeup.clear()
             try:
-                deployment = next(iter(deployments.get((namespace, name), [])), None)
-                status, delay = await reconcile(runtime, body, status, deployment, logger)
-                failures = 0
+                observed = next(iter(deployments.get((namespace, name), [])), None)
+                status, delay = await reconcile(
+                    runtime, body, status, observed, logger, refresh_seconds
+                )
+                refresh_seconds, failures = runtime.settings.status_refresh_seconds, 0
             except _TRANSIENT as exc:
                 failures += 1
                 delay = min(2.0**failures, runtime.settings.retry_backoff_max_seconds)
@@ -116,23 +127,25 @@ async def spec_changed(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> 
 @kopf.index("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": "aliasop"})
 async def deployments(
     namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any
-) -> dict[tuple[str, str], dict[str, Any]]:
-    """The children Deployments as the watch last saw them, so passes need not read them.
-    Rollout progress shows in their status: each change wakes the owner's loop. (Async, so
-    that it runs on the event loop: waking an asyncio.Event from a thread is unsafe.)"""
+) -> dict[tuple[str, str], ObservedDeployment]:
+    """The children Deployments as the watch last saw them (only what decisions read, to keep
+    memory flat at many resources), so passes need not read them. Rollout progress shows in
+    their status: each change wakes the owner's loop. (Async, so that it runs on the event
+    loop: waking an asyncio.Event from a thread is unsafe.)"""
     memo.runtime.wakeups.wake(namespace, name)  # a Deployment is named after its owner
-    return {(namespace, name): {key: body.get(key) or {} for key in ("metadata", "spec", "status")}}
+    return {(namespace, name): observe_deployment(body)}
 
 
 async def reconcile(
     runtime: Runtime,
     body: kopf.Body,
     status: ModelDeploymentStatus,
-    deployment: dict[str, Any] | None,
+    observed: ObservedDeployment | None,
     logger: kopf.Logger,
+    status_refresh_seconds: float,
 ) -> tuple[ModelDeploymentStatus, float]:
-    """One pass: resolve, observe `deployment` (the child, None if there is none yet),
-    decide, apply, report.
+    """One pass: resolve, look at `observed` (the child Deployment, None if there is none
+    yet), decide, apply, report (see `status_to_store` for `status_refresh_seconds`).
 
     Returns the status now stored and the seconds until the next pass."""
     meta = body["metadata"]
@@ -157,7 +170,6 @@ async def reconcile(
         (namespace, name), (tracking_uri, spec.model_uri.name), spec.poll_interval_seconds
     )
     resolution = await _resolve(runtime, tracking_uri, spec)
-    observed = observe_deployment(deployment) if deployment is not None else None
     decision = decide(
         spec, meta.get("generation", 0), status, resolution, observed, runtime.clock.now()
     )
@@ -174,15 +186,17 @@ async def reconcile(
             if exc.status not in (400, 422):  # anything but "invalid" is worth a retry
                 raise
             decision = refused(status, decision, _api_message(exc), runtime.clock.now())
-    new_status = decision.status.model_dump(by_alias=True, mode="json")
-    if new_status != status.model_dump(by_alias=True, mode="json"):
-        await runtime.cluster.patch_status(namespace, name, new_status)
+    to_store = status_to_store(status, decision.status, status_refresh_seconds)
+    if to_store is not None:
+        await runtime.cluster.patch_status(
+            namespace, name, to_store.model_dump(by_alias=True, mode="json")
+        )
     for event in decision.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
         level = logging.WARNING if event.type == "Warning" else logging.INFO
         logger.log(level, f"{event.reason}: {event.message}")
         metrics.ROLLOUTS.labels(reason=event.reason).inc()
-    return decision.status, float(spec.poll_interval_seconds)
+    return (to_store if to_store is not None else status), float(spec.poll_interval_seconds)
 
 
 async def _resolve(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client
@@ -41,7 +42,8 @@ class Cluster:
             "Deployment": self._apps.patch_namespaced_deployment,
             "Service": self._core.patch_namespaced_service,
         }[manifest["kind"]]
-        response: Any = await asyncio.to_thread(
+        applied = await asyncio.to_thread(
+            _call,
             patch,
             meta["name"],
             meta["namespace"],
@@ -49,10 +51,8 @@ class Cluster:
             field_manager=FIELD_MANAGER,
             force=True,
             _content_type=_APPLY,
-            _preload_content=False,
         )
-        generation = json.loads(response.data).get("metadata", {}).get("generation")
-        self._applied[key] = (digest, generation)
+        self._applied[key] = (digest, applied.get("metadata", {}).get("generation"))
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop what is remembered of the children of a resource no longer followed."""
@@ -62,6 +62,7 @@ class Cluster:
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge-patch the status subresource; None values remove fields."""
         await asyncio.to_thread(
+            _call,
             self._custom.patch_namespaced_custom_object_status,
             GROUP,
             VERSION,
@@ -69,5 +70,17 @@ class Cluster:
             PLURAL,
             name,
             {"status": status},
-            _preload_content=False,
         )
+
+
+def _call(method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Call a client method and return the response body as a plain dict, skipping the
+    client's slow model deserialisation. The body is read in full and the connection handed
+    back to the pool: an unread response keeps its connection, so the next call would open
+    (and TLS-handshake) a new one."""
+    response = method(*args, _preload_content=False, **kwargs)
+    try:
+        body: dict[str, Any] = json.loads(response.data)
+    finally:
+        response.release_conn()
+    return body

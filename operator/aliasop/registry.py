@@ -2,7 +2,7 @@
 
 The REST API is used directly (not the MLflow client) so every call is async, has a short
 timeout and is never retried behind our back: the operator decides when to try again.
-Concurrent lookups of the same model on the same server share one request.
+Concurrent identical lookups share one request.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ class MlflowRegistry:
     def __init__(self, timeout_seconds: float, concurrency: int) -> None:
         self._http = httpx.AsyncClient(timeout=timeout_seconds)
         self._slots = asyncio.Semaphore(concurrency)
-        self._in_flight: dict[tuple[str, str], asyncio.Future[dict[str, str]]] = {}
+        self._in_flight: dict[tuple[Any, ...], asyncio.Future[dict[str, Any] | None]] = {}
         # READY is final for a version, so its run id never needs asking again. A deleted
         # version drops its aliases, which the (uncached) alias lookup sees.
         self._ready_run_ids: dict[tuple[str, str, str], str] = {}
@@ -38,16 +38,14 @@ class MlflowRegistry:
         )
 
     async def aliases(self, tracking_uri: str, model: str) -> dict[str, str]:
-        """Every alias of `model` -> its version, in one request shared by concurrent callers."""
-        key = (tracking_uri, model)
-        # The fetch is a task of its own, so one caller being cancelled does not cancel it
-        # for the others waiting on it.
-        task = self._in_flight.get(key)
-        if task is None:
-            task = asyncio.ensure_future(self._fetch_aliases(tracking_uri, model))
-            self._in_flight[key] = task
-            task.add_done_callback(lambda _: self._in_flight.pop(key, None))
-        return await asyncio.shield(task)
+        """Every alias of `model` -> its version."""
+        body = await self._get(tracking_uri, "registered-models/get", {"name": model})
+        if body is None:
+            raise RegistryProblem(
+                ProblemKind.MODEL_NOT_FOUND, f"registered model {model!r} does not exist"
+            )
+        aliases = body.get("registered_model", {}).get("aliases", [])
+        return {a["alias"]: str(a["version"]) for a in aliases}
 
     async def resolve_from(
         self, tracking_uri: str, uri: ModelUri, aliases: dict[str, str]
@@ -85,19 +83,25 @@ class MlflowRegistry:
         self._ready_run_ids[(tracking_uri, uri.name, version)] = run_id
         return ResolvedVersion(version=version, run_id=run_id)
 
-    async def _fetch_aliases(self, tracking_uri: str, model: str) -> dict[str, str]:
-        body = await self._get(tracking_uri, "registered-models/get", {"name": model})
-        if body is None:
-            raise RegistryProblem(
-                ProblemKind.MODEL_NOT_FOUND, f"registered model {model!r} does not exist"
-            )
-        aliases = body.get("registered_model", {}).get("aliases", [])
-        return {a["alias"]: str(a["version"]) for a in aliases}
-
     async def _get(
         self, tracking_uri: str, endpoint: str, params: dict[str, str]
     ) -> dict[str, Any] | None:
-        """GET an MLflow REST endpoint; None when MLflow says the object does not exist."""
+        """GET an MLflow REST endpoint; None when MLflow says the object does not exist.
+
+        Concurrent identical GETs share one request (a webhook wakes every follower of a
+        model at once, and they all look up the same new version). The request is a task of
+        its own, so one caller being cancelled does not cancel it for the others."""
+        key = (tracking_uri, endpoint, *sorted(params.items()))
+        task = self._in_flight.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._request(tracking_uri, endpoint, params))
+            self._in_flight[key] = task
+            task.add_done_callback(lambda _: self._in_flight.pop(key, None))
+        return await asyncio.shield(task)
+
+    async def _request(
+        self, tracking_uri: str, endpoint: str, params: dict[str, str]
+    ) -> dict[str, Any] | None:
         url = f"{tracking_uri.rstrip('/')}/api/2.0/mlflow/{endpoint}"
         try:
             async with self._slots:

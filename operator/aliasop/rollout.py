@@ -200,6 +200,36 @@ def decide(
     return Decision(status=st, pin=pin, events=events)
 
 
+def status_to_store(
+    stored: ModelDeploymentStatus, new: ModelDeploymentStatus, refresh_seconds: float
+) -> ModelDeploymentStatus | None:
+    """The status to write after a pass that produced `new`, or None to write nothing.
+
+    A steady resource only moves `lastResolvedTime` on each pass; writing that every
+    interval would make the status of every resource the main load on the API server. It
+    is written once it is `refresh_seconds` newer than the stored one; other changes at once."""
+    if new.model_dump(exclude=_VOLATILE) != stored.model_dump(exclude=_VOLATILE):
+        return new
+    if new.last_resolved_time is None or new.last_resolved_time == stored.last_resolved_time:
+        return None
+    if (
+        stored.last_resolved_time is None
+        or (
+            _parse_stamp(new.last_resolved_time) - _parse_stamp(stored.last_resolved_time)
+        ).total_seconds()
+        >= refresh_seconds
+    ):
+        return new
+    return None
+
+
+_VOLATILE = {"last_resolved_time"}
+
+
+def _parse_stamp(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
 def _stamp(now: datetime) -> str:
     return now.isoformat(timespec="seconds").replace("+00:00", "Z")
 

@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     retry_backoff_max_seconds: float = Field(
         300.0, gt=0, description="Longest wait between retries after errors."
     )
+    status_refresh_seconds: float = Field(
+        300,
+        ge=0,
+        description="A steady resource's status is rewritten at least this often, to move "
+        "lastResolvedTime on; any other change is written at once. 0 writes every pass.",
+    )
     http_port: int = Field(
         9090, ge=0, le=65535, description="Port of /metrics and /webhooks/mlflow; 0 disables."
     )

@@ -77,6 +77,10 @@ check_binaries() {
 # enableCRDs: [Stage] makes kwok take its Stages from the API server instead of kwokctl's fixed
 # built-in set: kwokctl installs the Stage CRD and no stage at all, stages.yaml holds the defaults
 # (apply_stages), and tests can add or remove stages while the cluster runs.
+# Sized for the 1000-resource benchmark: disableQPSLimits lifts the client-side rate limits of
+# kube-controller-manager and kube-scheduler (20 requests/s by default, which made the control
+# plane, not the operator, the bottleneck) and the API server's in-flight limits; the Service
+# range is a /16 (the API server's default /24 holds 253 Services; every ModelDeployment has one).
 render_config() {
   cat <<YAML
 kind: KwokctlConfiguration
@@ -94,6 +98,12 @@ options:
   bindAddress: 127.0.0.1
   enableCRDs:
   - Stage
+  disableQPSLimits: true
+componentsPatches:
+- name: kube-apiserver
+  extraArgs:
+  - key: service-cluster-ip-range
+    value: 10.96.0.0/16
 YAML
 }
 

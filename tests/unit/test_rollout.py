@@ -12,7 +12,14 @@ from aliasop.models import (
     RegistryProblem,
     ResolvedVersion,
 )
-from aliasop.rollout import Decision, ObservedDeployment, decide, observe_deployment, refused
+from aliasop.rollout import (
+    Decision,
+    ObservedDeployment,
+    decide,
+    observe_deployment,
+    refused,
+    status_to_store,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -99,6 +106,25 @@ def test_steady_state_posts_nothing_and_changes_nothing() -> None:
     assert again.status.model_dump(exclude={"last_resolved_time"}) == status.model_dump(
         exclude={"last_resolved_time"}
     )
+
+
+def test_a_steady_status_is_written_only_when_due() -> None:
+    stored = step(serving("1"), at("1"), rolled_out("1"), minutes=0).status
+    soon = step(stored, at("1"), rolled_out("1"), minutes=4).status
+    assert status_to_store(stored, soon, refresh_seconds=300) is None  # only the stamp moved
+    assert status_to_store(stored, soon, refresh_seconds=0) == soon
+    due = step(stored, at("1"), rolled_out("1"), minutes=5).status
+    assert status_to_store(stored, due, refresh_seconds=300) == due
+
+
+def test_a_changed_status_is_written_at_once() -> None:
+    stored = step(serving("1"), at("1"), rolled_out("1"), minutes=0).status
+    moved = step(stored, at("2"), rolled_out("1"), minutes=1).status
+    assert status_to_store(stored, moved, refresh_seconds=300) == moved
+    outage = step(
+        stored, RegistryProblem(ProblemKind.REGISTRY_UNAVAILABLE, "down"), rolled_out("1")
+    )
+    assert status_to_store(stored, outage.status, refresh_seconds=300) == outage.status
 
 
 def test_alias_move_rolls_forward_then_back() -> None:
