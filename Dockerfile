@@ -23,9 +23,12 @@ RUN python -m venv /opt/aliasop \
     && /opt/aliasop/bin/pip install --no-cache-dir "/dist/aliasop-0.1.0-py3-none-any.whl[serving]"
 
 # The operator: `aliasop run`. Non-root, nothing but the virtualenv on top of the base.
+# MALLOC_ARENA_MAX=2: the Kubernetes API calls run in worker threads, and glibc's default of
+# one malloc arena per thread (up to 8 per core) costs resident memory for nothing here.
 FROM ${PYTHON_IMAGE} AS operator
 COPY --from=operator-env /opt/aliasop /opt/aliasop
-ENV PATH=/opt/aliasop/bin:$PATH HOME=/tmp PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+ENV PATH=/opt/aliasop/bin:$PATH HOME=/tmp PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    MALLOC_ARENA_MAX=2
 USER 10001:10001
 EXPOSE 8080 9090
 ENTRYPOINT ["aliasop"]

@@ -101,10 +101,11 @@ async def follow_alias(
         while not stopped:
             wakeup.clear()
             try:
-                observed = next(iter(deployments.get((namespace, name), [])), None)
-                status, delay = await reconcile(
-                    runtime, body, status, observed, logger, refresh_seconds
-                )
+                async with runtime.passes:
+                    observed = next(iter(deployments.get((namespace, name), [])), None)
+                    status, delay = await reconcile(
+                        runtime, body, status, observed, logger, refresh_seconds
+                    )
                 refresh_seconds, failures = runtime.settings.status_refresh_seconds, 0
             except _TRANSIENT as exc:
                 failures += 1

@@ -163,6 +163,7 @@ def operator(
             "ALIASOP_TRACKING_URI": tracking_uri,
             "ALIASOP_HTTP_PORT": str(free_port()),
             "ALIASOP_WEBHOOK_SECRET": webhook_secret,
+            "MALLOC_ARENA_MAX": "2",  # as in the image (see Dockerfile)
         },
     )
 

@@ -44,6 +44,10 @@ class Runtime:
     cluster: Cluster
     clock: Clock
     wakeups: Wakeups
+    # Passes running at once: more than the API calls in flight would only queue, each
+    # holding its copies of spec and status (the peak after a restart or a webhook for a
+    # model many resources follow).
+    passes: asyncio.Semaphore
 
     @property
     def defaults(self) -> ServingDefaults:
@@ -73,4 +77,5 @@ def build_runtime(settings: Settings) -> Runtime:
         cluster=Cluster(client.ApiClient(api_configuration)),
         clock=SystemClock(),
         wakeups=wakeups,
+        passes=asyncio.Semaphore(settings.api_concurrency),
     )
