@@ -23,6 +23,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,7 @@ OUT = ROOT / "docs" / "benchmarks.md"
 NAMESPACE = "bench"
 INTERVAL = 10  # pollIntervalSeconds of every benchmark resource
 SECRET = "bench-webhook-secret"
+API_CONCURRENCY = 32  # the operator's default ALIASOP_API_CONCURRENCY
 
 
 class CountingProxy:
@@ -104,6 +106,7 @@ class Result:
     rss_mb: float
     peak_rss_mb: float
     cpu_seconds: float
+    floor: list[float]
 
 
 def percentiles(values: list[float]) -> str:
@@ -160,14 +163,62 @@ class Bench:
                 node.metadata.name, {"status": {"capacity": room, "allocatable": room}}
             )
 
-    def ready_count(self) -> int:
+    def ready_count(self, version: str | None = None) -> int:
+        """ModelDeployments Ready (and serving `version`, if given)."""
         items = self.custom.list_namespaced_custom_object(
             "aliasop.io", "v1alpha1", NAMESPACE, "modeldeployments"
         )["items"]
-        return sum((i.get("status") or {}).get("phase") == "Ready" for i in items)
+        statuses = [i.get("status") or {} for i in items]
+        return sum(
+            s.get("phase") == "Ready" and version in (None, s.get("servingVersion"))
+            for s in statuses
+        )
+
+    def settle(self, version: str, size: int) -> None:
+        """Wait for every rollout to `version` to finish, so that the next measurement
+        starts from a steady cluster."""
+        wait(lambda: self.ready_count(version) == size, 900, f"{size} serving {version}")
+
+    def direct_patch(self, size: int, version: str) -> list[float]:
+        """The floor under the latency columns: no operator, a client applies the version
+        label to every Deployment's template itself, as many at once as the operator's
+        API concurrency; seconds until each template shows it."""
+        template = {"metadata": {"labels": {"aliasop.io/model-version": version}}}
+
+        def patch(name: str) -> None:
+            self.apps.patch_namespaced_deployment(
+                name,
+                NAMESPACE,
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "metadata": {"name": name},
+                    "spec": {"template": template},
+                },
+                field_manager="bench-floor",
+                force=True,
+                _content_type="application/apply-patch+yaml",
+                _preload_content=False,
+            ).release_conn()
+
+        def patch_all() -> None:
+            with ThreadPoolExecutor(API_CONCURRENCY) as pool:
+                list(pool.map(patch, (f"m{i}" for i in range(size))))
+
+        return self.time_templates(patch_all, version, size)
 
     def move_and_time(self, models: list[str], version: str, size: int) -> list[float]:
         """Move every model's @champion to `version`; seconds until each template shows it."""
+
+        def move() -> None:
+            for name in models:
+                self.mlflow.set_registered_model_alias(name, "champion", version)
+
+        return self.time_templates(move, version, size)
+
+    def time_templates(self, act: Callable[[], None], version: str, size: int) -> list[float]:
+        """Run `act`; seconds from its start until each Deployment's template shows
+        `version`."""
         seen: dict[str, float] = {}
         stream = watch.Watch()
         start_rv = self.apps.list_namespaced_deployment(NAMESPACE).metadata.resource_version
@@ -189,8 +240,7 @@ class Bench:
         watcher = threading.Thread(target=observe, daemon=True)
         watcher.start()
         started = time.monotonic()
-        for name in models:
-            self.mlflow.set_registered_model_alias(name, "champion", version)
+        act()
         watcher.join(INTERVAL * 6 + 5)
         return [t - started for t in seen.values()]
 
@@ -235,6 +285,7 @@ class Bench:
             per_interval = (self.proxy.registry_requests() - before) / 3
 
             polling = self.move_and_time(models, "2", size)
+            self.settle("2", size)
             webhook: list[float] = []
             if mode == "shared":
                 hook = self.mlflow.create_webhook(
@@ -248,7 +299,13 @@ class Bench:
                 self.mlflow.delete_webhook(hook.webhook_id)
             else:
                 self.move_and_time(models, "1", size)
+            self.settle("1", size)
             rss, peak, cpu = proc_stats(pid)
+            floor: list[float] = []
+            if mode == "shared":
+                operator.stop()  # or it would put its own version back
+                floor = self.direct_patch(size, "floor")
+                operator.start()  # its finalizers let the namespace go
             return Result(
                 mode,
                 size,
@@ -260,6 +317,7 @@ class Bench:
                 rss,
                 peak,
                 cpu,
+                floor,
             )
         finally:
             self.core.delete_namespace(NAMESPACE)
@@ -277,7 +335,7 @@ def report(results: list[Result]) -> str:
     rows = [
         f"| {r.size} | {r.models} | {r.mode} | {r.ready_seconds:.1f} | "
         f"{r.requests_per_interval:.1f} | {percentiles(r.polling)} | {percentiles(r.webhook)} | "
-        f"{r.rss_mb:.0f} ({r.peak_rss_mb:.0f}) | {r.cpu_seconds:.1f} |"
+        f"{percentiles(r.floor)} | {r.rss_mb:.0f} ({r.peak_rss_mb:.0f}) | {r.cpu_seconds:.1f} |"
         for r in results
     ]
     return "\n".join(
@@ -292,13 +350,16 @@ def report(results: list[Result]) -> str:
             "time from the first create to all N `Ready`. *Requests/interval* counts MLflow "
             "registry requests during three idle intervals. The latency columns time every "
             "model's alias move to each Deployment's pod template showing the new version "
-            "(p50 | p95 | max, seconds), by polling and (shared mode only) by MLflow webhook. "
-            "Memory is the operator's resident set at the end (peak), CPU its user+system "
-            "seconds over the run.",
+            "(p50 | p95 | max, seconds), by polling and (shared mode only) by MLflow webhook; "
+            "each move starts once the previous one has rolled out everywhere. *Direct* is "
+            "the floor under those columns on this machine: with the operator stopped, a "
+            f"client applies a new template label to all N Deployments itself, {API_CONCURRENCY} "
+            "at a time. Memory is the operator's resident set at the end (peak), CPU its "
+            "user+system seconds over the run.",
             "",
             "| N | M | mode | Ready (s) | requests/interval | polling p50 | p95 | max | "
-            "webhook p50 | p95 | max | RSS MiB (peak) | CPU s |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "webhook p50 | p95 | max | direct p50 | p95 | max | RSS MiB (peak) | CPU s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
             *rows,
             "",
             f"Targets: webhook p95 < 1 s; polling p95 < interval + 1 s = {INTERVAL + 1} s; "
