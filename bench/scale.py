@@ -40,6 +40,8 @@ OUT = ROOT / "docs" / "benchmarks.md"
 NAMESPACE = "bench"
 INTERVAL = 10  # pollIntervalSeconds of every benchmark resource
 SECRET = "bench-webhook-secret"
+# docs/benchmarks.md from this heading on is written by hand and kept across runs.
+ANALYSIS = "## Reading the numbers"
 API_CONCURRENCY = 32  # the operator's default ALIASOP_API_CONCURRENCY
 
 
@@ -186,7 +188,7 @@ class Bench:
         template = {"metadata": {"labels": {"aliasop.io/model-version": version}}}
 
         def patch(name: str) -> None:
-            self.apps.patch_namespaced_deployment(
+            response = self.apps.patch_namespaced_deployment(
                 name,
                 NAMESPACE,
                 {
@@ -199,7 +201,9 @@ class Bench:
                 force=True,
                 _content_type="application/apply-patch+yaml",
                 _preload_content=False,
-            ).release_conn()
+            )
+            response.drain_conn()  # read it, or the pooled connection is out of step
+            response.release_conn()
 
         def patch_all() -> None:
             with ThreadPoolExecutor(API_CONCURRENCY) as pool:
@@ -304,8 +308,10 @@ class Bench:
             floor: list[float] = []
             if mode == "shared":
                 operator.stop()  # or it would put its own version back
-                floor = self.direct_patch(size, "floor")
-                operator.start()  # its finalizers let the namespace go
+                try:
+                    floor = self.direct_patch(size, "floor")
+                finally:
+                    operator.start()  # its finalizers let the namespace go
             return Result(
                 mode,
                 size,
@@ -385,6 +391,8 @@ def main() -> None:
     port = local.free_port()
     server = local.mlflow_server(workdir / "mlflow", port).start()
     results: list[Result] = []
+    previous = OUT.read_text() if OUT.exists() else ""
+    analysis = previous[previous.index(ANALYSIS) :] if ANALYSIS in previous else ""
     try:
         server.wait_ready(f"http://127.0.0.1:{port}/health", timeout=120)
         proxy = CountingProxy(f"http://127.0.0.1:{port}").start()
@@ -394,7 +402,8 @@ def main() -> None:
             for mode in args.modes:
                 print(f"[bench] N={size} mode={mode} ...", flush=True)
                 results.append(bench.run(mode, size, models, workdir))
-                OUT.write_text(report(results))  # as it goes: a long run may be cut short
+                # As it goes (a long run may be cut short), keeping the written analysis.
+                OUT.write_text(report(results) + analysis)
                 print(report(results[-1:]).splitlines()[-3], flush=True)
     finally:
         server.stop()

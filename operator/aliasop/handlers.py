@@ -33,7 +33,9 @@ from aliasop.models import (
     ResolvedVersion,
 )
 from aliasop.rollout import (
+    Decision,
     ObservedDeployment,
+    api_failing,
     decide,
     observe_deployment,
     refused,
@@ -43,6 +45,7 @@ from aliasop.runtime import Runtime
 from aliasop.webhooks import DeliveryVerifier
 
 _TRANSIENT = (ApiException, urllib3.exceptions.HTTPError, OSError)
+_FAILURES_BEFORE_REPORT = 3  # a blip is retried quietly; a third failure in a row is shown
 
 
 @kopf.on.startup()
@@ -112,6 +115,8 @@ async def follow_alias(
                 delay = min(2.0**failures, runtime.settings.retry_backoff_max_seconds)
                 metrics.RECONCILE_ERRORS.inc()
                 logger.warning(f"Kubernetes API error, retrying in {delay:.0f}s: {_describe(exc)}")
+                if failures == _FAILURES_BEFORE_REPORT:
+                    status = await _report_api_failing(runtime, body, status, exc, logger)
             await _sleep(delay, wakeup, stopped)
     finally:
         runtime.resolver.unfollow((namespace, name))
@@ -187,17 +192,48 @@ async def reconcile(
             if exc.status not in (400, 422):  # anything but "invalid" is worth a retry
                 raise
             decision = refused(status, decision, _api_message(exc), runtime.clock.now())
+    stored = await _report(runtime, body, status, decision, logger, status_refresh_seconds)
+    return stored, float(spec.poll_interval_seconds)
+
+
+async def _report(
+    runtime: Runtime,
+    body: kopf.Body,
+    status: ModelDeploymentStatus,
+    decision: Decision,
+    logger: kopf.Logger,
+    status_refresh_seconds: float = 0.0,
+) -> ModelDeploymentStatus:
+    """Write the decided status (when due) and post its Events; returns the status stored."""
     to_store = status_to_store(status, decision.status, status_refresh_seconds)
     if to_store is not None:
         await runtime.cluster.patch_status(
-            namespace, name, to_store.model_dump(by_alias=True, mode="json")
+            body["metadata"]["namespace"],
+            body["metadata"]["name"],
+            to_store.model_dump(by_alias=True, mode="json"),
         )
     for event in decision.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
         level = logging.WARNING if event.type == "Warning" else logging.INFO
         logger.log(level, f"{event.reason}: {event.message}")
         metrics.ROLLOUTS.labels(reason=event.reason).inc()
-    return (to_store if to_store is not None else status), float(spec.poll_interval_seconds)
+    return to_store if to_store is not None else status
+
+
+async def _report_api_failing(
+    runtime: Runtime,
+    body: kopf.Body,
+    status: ModelDeploymentStatus,
+    exc: Exception,
+    logger: kopf.Logger,
+) -> ModelDeploymentStatus:
+    """Show persistent API errors in status and as an Event, not only in the operator's
+    log. Best effort: when the API server itself is what fails, this fails too."""
+    decision = api_failing(status, _describe(exc), runtime.clock.now())
+    try:
+        return await _report(runtime, body, status, decision, logger)
+    except _TRANSIENT:
+        return status
 
 
 async def _resolve(

@@ -374,13 +374,45 @@ def refused(
 ) -> Decision:
     """The API server refused the rendered Deployment (an invalid env entry or resource
     quantity, say): nothing changed in the cluster, so report that instead of a rollout."""
-    st = decision.status.model_copy(deep=True)
-    stamp = _stamp(now)
-    st.phase, st.message = Phase.DEGRADED, f"the API server refused the Deployment: {message}"
-    before = previous.condition(DEGRADED)
-    _set_condition(st, DEGRADED, True, "DeploymentRefused", st.message, stamp)
-    _set_condition(st, READY, False, st.phase.value, st.message, stamp)
     events = [e for e in decision.events if e.reason != "RolloutStarted"]
-    if before is None or before.reason != "DeploymentRefused":
-        events.append(Event("Warning", "DeploymentRefused", st.message))
+    return _degraded(
+        previous,
+        decision.status,
+        "DeploymentRefused",
+        f"the API server refused the Deployment: {message}",
+        now,
+        events,
+    )
+
+
+def api_failing(previous: ModelDeploymentStatus, message: str, now: datetime) -> Decision:
+    """The resource's Kubernetes API calls keep failing (a ResourceQuota, a full Service IP
+    range, an API server in trouble): say so, as the retries go on. Nothing is applied."""
+    return _degraded(
+        previous,
+        previous,
+        "KubernetesApiError",
+        f"Kubernetes API calls keep failing, retrying: {message}",
+        now,
+        [],
+    )
+
+
+def _degraded(
+    previous: ModelDeploymentStatus,
+    status: ModelDeploymentStatus,
+    reason: str,
+    message: str,
+    now: datetime,
+    events: list[Event],
+) -> Decision:
+    """`status`, Degraded for `reason`; a Warning Event unless `previous` already was."""
+    st = status.model_copy(deep=True)
+    stamp = _stamp(now)
+    st.phase, st.message = Phase.DEGRADED, message
+    before = previous.condition(DEGRADED)
+    _set_condition(st, DEGRADED, True, reason, message, stamp)
+    _set_condition(st, READY, False, st.phase.value, message, stamp)
+    if before is None or before.reason != reason or before.status != "True":
+        events = [*events, Event("Warning", reason, message)]
     return Decision(status=st, pin=None, events=events)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from kubernetes import client
 
 from aliasop import local
 
@@ -150,3 +151,33 @@ def test_a_deployment_the_api_server_refuses_is_reported_not_retried_in_a_loop(
         )
     assert target.events().count("DeploymentRefused") == 1
     assert operator.running
+
+
+def test_a_quota_refusing_the_service_is_reported_until_it_is_lifted(
+    two_versions: Any,
+    model_name: str,
+    mdeps: Callable[..., Any],
+    view: Callable[[str], View],
+    k8s: client.ApiClient,
+    namespace: str,
+) -> None:
+    core = client.CoreV1Api(k8s)
+    core.create_namespaced_resource_quota(
+        namespace,
+        client.V1ResourceQuota(
+            metadata=client.V1ObjectMeta(name="no-services"),
+            spec=client.V1ResourceQuotaSpec(hard={"services": "0"}),
+        ),
+    )
+    mdeps("bikes", model=f"models:/{model_name}@champion", pollIntervalSeconds=5)
+    target = view("bikes")
+    status = wait_for(
+        lambda: (s := target.status()).get("phase") == "Degraded" and s, 30, message="Degraded"
+    )
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == "KubernetesApiError"
+    assert "forbidden" in status["message"]
+    assert target.events().count("KubernetesApiError") == 1
+
+    core.delete_namespaced_resource_quota("no-services", namespace)
+    target.wait_serving(two_versions[0].version, timeout=60)  # the retries go on and succeed

@@ -15,6 +15,7 @@ from aliasop.models import (
 from aliasop.rollout import (
     Decision,
     ObservedDeployment,
+    api_failing,
     decide,
     observe_deployment,
     refused,
@@ -125,6 +126,21 @@ def test_a_changed_status_is_written_at_once() -> None:
         stored, RegistryProblem(ProblemKind.REGISTRY_UNAVAILABLE, "down"), rolled_out("1")
     )
     assert status_to_store(stored, outage.status, refresh_seconds=300) == outage.status
+
+
+def test_failing_api_calls_are_reported_once_and_cleared_by_the_next_good_pass() -> None:
+    stored = serving("1")
+    failing = api_failing(stored, "HTTP 403: exceeded quota", T0)
+    assert failing.pin is None
+    assert failing.status.phase is Phase.DEGRADED
+    assert "exceeded quota" in failing.status.message
+    assert failing.status.condition("Degraded").reason == "KubernetesApiError"  # type: ignore[union-attr]
+    assert reasons(failing) == ["KubernetesApiError"]
+    assert reasons(api_failing(failing.status, "HTTP 403: exceeded quota", T0)) == []
+
+    recovered = step(failing.status, at("1"), rolled_out("1"))
+    assert recovered.status.phase is Phase.READY
+    assert recovered.status.condition("Degraded").status == "False"  # type: ignore[union-attr]
 
 
 def test_alias_move_rolls_forward_then_back() -> None:
