@@ -11,7 +11,6 @@ import asyncio
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -34,6 +33,7 @@ from aliasop.models import (
 )
 from aliasop.rollout import (
     Decision,
+    Event,
     ObservedDeployment,
     api_failing,
     decide,
@@ -59,10 +59,6 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.INFO
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per MLflow request
     runtime: Runtime = memo.runtime
-    # The Kubernetes client blocks: its calls run in these threads (see kube.Cluster).
-    asyncio.get_running_loop().set_default_executor(
-        ThreadPoolExecutor(runtime.settings.api_concurrency, thread_name_prefix="kube-api")
-    )
     if runtime.settings.http_port:
         secret = runtime.settings.webhook_secret.get_secret_value()
         verifier = (
@@ -106,9 +102,9 @@ async def follow_alias(
             try:
                 async with runtime.passes:
                     observed = next(iter(deployments.get((namespace, name), [])), None)
-                    status, delay = await reconcile(
-                        runtime, body, status, observed, logger, refresh_seconds
-                    )
+                    decision, delay = await reconcile(runtime, body, status, observed)
+                # Reported outside the slot: other resources' applies need not wait for it.
+                status = await _report(runtime, body, status, decision, logger, refresh_seconds)
                 refresh_seconds, failures = runtime.settings.status_refresh_seconds, 0
             except _TRANSIENT as exc:
                 failures += 1
@@ -147,13 +143,10 @@ async def reconcile(
     body: kopf.Body,
     status: ModelDeploymentStatus,
     observed: ObservedDeployment | None,
-    logger: kopf.Logger,
-    status_refresh_seconds: float,
-) -> tuple[ModelDeploymentStatus, float]:
+) -> tuple[Decision, float]:
     """One pass: resolve, look at `observed` (the child Deployment, None if there is none
-    yet), decide, apply, report (see `status_to_store` for `status_refresh_seconds`).
-
-    Returns the status now stored and the seconds until the next pass."""
+    yet), decide and apply. Returns the decision, whose status and Events are still to be
+    reported, and the seconds until the next pass."""
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     try:
@@ -164,12 +157,10 @@ async def reconcile(
         invalid = status.model_copy(
             update={"phase": Phase.DEGRADED, "message": f"invalid spec: {problems}"}
         )
-        if invalid.message != status.message:  # report once, not every pass
-            await runtime.cluster.patch_status(
-                namespace, name, {"phase": invalid.phase.value, "message": invalid.message}
-            )
-            kopf.warn(body, reason="InvalidSpec", message=problems)
-        return invalid, float(ModelDeploymentSpec.model_fields["poll_interval_seconds"].default)
+        new = invalid.message != status.message  # report once, not every pass
+        events = [Event("Warning", "InvalidSpec", problems)] if new else []
+        default_interval = ModelDeploymentSpec.model_fields["poll_interval_seconds"].default
+        return Decision(status=invalid, pin=None, events=events), float(default_interval)
 
     tracking_uri = get_tracking_uri(spec, runtime.defaults)
     runtime.resolver.follow(
@@ -192,8 +183,7 @@ async def reconcile(
             if exc.status not in (400, 422):  # anything but "invalid" is worth a retry
                 raise
             decision = refused(status, decision, _api_message(exc), runtime.clock.now())
-    stored = await _report(runtime, body, status, decision, logger, status_refresh_seconds)
-    return stored, float(spec.poll_interval_seconds)
+    return decision, float(spec.poll_interval_seconds)
 
 
 async def _report(
@@ -204,7 +194,8 @@ async def _report(
     logger: kopf.Logger,
     status_refresh_seconds: float = 0.0,
 ) -> ModelDeploymentStatus:
-    """Write the decided status (when due) and post its Events; returns the status stored."""
+    """Write the decided status (when due, see `status_to_store`) and post its Events;
+    returns the status stored."""
     to_store = status_to_store(status, decision.status, status_refresh_seconds)
     if to_store is not None:
         await runtime.cluster.patch_status(

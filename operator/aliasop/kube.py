@@ -1,14 +1,19 @@
 """Kubernetes I/O for the operator: apply children, write status.
 
 The official client is synchronous, so every call runs in a worker thread, off the event loop.
+Children and status have separate threads: in a burst (a webhook for a model a thousand
+resources follow) the Deployments are updated first, and the status writes that report it
+follow, instead of every apply waiting behind other resources' status writes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kubernetes import client
@@ -20,7 +25,11 @@ _APPLY = "application/apply-patch+yaml"  # JSON is YAML, so a dict body is fine
 
 
 class Cluster:
-    def __init__(self, api_client: client.ApiClient) -> None:
+    def __init__(
+        self, api_client: client.ApiClient, children_threads: int, status_threads: int
+    ) -> None:
+        self._children_lane = ThreadPoolExecutor(children_threads, "kube-children")
+        self._status_lane = ThreadPoolExecutor(status_threads, "kube-status")
         self._apps = client.AppsV1Api(api_client)
         self._core = client.CoreV1Api(api_client)
         self._custom = client.CustomObjectsApi(api_client)
@@ -42,8 +51,8 @@ class Cluster:
             "Deployment": self._apps.patch_namespaced_deployment,
             "Service": self._core.patch_namespaced_service,
         }[manifest["kind"]]
-        applied = await asyncio.to_thread(
-            _call,
+        applied = await _in(
+            self._children_lane,
             patch,
             meta["name"],
             meta["namespace"],
@@ -61,8 +70,8 @@ class Cluster:
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge-patch the status subresource; None values remove fields."""
-        await asyncio.to_thread(
-            _call,
+        await _in(
+            self._status_lane,
             self._custom.patch_namespaced_custom_object_status,
             GROUP,
             VERSION,
@@ -71,6 +80,14 @@ class Cluster:
             name,
             {"status": status},
         )
+
+
+async def _in(
+    lane: ThreadPoolExecutor, method: Callable[..., Any], *args: Any, **kwargs: Any
+) -> dict[str, Any]:
+    return await asyncio.get_running_loop().run_in_executor(
+        lane, functools.partial(_call, method, *args, **kwargs)
+    )
 
 
 def _call(method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:

@@ -59,7 +59,8 @@ class Runtime:
 def build_runtime(settings: Settings) -> Runtime:
     config.load_config()  # type: ignore[no-untyped-call]  # in-cluster service account, else $KUBECONFIG / ~/.kube/config
     api_configuration = client.Configuration.get_default_copy()
-    api_configuration.connection_pool_maxsize = settings.api_concurrency
+    status_threads = max(1, settings.api_concurrency // 4)
+    api_configuration.connection_pool_maxsize = settings.api_concurrency + status_threads
     registry = MlflowRegistry(
         timeout_seconds=settings.registry_timeout_seconds,
         concurrency=settings.registry_concurrency,
@@ -74,7 +75,9 @@ def build_runtime(settings: Settings) -> Runtime:
         settings=settings,
         registry=registry,
         resolver=resolver,
-        cluster=Cluster(client.ApiClient(api_configuration)),
+        cluster=Cluster(
+            client.ApiClient(api_configuration), settings.api_concurrency, status_threads
+        ),
         clock=SystemClock(),
         wakeups=wakeups,
         passes=asyncio.Semaphore(settings.api_concurrency),
