@@ -34,7 +34,10 @@ class Settings(BaseSettings):
         16, ge=1, description="MLflow requests in flight at once, across all resources."
     )
     api_concurrency: int = Field(
-        32, ge=1, description="Kubernetes API calls in flight at once (worker threads)."
+        32,
+        ge=1,
+        description="Resource passes, and Kubernetes API calls for children, in flight at "
+        "once (worker threads); status writes get a quarter as many threads of their own.",
     )
     retry_backoff_max_seconds: float = Field(
         300.0, gt=0, description="Longest wait between retries after errors."
