@@ -56,10 +56,6 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.persistence.finalizer = f"{GROUP}/finalizer"
-    # A kopf worker keeps its object's last raw event while it idles. When a thousand objects
-    # change at once (a burst of rollouts), 5 s of idling (the default) held most of the
-    # operator's peak memory.
-    settings.queueing.idle_timeout = 0.5
     settings.posting.level = logging.INFO
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per MLflow request
     runtime: Runtime = memo.runtime
