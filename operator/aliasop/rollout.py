@@ -212,15 +212,10 @@ def status_to_store(
         return new
     if new.last_resolved_time is None or new.last_resolved_time == stored.last_resolved_time:
         return None
-    if (
-        stored.last_resolved_time is None
-        or (
-            _parse_stamp(new.last_resolved_time) - _parse_stamp(stored.last_resolved_time)
-        ).total_seconds()
-        >= refresh_seconds
-    ):
+    if stored.last_resolved_time is None:
         return new
-    return None
+    age = _parse_stamp(new.last_resolved_time) - _parse_stamp(stored.last_resolved_time)
+    return new if age.total_seconds() >= refresh_seconds else None
 
 
 _VOLATILE = {"last_resolved_time"}

@@ -12,11 +12,10 @@ from kubernetes import client
 
 from aliasop import bikes, local
 
-from resources import WEBHOOK_SECRET, View
+from resources import WEBHOOK_SECRET, Versions, View
 from support import REPO, Cluster
 
 OPERATOR_NAMESPACE = "aliasop-system"
-Versions = tuple[bikes.RegisteredVersion, bikes.RegisteredVersion]
 
 
 @pytest.fixture(scope="session")
@@ -82,9 +81,7 @@ def model_name() -> str:
 
 
 @pytest.fixture
-def two_versions(
-    mlflow_uri: str, model_name: str
-) -> tuple[bikes.RegisteredVersion, bikes.RegisteredVersion]:
+def two_versions(mlflow_uri: str, model_name: str) -> Versions:
     """Versions 1 (ridge) and 2 (hourly) of a fresh model, which predict differently;
     `@champion` points at version 1."""
     v1 = bikes.train_and_register(mlflow_uri, model_name, kind="linear")

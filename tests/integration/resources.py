@@ -8,12 +8,15 @@ import httpx
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
-from aliasop import local
+from aliasop import bikes, local
 
 from support import wait_for
 
 # The operator under test and the MLflow webhooks the tests create share this secret.
 WEBHOOK_SECRET = "webhook-secret-for-the-tests"
+
+# Versions 1 and 2 of a fresh model (the `two_versions` fixture).
+Versions = tuple[bikes.RegisteredVersion, bikes.RegisteredVersion]
 
 
 class View:

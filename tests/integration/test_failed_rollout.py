@@ -18,10 +18,9 @@ from kubernetes import client, watch
 from aliasop import bikes
 from aliasop.builders import VERSION_LABEL
 
-from resources import View
+from resources import Versions, View
 from support import wait_for
 
-Versions = tuple[bikes.RegisteredVersion, bikes.RegisteredVersion]
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("operator")]
 
 KWOK = ("kwok.x-k8s.io", "v1alpha1", "stages")
@@ -232,20 +231,15 @@ def test_failed_rollout_rolls_back_and_waits_for_the_alias_to_move(
     two_versions: Versions,
     model_name: str,
     mlflow_uri: str,
-    mdeps: Callable[..., Any],
-    view: Callable[[str], View],
+    serving_v1: Callable[..., View],
     never_ready: NeverReady,
 ) -> None:
     v1, v2 = two_versions
-    mdeps(
-        "bikes",
-        model=f"models:/{model_name}@champion",
+    bikes_view = serving_v1(
         replicas=2,
         pollIntervalSeconds=POLL_SECONDS,
         rollout={"progressDeadlineSeconds": DEADLINE_SECONDS},
     )
-    bikes_view = view("bikes")
-    bikes_view.wait_serving(v1.version)
     assert bikes_view.pods_by_version() == {v1.version: 2}
 
     never_ready.start(v2.version)

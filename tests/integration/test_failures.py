@@ -14,10 +14,9 @@ from mlflow import MlflowClient
 
 from aliasop import bikes, local
 
-from resources import View, counts_by
+from resources import Versions, View, counts_by
 from support import Cluster, TcpProxy, cache_dir, wait_for
 
-Versions = tuple[bikes.RegisteredVersion, bikes.RegisteredVersion]
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("operator")]
 
 

@@ -11,10 +11,9 @@ from mlflow import MlflowClient
 
 from aliasop import bikes, local
 
-from resources import View
+from resources import Versions, View
 from support import Cluster, wait_for
 
-Versions = tuple[bikes.RegisteredVersion, bikes.RegisteredVersion]
 pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("operator")]
 
 

@@ -15,9 +15,8 @@ from kubernetes import client
 
 from aliasop import bikes, local
 
-from resources import View
+from resources import Versions, View
 
-Versions = tuple[bikes.RegisteredVersion, bikes.RegisteredVersion]
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("operator")]
 
 

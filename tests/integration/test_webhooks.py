@@ -14,10 +14,9 @@ from mlflow import MlflowClient
 from aliasop import bikes, local
 from aliasop.webhooks import DELIVERY_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
-from resources import WEBHOOK_SECRET, View, counts_by
+from resources import WEBHOOK_SECRET, Versions, View, counts_by
 from support import wait_for
 
-Versions = tuple[bikes.RegisteredVersion, bikes.RegisteredVersion]
 pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("operator")]
 
 
