@@ -55,8 +55,19 @@ node_ready() {
 
 server_version() { kc get --raw /version | sed -n 's/.*"gitVersion": *"\([^"]*\)".*/\1/p'; }
 
+# Every component kwokctl started is still running: /readyz and a Ready node do not show a dead
+# kube-controller-manager (it exits when it loses its leader lease, e.g. on an overloaded API
+# server), and without it no Deployment ever gets a pod.
+components_alive() {
+  local pid pids
+  pids=$(cluster_pids)
+  [ -n "$pids" ] || return 1
+  for pid in $pids; do ours "$pid" || return 1; done
+}
+
 healthy() {
-  config_current && [ -f "$kubeconfig" ] && kc get --raw /readyz >/dev/null 2>&1 &&
+  config_current && [ -f "$kubeconfig" ] && components_alive &&
+    kc get --raw /readyz >/dev/null 2>&1 &&
     node_ready 2>/dev/null && [ "$(server_version 2>/dev/null)" = "$K8S_VERSION" ]
 }
 
