@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from aliasop import metrics
 from aliasop.builders import Owner, get_deployment, get_service, get_tracking_uri
 from aliasop.endpoints import build_app, serve
+from aliasop.memory import find_malloc_trim, trim_periodically
 from aliasop.models import (
     GROUP,
     PLURAL,
@@ -57,20 +58,30 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     )
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.posting.level = logging.INFO
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per MLflow request
     runtime: Runtime = memo.runtime
+    # kopf posts each object's Events from a worker of its own, by default with no limit: a
+    # burst of a thousand rollouts would post a thousand Events at once, ahead of the applies.
+    settings.posting.worker_limit = runtime.settings.report_concurrency
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per MLflow request
     if runtime.settings.http_port:
         secret = runtime.settings.webhook_secret.get_secret_value()
         verifier = (
             DeliveryVerifier(secret, runtime.settings.webhook_tolerance_seconds) if secret else None
         )
         memo.http = await serve(build_app(runtime.resolver, verifier), runtime.settings.http_port)
+    trim = find_malloc_trim()
+    if runtime.settings.memory_trim_seconds and trim is not None:
+        memo.trimming = asyncio.create_task(
+            trim_periodically(trim, runtime.settings.memory_trim_seconds)
+        )
 
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo.runtime
     await runtime.registry.aclose()
+    if memo.get("trimming") is not None:
+        memo.trimming.cancel()
     if memo.get("http") is not None:
         await memo.http.cleanup()
 

@@ -1,9 +1,9 @@
 """Kubernetes I/O for the operator: apply children, write status.
 
 The official client is synchronous, so every call runs in a worker thread, off the event loop.
-Children and status have separate threads: in a burst (a webhook for a model a thousand
-resources follow) the Deployments are updated first, and the status writes that report it
-follow, instead of every apply waiting behind other resources' status writes.
+Children come first: in a burst (a webhook for a model a thousand resources follow) the
+Deployments are updated before the status writes that report it, which wait until no apply is
+in flight and then go through a smaller lane of threads of their own.
 """
 
 from __future__ import annotations
@@ -36,6 +36,9 @@ class Cluster:
         # (kind, namespace, name) -> (digest of the manifest last applied, the object's
         # generation right after): lets a steady resource skip its applies.
         self._applied: dict[tuple[str, str, str], tuple[str, int | None]] = {}
+        self._applying = 0
+        self._nothing_applying = asyncio.Event()
+        self._nothing_applying.set()
 
     async def apply(self, manifest: dict[str, Any], current_generation: int | None = None) -> None:
         """Server-side apply as field manager `aliasop`: fields others own are left alone.
@@ -51,16 +54,23 @@ class Cluster:
             "Deployment": self._apps.patch_namespaced_deployment,
             "Service": self._core.patch_namespaced_service,
         }[manifest["kind"]]
-        applied = await _in(
-            self._children_lane,
-            patch,
-            meta["name"],
-            meta["namespace"],
-            manifest,
-            field_manager=FIELD_MANAGER,
-            force=True,
-            _content_type=_APPLY,
-        )
+        self._applying += 1
+        self._nothing_applying.clear()
+        try:
+            applied = await _in(
+                self._children_lane,
+                patch,
+                meta["name"],
+                meta["namespace"],
+                manifest,
+                field_manager=FIELD_MANAGER,
+                force=True,
+                _content_type=_APPLY,
+            )
+        finally:
+            self._applying -= 1
+            if not self._applying:
+                self._nothing_applying.set()
         self._applied[key] = (digest, applied.get("metadata", {}).get("generation"))
 
     def forget(self, namespace: str, name: str) -> None:
@@ -69,7 +79,9 @@ class Cluster:
             self._applied.pop((kind, namespace, name), None)
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        """Merge-patch the status subresource; None values remove fields."""
+        """Merge-patch the status subresource, once no apply is in flight; None values
+        remove fields."""
+        await self._nothing_applying.wait()
         await _in(
             self._status_lane,
             self._custom.patch_namespaced_custom_object_status,

@@ -59,8 +59,9 @@ class Runtime:
 def build_runtime(settings: Settings) -> Runtime:
     config.load_config()  # type: ignore[no-untyped-call]  # in-cluster service account, else $KUBECONFIG / ~/.kube/config
     api_configuration = client.Configuration.get_default_copy()
-    status_threads = max(1, settings.api_concurrency // 4)
-    api_configuration.connection_pool_maxsize = settings.api_concurrency + status_threads
+    api_configuration.connection_pool_maxsize = (
+        settings.api_concurrency + settings.report_concurrency
+    )
     registry = MlflowRegistry(
         timeout_seconds=settings.registry_timeout_seconds,
         concurrency=settings.registry_concurrency,
@@ -76,7 +77,9 @@ def build_runtime(settings: Settings) -> Runtime:
         registry=registry,
         resolver=resolver,
         cluster=Cluster(
-            client.ApiClient(api_configuration), settings.api_concurrency, status_threads
+            client.ApiClient(api_configuration),
+            settings.api_concurrency,
+            settings.report_concurrency,
         ),
         clock=SystemClock(),
         wakeups=wakeups,

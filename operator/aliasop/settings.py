@@ -37,7 +37,7 @@ class Settings(BaseSettings):
         32,
         ge=1,
         description="Resource passes, and Kubernetes API calls for children, in flight at "
-        "once (worker threads); status writes get a quarter as many threads of their own.",
+        "once (worker threads); status writes and Events get a quarter as many of their own.",
     )
     retry_backoff_max_seconds: float = Field(
         300.0, gt=0, description="Longest wait between retries after errors."
@@ -48,6 +48,12 @@ class Settings(BaseSettings):
         description="A steady resource's status is rewritten at least this often, to move "
         "lastResolvedTime on; any other change is written at once. 0 writes every pass.",
     )
+    memory_trim_seconds: float = Field(
+        30,
+        ge=0,
+        description="How often memory freed after a burst is handed back to the operating "
+        "system (glibc's malloc_trim); 0 never.",
+    )
     http_port: int = Field(
         9090, ge=0, le=65535, description="Port of /metrics and /webhooks/mlflow; 0 disables."
     )
@@ -57,6 +63,12 @@ class Settings(BaseSettings):
     webhook_tolerance_seconds: float = Field(
         300, gt=0, description="Webhook timestamps further than this from now are refused."
     )
+
+    @property
+    def report_concurrency(self) -> int:
+        """Status writes, and Event posts, in flight at once: reporting a rollout gets a
+        smaller share of the API server than making it."""
+        return max(1, self.api_concurrency // 4)
 
 
 def load_settings() -> Settings:

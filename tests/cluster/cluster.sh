@@ -92,6 +92,9 @@ check_binaries() {
 # kube-controller-manager and kube-scheduler (20 requests/s by default, which made the control
 # plane, not the operator, the bottleneck) and the API server's in-flight limits; the Service
 # range is a /16 (the API server's default /24 holds 253 Services; every ModelDeployment has one).
+# There is one of each component, so no leader election: with the in-flight limits lifted, an API
+# server under a burst can take longer than the 5 s lease-renewal deadline, and a
+# kube-controller-manager that loses its lease exits (and with it every rollout).
 render_config() {
   cat <<YAML
 kind: KwokctlConfiguration
@@ -115,6 +118,14 @@ componentsPatches:
   extraArgs:
   - key: service-cluster-ip-range
     value: 10.96.0.0/16
+- name: kube-controller-manager
+  extraArgs:
+  - key: leader-elect
+    value: "false"
+- name: kube-scheduler
+  extraArgs:
+  - key: leader-elect
+    value: "false"
 YAML
 }
 
