@@ -62,6 +62,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # kopf posts each object's Events from a worker of its own, by default with no limit: a
     # burst of a thousand rollouts would post a thousand Events at once, ahead of the applies.
     settings.posting.worker_limit = runtime.settings.report_concurrency
+    # Events are best effort: one the API server keeps refusing (its namespace is being
+    # deleted) is dropped after 7 s, instead of holding one of those workers for a minute.
+    settings.posting.default_backoffs = (1, 2, 4)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per MLflow request
     if runtime.settings.http_port:
         secret = runtime.settings.webhook_secret.get_secret_value()
@@ -111,11 +114,9 @@ async def follow_alias(
         while not stopped:
             wakeup.clear()
             try:
-                async with runtime.passes:
-                    observed = next(iter(deployments.get((namespace, name), [])), None)
-                    decision, delay = await reconcile(runtime, body, status, observed)
-                # Reported outside the slot: other resources' applies need not wait for it.
-                status = await _report(runtime, body, status, decision, logger, refresh_seconds)
+                status, delay = await _pass(
+                    runtime, body, status, deployments, logger, refresh_seconds
+                )
                 refresh_seconds, failures = runtime.settings.status_refresh_seconds, 0
             except _TRANSIENT as exc:
                 failures += 1
@@ -147,6 +148,25 @@ async def deployments(
     loop: waking an asyncio.Event from a thread is unsafe.)"""
     memo.runtime.wakeups.wake(namespace, name)  # a Deployment is named after its owner
     return {(namespace, name): observe_deployment(body)}
+
+
+async def _pass(
+    runtime: Runtime,
+    body: kopf.Body,
+    status: ModelDeploymentStatus,
+    deployments: kopf.Index[tuple[str, str], ObservedDeployment],
+    logger: kopf.Logger,
+    refresh_seconds: float,
+) -> tuple[ModelDeploymentStatus, float]:
+    """Reconcile and report; returns the status stored and the seconds until the next pass.
+    (A function of its own so that nothing of the pass outlives it while the loop sleeps: a
+    thousand sleeping loops would each keep a decision.)"""
+    meta = body["metadata"]
+    async with runtime.passes:
+        observed = next(iter(deployments.get((meta["namespace"], meta["name"]), [])), None)
+        decision, delay = await reconcile(runtime, body, status, observed)
+    # Reported outside the slot: other resources' applies need not wait for it.
+    return await _report(runtime, body, status, decision, logger, refresh_seconds), delay
 
 
 async def reconcile(
