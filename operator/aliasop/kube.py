@@ -36,6 +36,7 @@ class Cluster:
         # (kind, namespace, name) -> (digest of the manifest last applied, the object's
         # generation right after): lets a steady resource skip its applies.
         self._applied: dict[tuple[str, str, str], tuple[str, int | None]] = {}
+        # Applies in flight: status writes wait until there are none.
         self._applying = 0
         self._nothing_applying = asyncio.Event()
         self._nothing_applying.set()
