@@ -1,6 +1,7 @@
 """The shared watcher's logic, with a stand-in for the MLflow client (no I/O)."""
 
 import asyncio
+from collections.abc import Callable
 
 from aliasop.models import ModelUri, ProblemKind, RegistryProblem, ResolvedVersion
 from aliasop.watcher import AliasWatcher
@@ -14,9 +15,11 @@ class FakeRegistry:
             "bikes": {"champion": "1"}
         }
         self.requests = 0
+        self.changed = asyncio.Event()  # set at every request
 
     async def aliases(self, tracking_uri: str, model: str) -> dict[str, str]:
         self.requests += 1
+        self.changed.set()
         answer = self.aliases_by_model[model]
         if isinstance(answer, RegistryProblem):
             raise answer
@@ -28,10 +31,30 @@ class FakeRegistry:
         return ResolvedVersion(aliases[uri.alias], run_id="r")
 
 
+class Woken(list[tuple[str, str]]):
+    """The watcher's wake callback: records whom it woke, and sets `changed`."""
+
+    def __init__(self, changed: asyncio.Event) -> None:
+        super().__init__()
+        self.changed = changed
+
+    def __call__(self, namespace: str, name: str) -> None:
+        self.append((namespace, name))
+        self.changed.set()
+
+
+async def wait_until(condition: Callable[[], bool], changed: asyncio.Event) -> None:
+    """Wait for `condition`, looking again each time `changed` is set."""
+    async with asyncio.timeout(5):
+        while not condition():
+            changed.clear()  # no await since the check: nothing can have changed meanwhile
+            await changed.wait()
+
+
 async def test_many_followers_of_one_model_cost_one_request_per_interval() -> None:
     registry = FakeRegistry()
-    woken: list[tuple[str, str]] = []
-    watcher = AliasWatcher(registry, wake=lambda ns, name: woken.append((ns, name)))  # type: ignore[arg-type]
+    woken = Woken(registry.changed)
+    watcher = AliasWatcher(registry, wake=woken)  # type: ignore[arg-type]
     uri = ModelUri.parse("models:/bikes@champion")
     for i in range(100):
         watcher.follow(("ns", f"m{i}"), (SERVER, "bikes"), interval=0.2)
@@ -39,28 +62,33 @@ async def test_many_followers_of_one_model_cost_one_request_per_interval() -> No
     assert {r.version for r in results} == {"1"}
     assert registry.requests == 1  # the first resolutions share one fetch
 
+    loop = asyncio.get_running_loop()
+    started, before = loop.time(), registry.requests
     registry.aliases_by_model["bikes"] = {"champion": "2"}
-    await asyncio.sleep(0.5)  # two intervals of the poll loop
-    assert 2 <= registry.requests <= 4
-    assert set(woken) == {("ns", f"m{i}") for i in range(100)}  # woken once the alias moved
+    await wait_until(lambda: set(woken) == {("ns", f"m{i}") for i in range(100)}, woken.changed)
+    await wait_until(lambda: registry.requests >= before + 2, woken.changed)  # keeps polling
+    # One request per interval for all hundred followers, not one per follower.
+    assert registry.requests - before <= (loop.time() - started) / 0.2 + 1
     assert (await watcher.resolve(SERVER, uri)).version == "2"
     for i in range(100):
         watcher.unfollow(("ns", f"m{i}"))
     requests = registry.requests
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # an absence: one and a half intervals in which nothing happens
     assert registry.requests == requests  # nobody follows: no more polling
 
 
 async def test_an_outage_is_cached_and_reported_to_followers() -> None:
     registry = FakeRegistry()
-    woken: list[tuple[str, str]] = []
-    watcher = AliasWatcher(registry, wake=lambda ns, name: woken.append((ns, name)))  # type: ignore[arg-type]
+    woken = Woken(registry.changed)
+    watcher = AliasWatcher(registry, wake=woken)  # type: ignore[arg-type]
     watcher.follow(("ns", "a"), (SERVER, "bikes"), interval=0.1)
     uri = ModelUri.parse("models:/bikes@champion")
     await watcher.resolve(SERVER, uri)
     registry.aliases_by_model["bikes"] = RegistryProblem(ProblemKind.REGISTRY_UNAVAILABLE, "down")
-    await asyncio.sleep(0.25)
-    assert woken == [("ns", "a")]
+    await wait_until(lambda: bool(woken), woken.changed)
+    failed_polls = registry.requests
+    await wait_until(lambda: registry.requests >= failed_polls + 2, woken.changed)
+    assert woken == [("ns", "a")]  # told once, not at every failed poll
     try:
         await watcher.resolve(SERVER, uri)
     except RegistryProblem as problem:
