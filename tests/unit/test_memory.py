@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import platform
+import threading
 
 import pytest
 
@@ -18,16 +19,16 @@ def test_finds_glibc_malloc_trim() -> None:
 
 async def test_trims_every_interval_until_cancelled() -> None:
     calls: list[int] = []
+    twice = threading.Event()  # trim runs in a worker thread
 
     def trim(pad: int) -> int:
         calls.append(pad)
+        if len(calls) == 2:
+            twice.set()
         return 0
 
     task = asyncio.create_task(trim_periodically(trim, 0.01))
-    for _ in range(500):  # wait for the condition, at most 5 s
-        if len(calls) >= 2:
-            break
-        await asyncio.sleep(0.01)
+    await asyncio.to_thread(twice.wait, 5)
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
