@@ -23,8 +23,8 @@ RUN python -m venv /opt/aliasop \
     && /opt/aliasop/bin/pip install --no-cache-dir "/dist/aliasop-0.1.0-py3-none-any.whl[serving]"
 
 # The operator: `aliasop run`. Non-root, nothing but the virtualenv on top of the base.
-# MALLOC_ARENA_MAX=2: the Kubernetes API calls run in worker threads, and glibc's default of
-# one malloc arena per thread (up to 8 per core) costs resident memory for nothing here.
+# MALLOC_ARENA_MAX=2: DNS lookups and the memory trim run in asyncio's worker threads, and
+# glibc's default of one malloc arena per thread (up to 8 per core) costs memory for nothing.
 FROM ${PYTHON_IMAGE} AS operator
 COPY --from=operator-env /opt/aliasop /opt/aliasop
 ENV PATH=/opt/aliasop/bin:$PATH HOME=/tmp PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \

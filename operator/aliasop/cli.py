@@ -63,6 +63,10 @@ def _run(args: argparse.Namespace) -> int:
         if value is not None:
             os.environ[variable] = str(value)
 
+    # kopf imports the official Kubernetes client whenever it is installed (it is, next to the
+    # tests), to recognise its objects and to log in through it. aliasop does neither, and the
+    # import alone is 24 MiB resident. A None entry makes `import kubernetes` fail at once.
+    sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
     import kopf
 
     from aliasop import handlers  # noqa: F401  (registers the handlers)

@@ -8,19 +8,18 @@ of its Deployment's status.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from typing import Any
 
+import aiohttp
 import kopf
-import urllib3
-from kubernetes.client import ApiException
 from pydantic import ValidationError
 
 from aliasop import metrics
 from aliasop.builders import Owner, get_deployment, get_service, get_tracking_uri
 from aliasop.endpoints import build_app, serve
+from aliasop.kube import ApiError
 from aliasop.memory import find_malloc_trim, trim_periodically
 from aliasop.models import (
     GROUP,
@@ -45,8 +44,18 @@ from aliasop.rollout import (
 from aliasop.runtime import Runtime
 from aliasop.webhooks import DeliveryVerifier
 
-_TRANSIENT = (ApiException, urllib3.exceptions.HTTPError, OSError)
+_TRANSIENT = (ApiError, aiohttp.ClientError, OSError)  # OSError covers timeouts
 _FAILURES_BEFORE_REPORT = 3  # a blip is retried quietly; a third failure in a row is shown
+
+
+@kopf.on.login()
+async def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    """The pod's service account, else the kubeconfig ($KUBECONFIG or ~/.kube/config); kopf
+    and aliasop's own calls (kube.Cluster) share these credentials, renewed at each re-login."""
+    info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    if info is not None:
+        memo.runtime.cluster.connect(info)
+    return info
 
 
 @kopf.on.startup()
@@ -83,6 +92,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 async def close(memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo.runtime
     await runtime.registry.aclose()
+    await runtime.cluster.aclose()
     if memo.get("trimming") is not None:
         memo.trimming.cancel()
     if memo.get("http") is not None:
@@ -210,10 +220,10 @@ async def reconcile(
                 current_generation=observed.generation if observed is not None else None,
             )
             await runtime.cluster.apply(get_service(owner, spec))
-        except ApiException as exc:
+        except ApiError as exc:
             if exc.status not in (400, 422):  # anything but "invalid" is worth a retry
                 raise
-            decision = refused(status, decision, _api_message(exc), runtime.clock.now())
+            decision = refused(status, decision, exc.message, runtime.clock.now())
     return decision, float(spec.poll_interval_seconds)
 
 
@@ -274,18 +284,10 @@ async def _resolve(
     return resolution
 
 
-def _api_message(exc: ApiException) -> str:
-    try:
-        message = json.loads(exc.body or "{}").get("message")
-    except ValueError:
-        message = None
-    return str(message or exc.reason)
-
-
 def _describe(exc: Exception) -> str:
-    """One line for the log: the API's own message, not the HTTP headers."""
-    if isinstance(exc, ApiException):
-        return f"HTTP {exc.status}: {_api_message(exc)}"
+    """One line for the log and status."""
+    if isinstance(exc, ApiError):
+        return str(exc)
     return f"{type(exc).__name__}: {exc}"
 
 

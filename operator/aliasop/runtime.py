@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from kubernetes import client, config
-
 from aliasop.builders import ServingDefaults
 from aliasop.clock import Clock, SystemClock
 from aliasop.kube import Cluster
@@ -57,11 +55,6 @@ class Runtime:
 
 
 def build_runtime(settings: Settings) -> Runtime:
-    config.load_config()  # type: ignore[no-untyped-call]  # in-cluster service account, else $KUBECONFIG / ~/.kube/config
-    api_configuration = client.Configuration.get_default_copy()
-    api_configuration.connection_pool_maxsize = (
-        settings.api_concurrency + settings.report_concurrency
-    )
     registry = MlflowRegistry(
         timeout_seconds=settings.registry_timeout_seconds,
         concurrency=settings.registry_concurrency,
@@ -76,10 +69,9 @@ def build_runtime(settings: Settings) -> Runtime:
         settings=settings,
         registry=registry,
         resolver=resolver,
+        # Connected at kopf's login (handlers.login), with the same credentials as kopf.
         cluster=Cluster(
-            client.ApiClient(api_configuration),
-            settings.api_concurrency,
-            settings.report_concurrency,
+            settings.api_concurrency, settings.report_concurrency, settings.api_timeout_seconds
         ),
         clock=SystemClock(),
         wakeups=wakeups,

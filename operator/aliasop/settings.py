@@ -37,7 +37,10 @@ class Settings(BaseSettings):
         32,
         ge=1,
         description="Resource passes, and Kubernetes API calls for children, in flight at "
-        "once (worker threads); status writes and Events get a quarter as many of their own.",
+        "once; status writes and Events get a quarter as many of their own.",
+    )
+    api_timeout_seconds: float = Field(
+        30.0, gt=0, description="Timeout of one Kubernetes API call (children and status)."
     )
     retry_backoff_max_seconds: float = Field(
         300.0, gt=0, description="Longest wait between retries after errors."

@@ -1,68 +1,199 @@
-"""kube.Cluster's ordering of writes, with the client's HTTP methods stubbed (no I/O)."""
+"""kube.Cluster against a stand-in API server (aiohttp on localhost): the requests it sends,
+the errors it raises, the applies it skips and the ordering of its writes."""
+
+from __future__ import annotations
 
 import asyncio
 import json
-import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from kubernetes import client
+import kopf
+import pytest
+from aiohttp import web
 
-from aliasop.kube import Cluster
-
-
-class Response:
-    def __init__(self, body: dict[str, Any]) -> None:
-        self.data = json.dumps(body).encode()
-
-    def release_conn(self) -> None:
-        pass
+from aliasop.kube import ApiError, Cluster
 
 
-def deployment(name: str) -> dict[str, Any]:
+@dataclass
+class StandIn:
+    """Records each request; `respond` decides the answer (default: the generation 1)."""
+
+    server: str = ""
+    requests: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    respond: Callable[[web.Request], Awaitable[web.Response]] | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests.append(
+            (request.path_qs, request.headers["Content-Type"], json.loads(await request.read()))
+        )
+        if self.respond is not None:
+            return await self.respond(request)
+        return web.json_response({"metadata": {"generation": 1}})
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[tuple[StandIn, Cluster]]:
+    stand_in = StandIn()
+    app = web.Application()
+    app.router.add_route("PATCH", "/{path:.*}", stand_in.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    stand_in.server = f"http://127.0.0.1:{port}"
+    cluster = Cluster(children_concurrency=2, status_concurrency=1, timeout_seconds=5)
+    cluster.connect(kopf.ConnectionInfo(server=stand_in.server, token="t0ken"))
+    yield stand_in, cluster
+    await cluster.aclose()
+    await runner.cleanup()
+
+
+def deployment(name: str, replicas: int = 1) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": name, "namespace": "ns"},
-        "spec": {"replicas": 1},
+        "spec": {"replicas": replicas},
     }
 
 
-async def test_status_writes_wait_until_no_apply_is_in_flight() -> None:
-    cluster = Cluster(client.ApiClient(), children_threads=2, status_threads=1)
-    release_apply = threading.Event()
-    writes: list[str] = []
+def service(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "ns"}}
 
-    def patch_deployment(name: str, *_: Any, **__: Any) -> Response:
-        release_apply.wait(timeout=10)
-        writes.append(f"deployment {name}")
-        return Response({"metadata": {"generation": 2}})
 
-    def patch_status(*args: Any, **_: Any) -> Response:
-        writes.append(f"status {args[4]}")
-        return Response({})
+@pytest.mark.timeout(10)
+async def test_applies_and_status_writes_are_the_right_patches(
+    api: tuple[StandIn, Cluster],
+) -> None:
+    stand_in, cluster = api
+    await cluster.apply(deployment("a"))
+    await cluster.apply(service("a"))
+    await cluster.patch_status("ns", "a", {"phase": "Ready", "message": None})
+    assert stand_in.requests == [
+        (
+            "/apis/apps/v1/namespaces/ns/deployments/a?fieldManager=aliasop&force=true",
+            "application/apply-patch+yaml",
+            deployment("a"),
+        ),
+        (
+            "/api/v1/namespaces/ns/services/a?fieldManager=aliasop&force=true",
+            "application/apply-patch+yaml",
+            service("a"),
+        ),
+        (
+            "/apis/aliasop.io/v1alpha1/namespaces/ns/modeldeployments/a/status",
+            "application/merge-patch+json",
+            {"status": {"phase": "Ready", "message": None}},
+        ),
+    ]
 
-    cluster._apps.patch_namespaced_deployment = patch_deployment  # type: ignore[method-assign]
-    cluster._custom.patch_namespaced_custom_object_status = patch_status  # type: ignore[method-assign]
 
+@pytest.mark.timeout(10)
+async def test_an_unchanged_apply_is_skipped_until_someone_changes_the_object(
+    api: tuple[StandIn, Cluster],
+) -> None:
+    stand_in, cluster = api
+    await cluster.apply(deployment("a"), current_generation=None)
+    await cluster.apply(deployment("a"), current_generation=1)  # generation 1: as applied
+    assert len(stand_in.requests) == 1
+    await cluster.apply(deployment("a"), current_generation=2)  # someone edited the spec
+    await cluster.apply(deployment("a", replicas=2), current_generation=1)  # a new manifest
+    assert len(stand_in.requests) == 3
+    cluster.forget("ns", "a")
+    await cluster.apply(deployment("a"), current_generation=1)
+    assert len(stand_in.requests) == 4
+
+
+@pytest.mark.timeout(10)
+async def test_an_error_status_raises_with_the_api_message(
+    api: tuple[StandIn, Cluster],
+) -> None:
+    stand_in, cluster = api
+
+    async def invalid(_: web.Request) -> web.Response:
+        status = {"kind": "Status", "message": 'Deployment "a" is invalid: spec.replicas'}
+        return web.json_response(status, status=422)
+
+    stand_in.respond = invalid
+    with pytest.raises(ApiError) as raised:
+        await cluster.apply(deployment("a"))
+    assert (raised.value.status, raised.value.message) == (
+        422,
+        'Deployment "a" is invalid: spec.replicas',
+    )
+
+    async def unavailable(_: web.Request) -> web.Response:
+        return web.Response(status=503, text="not JSON")
+
+    stand_in.respond = unavailable
+    with pytest.raises(ApiError, match="HTTP 503: Service Unavailable"):
+        await cluster.patch_status("ns", "a", {})
+
+
+@pytest.mark.timeout(10)
+async def test_status_writes_wait_until_no_apply_is_in_flight(
+    api: tuple[StandIn, Cluster],
+) -> None:
+    stand_in, cluster = api
+    apply_arrived, release_apply = asyncio.Event(), asyncio.Event()
+
+    async def slow_apply(request: web.Request) -> web.Response:
+        if "/deployments/" in request.path:
+            apply_arrived.set()
+            await release_apply.wait()
+        return web.json_response({"metadata": {"generation": 1}})
+
+    stand_in.respond = slow_apply
     apply = asyncio.create_task(cluster.apply(deployment("a")))
-    await asyncio.sleep(0)  # the apply is in flight
+    await apply_arrived.wait()
     status = asyncio.create_task(cluster.patch_status("ns", "b", {"phase": "Ready"}))
     done, _ = await asyncio.wait({status}, timeout=0.2)
-    assert not done and writes == []  # held back while the apply runs
+    assert not done and len(stand_in.requests) == 1  # held back while the apply runs
 
     release_apply.set()
-    await asyncio.wait_for(asyncio.gather(apply, status), timeout=10)
-    assert writes == ["deployment a", "status b"]
+    await asyncio.gather(apply, status)
+    assert [path.split("?")[0] for path, _, _ in stand_in.requests] == [
+        "/apis/apps/v1/namespaces/ns/deployments/a",
+        "/apis/aliasop.io/v1alpha1/namespaces/ns/modeldeployments/b/status",
+    ]
 
 
-async def test_status_writes_go_at_once_when_nothing_is_applied() -> None:
-    cluster = Cluster(client.ApiClient(), children_threads=1, status_threads=1)
-    writes: list[str] = []
+@pytest.mark.timeout(10)
+async def test_requests_carry_the_credentials_of_the_last_login(
+    api: tuple[StandIn, Cluster],
+) -> None:
+    stand_in, cluster = api
+    seen: list[str] = []
 
-    def patch_status(*args: Any, **_: Any) -> Response:
-        writes.append(f"status {args[4]}")
-        return Response({})
+    async def record(request: web.Request) -> web.Response:
+        seen.append(request.headers["Authorization"])
+        return web.json_response({})
 
-    cluster._custom.patch_namespaced_custom_object_status = patch_status  # type: ignore[method-assign]
-    await asyncio.wait_for(cluster.patch_status("ns", "b", {"phase": "Ready"}), timeout=10)
-    assert writes == ["status b"]
+    stand_in.respond = record
+    await cluster.patch_status("ns", "a", {})
+    cluster.connect(kopf.ConnectionInfo(server=stand_in.server, token="renewed"))
+    await cluster.patch_status("ns", "a", {})
+    assert seen == ["Bearer t0ken", "Bearer renewed"]
+
+
+@pytest.mark.timeout(10)
+async def test_a_call_without_answer_times_out_with_a_readable_error(
+    api: tuple[StandIn, Cluster],
+) -> None:
+    stand_in, _ = api
+    never = asyncio.Event()
+
+    async def hang(_: web.Request) -> web.Response:
+        await never.wait()
+        return web.json_response({})
+
+    stand_in.respond = hang
+    impatient = Cluster(children_concurrency=1, status_concurrency=1, timeout_seconds=0.2)
+    impatient.connect(kopf.ConnectionInfo(server=stand_in.server))
+    with pytest.raises(TimeoutError, match=r"no answer within 0\.2s"):
+        await impatient.patch_status("ns", "a", {})
+    await impatient.aclose()
+    never.set()
