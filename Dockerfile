@@ -32,7 +32,7 @@ ENV PATH=/opt/aliasop/bin:$PATH HOME=/tmp PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFF
 USER 10001:10001
 EXPOSE 8080 9090
 ENTRYPOINT ["aliasop"]
-CMD ["run", "--all-namespaces", "--standalone", "--liveness=http://0.0.0.0:8080/healthz"]
+CMD ["run", "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz"]
 
 # Serving pods: the operator renders `mlflow models serve -m models:/<name>/<version> ...`.
 # HOME=/tmp: with a read-only root filesystem, /tmp is the emptyDir the pod mounts.

@@ -28,11 +28,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         help="port of /metrics and /webhooks/mlflow (env ALIASOP_HTTP_PORT)",
     )
-    peering = run.add_mutually_exclusive_group()
-    peering.add_argument(
-        "--standalone", action="store_true", help="no peering: the only operator instance"
-    )
-    peering.add_argument("--peering", metavar="NAME", help="coordinate replicas through NAME")
 
     commands.add_parser("crd", help="print the ModelDeployment CRD as YAML")
 
@@ -76,8 +71,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = load_settings()
     kopf.configure(verbose=False)
     kopf.run(
-        standalone=args.standalone,
-        peering_name=args.peering,
+        standalone=True,  # one instance (manifests/operator.yaml): no kopf peering
         clusterwide=args.all_namespaces or not args.namespace,
         namespaces=args.namespace,
         liveness_endpoint=args.liveness,

@@ -1,15 +1,18 @@
 """kopf handlers: thin glue from cluster events to `rollout.decide` and back.
 
-Each ModelDeployment gets a daemon that resolves its alias, decides, applies and reports,
-then sleeps for `pollIntervalSeconds` or until something wakes it: a spec change or a change
-of its Deployment's status.
+Each ModelDeployment the watch shows is followed: a pass resolves its alias, decides, applies
+and reports, and the next one comes after `pollIntervalSeconds` or sooner when something
+wakes it: a spec change, a change of its Deployment, or of the aliases of its model. The
+scheduler (aliasop.scheduler) runs the passes; between them a resource costs a timer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -41,7 +44,8 @@ from aliasop.rollout import (
     refused,
     status_to_store,
 )
-from aliasop.runtime import Runtime
+from aliasop.runtime import Followed, Runtime
+from aliasop.watcher import Follower
 from aliasop.webhooks import DeliveryVerifier
 
 _TRANSIENT = (ApiError, aiohttp.ClientError, OSError)  # OSError covers timeouts
@@ -59,28 +63,17 @@ async def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    # Keep kopf's bookkeeping in annotations: status belongs to the ModelDeployment schema.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
-    settings.posting.level = logging.INFO
+async def configure(memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo.runtime
-    # kopf posts each object's Events from a worker of its own, by default with no limit: a
-    # burst of a thousand rollouts would post a thousand Events at once, ahead of the applies.
-    settings.posting.worker_limit = runtime.settings.report_concurrency
-    # Events are best effort: one the API server keeps refusing (its namespace is being
-    # deleted) is dropped after 7 s, instead of holding one of those workers for a minute.
-    settings.posting.default_backoffs = (1, 2, 4)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per MLflow request
+    logging.getLogger("kopf.objects").addFilter(_not_event_handled)
     if runtime.settings.http_port:
         secret = runtime.settings.webhook_secret.get_secret_value()
         verifier = (
             DeliveryVerifier(secret, runtime.settings.webhook_tolerance_seconds) if secret else None
         )
         memo.http = await serve(build_app(runtime.resolver, verifier), runtime.settings.http_port)
+    runtime.scheduler.start(functools.partial(follow, runtime))
     trim = find_malloc_trim()
     if runtime.settings.memory_trim_seconds and trim is not None:
         memo.trimming = asyncio.create_task(
@@ -91,6 +84,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo.runtime
+    runtime.scheduler.stop()
+    for key in list(runtime.followed):
+        _unfollow(runtime, key)  # the watcher's polls too
     await runtime.registry.aclose()
     await runtime.cluster.aclose()
     if memo.get("trimming") is not None:
@@ -99,53 +95,94 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
         await memo.http.cleanup()
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, id="follow-alias", cancellation_timeout=10)
-async def follow_alias(
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def modeldeployment_event(
+    event: kopf.RawEvent,
     body: kopf.Body,
     namespace: str,
     name: str,
-    stopped: kopf.DaemonStopped,
     memo: kopf.Memo,
-    deployments: kopf.Index[tuple[str, str], ObservedDeployment],
+    deployments: kopf.Index[Follower, ObservedDeployment],
     logger: kopf.Logger,
     **_: Any,
 ) -> None:
+    """Follow every ModelDeployment the watch shows (kopf lists them all at start); a new
+    generation (a spec change) passes at once. No finalizer: the children are the owner's
+    (ownerReferences), so deleting a ModelDeployment never waits for the operator."""
     runtime: Runtime = memo.runtime
-    wakeup = runtime.wakeups.register(namespace, name)
-    metrics.WATCHED.set(len(runtime.wakeups))
-    # Read once: kopf's body catches up with our own status writes only later, so from here on
-    # the status this loop last wrote is the truth.
-    status = ModelDeploymentStatus.model_validate(dict(body.get("status") or {}))
-    # The first pass writes its status even when only lastResolvedTime moved: it shows that
-    # this operator instance has taken the resource over.
-    refresh_seconds = 0.0
-    failures = 0
+    runtime.deployments = deployments  # the same index every time
+    key = (namespace, name)
+    current = _identity(body)
+    followed = runtime.followed.get(key)
+    gone = event["type"] == "DELETED" or bool(body.meta.get("deletionTimestamp"))
+    if followed is not None and (gone or followed.body["metadata"]["uid"] != body.meta.uid):
+        _unfollow(runtime, key)  # deleted, or deleted and created anew under the same name
+        followed = None
+    if gone:
+        return
+    if followed is None:
+        status = _stored_status(body, logger)
+        runtime.followed[key] = Followed(body=current, status=status, logger=logger)
+        runtime.scheduler.follow(key)
+        metrics.WATCHED.set(len(runtime.followed))
+    elif current["metadata"]["generation"] != followed.body["metadata"]["generation"]:
+        followed.body = current
+        runtime.scheduler.wake(key)
+
+
+def _not_event_handled(record: logging.LogRecord) -> bool:
+    """kopf logs each run of an event handler that succeeds: one line for every watch event
+    of every ModelDeployment, our own status writes included."""
+    return record.msg != "Handler 'modeldeployment_event' succeeded."
+
+
+def _stored_status(body: kopf.Body, logger: kopf.Logger) -> ModelDeploymentStatus:
     try:
-        while not stopped:
-            wakeup.clear()
-            try:
-                status, delay = await _pass(
-                    runtime, body, status, deployments, logger, refresh_seconds
-                )
-                refresh_seconds, failures = runtime.settings.status_refresh_seconds, 0
-            except _TRANSIENT as exc:
-                failures += 1
-                delay = min(2.0**failures, runtime.settings.retry_backoff_max_seconds)
-                metrics.RECONCILE_ERRORS.inc()
-                logger.warning(f"Kubernetes API error, retrying in {delay:.0f}s: {_describe(exc)}")
-                if failures == _FAILURES_BEFORE_REPORT:
-                    status = await _report_api_failing(runtime, body, status, exc, logger)
-            await _sleep(delay, wakeup, stopped)
-    finally:
-        runtime.resolver.unfollow((namespace, name))
-        runtime.cluster.forget(namespace, name)
-        runtime.wakeups.unregister(namespace, name)
-        metrics.WATCHED.set(len(runtime.wakeups))
+        return ModelDeploymentStatus.model_validate(dict(body.get("status") or {}))
+    except ValidationError as exc:  # edited by hand: start afresh, it is rewritten
+        logger.warning(f"ignoring a status that does not parse ({exc.error_count()} errors)")
+        return ModelDeploymentStatus()
 
 
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-async def spec_changed(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
-    memo.runtime.wakeups.wake(namespace, name)
+def _identity(body: kopf.Body) -> dict[str, Any]:
+    """What passes read of a ModelDeployment, and what Events name it by."""
+    meta = body.meta
+    return {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": {key: meta.get(key) for key in ("name", "namespace", "uid", "generation")},
+        "spec": dict(body.spec),
+    }
+
+
+def _unfollow(runtime: Runtime, key: Follower) -> None:
+    runtime.scheduler.drop(key)
+    runtime.resolver.unfollow(key)
+    runtime.cluster.forget(*key)
+    del runtime.followed[key]
+    metrics.WATCHED.set(len(runtime.followed))
+
+
+async def follow(runtime: Runtime, key: Follower) -> float:
+    """One pass of a followed resource, with its retries; returns the seconds until the next
+    one. (The scheduler's work: it runs this again when the time is up or a wake-up comes.)"""
+    followed = runtime.followed.get(key)
+    if followed is None:
+        return 0.0  # dropped meanwhile: the scheduler will not run it again
+    try:
+        followed.status, delay = await _pass(runtime, followed)
+        followed.refresh_seconds = runtime.settings.status_refresh_seconds
+        followed.failures = 0
+    except _TRANSIENT as exc:
+        if runtime.followed.get(key) is not followed:
+            return 0.0  # deleted during the pass (its namespace refuses writes by now)
+        followed.failures += 1
+        delay = min(2.0**followed.failures, runtime.settings.retry_backoff_max_seconds)
+        metrics.RECONCILE_ERRORS.inc()
+        followed.logger.warning(f"Kubernetes API error, retrying in {delay:.0f}s: {_describe(exc)}")
+        if followed.failures == _FAILURES_BEFORE_REPORT:
+            followed.status = await _report_api_failing(runtime, followed, exc)
+    return delay
 
 
 @kopf.index("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": "aliasop"})
@@ -154,34 +191,26 @@ async def deployments(
 ) -> dict[tuple[str, str], ObservedDeployment]:
     """The children Deployments as the watch last saw them (only what decisions read, to keep
     memory flat at many resources), so passes need not read them. Rollout progress shows in
-    their status: each change wakes the owner's loop. (Async, so that it runs on the event
-    loop: waking an asyncio.Event from a thread is unsafe.)"""
-    memo.runtime.wakeups.wake(namespace, name)  # a Deployment is named after its owner
+    their status: each change wakes the owner. (Async, so that it runs on the event loop:
+    the scheduler's timers are not thread-safe.)"""
+    memo.runtime.scheduler.wake((namespace, name))  # a Deployment is named after its owner
     return {(namespace, name): observe_deployment(body)}
 
 
-async def _pass(
-    runtime: Runtime,
-    body: kopf.Body,
-    status: ModelDeploymentStatus,
-    deployments: kopf.Index[tuple[str, str], ObservedDeployment],
-    logger: kopf.Logger,
-    refresh_seconds: float,
-) -> tuple[ModelDeploymentStatus, float]:
-    """Reconcile and report; returns the status stored and the seconds until the next pass.
-    (A function of its own so that nothing of the pass outlives it while the loop sleeps: a
-    thousand sleeping loops would each keep a decision.)"""
-    meta = body["metadata"]
+async def _pass(runtime: Runtime, followed: Followed) -> tuple[ModelDeploymentStatus, float]:
+    """Reconcile and report; returns the status stored and the seconds until the next pass."""
+    meta = followed.body["metadata"]
     async with runtime.passes:
-        observed = next(iter(deployments.get((meta["namespace"], meta["name"]), [])), None)
-        decision, delay = await reconcile(runtime, body, status, observed)
+        observed = runtime.observed((meta["namespace"], meta["name"]))
+        decision, delay = await reconcile(runtime, followed.body, followed.status, observed)
     # Reported outside the slot: other resources' applies need not wait for it.
-    return await _report(runtime, body, status, decision, logger, refresh_seconds), delay
+    stored = await _report(runtime, followed, decision, followed.refresh_seconds)
+    return stored, delay
 
 
 async def reconcile(
     runtime: Runtime,
-    body: kopf.Body,
+    body: Mapping[str, Any],
     status: ModelDeploymentStatus,
     observed: ObservedDeployment | None,
 ) -> tuple[Decision, float]:
@@ -228,44 +257,39 @@ async def reconcile(
 
 
 async def _report(
-    runtime: Runtime,
-    body: kopf.Body,
-    status: ModelDeploymentStatus,
-    decision: Decision,
-    logger: kopf.Logger,
-    status_refresh_seconds: float = 0.0,
+    runtime: Runtime, followed: Followed, decision: Decision, status_refresh_seconds: float = 0.0
 ) -> ModelDeploymentStatus:
     """Write the decided status (when due, see `status_to_store`) and post its Events;
     returns the status stored."""
-    to_store = status_to_store(status, decision.status, status_refresh_seconds)
+    meta = followed.body["metadata"]
+    to_store = status_to_store(followed.status, decision.status, status_refresh_seconds)
     if to_store is not None:
         await runtime.cluster.patch_status(
-            body["metadata"]["namespace"],
-            body["metadata"]["name"],
-            to_store.model_dump(by_alias=True, mode="json"),
+            meta["namespace"], meta["name"], to_store.model_dump(by_alias=True, mode="json")
         )
     for event in decision.events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
         level = logging.WARNING if event.type == "Warning" else logging.INFO
-        logger.log(level, f"{event.reason}: {event.message}")
+        followed.logger.log(level, f"{event.reason}: {event.message}")
         metrics.ROLLOUTS.labels(reason=event.reason).inc()
-    return to_store if to_store is not None else status
+        try:
+            await runtime.cluster.post_event(
+                followed.body, event.type, event.reason, event.message, runtime.clock.now()
+            )
+        except _TRANSIENT as exc:  # best effort: status and the log have it already
+            followed.logger.warning(f"Event {event.reason} not posted: {_describe(exc)}")
+    return to_store if to_store is not None else followed.status
 
 
 async def _report_api_failing(
-    runtime: Runtime,
-    body: kopf.Body,
-    status: ModelDeploymentStatus,
-    exc: Exception,
-    logger: kopf.Logger,
+    runtime: Runtime, followed: Followed, exc: Exception
 ) -> ModelDeploymentStatus:
     """Show persistent API errors in status and as an Event, not only in the operator's
     log. Best effort: when the API server itself is what fails, this fails too."""
-    decision = api_failing(status, _describe(exc), runtime.clock.now())
+    decision = api_failing(followed.status, _describe(exc), runtime.clock.now())
     try:
-        return await _report(runtime, body, status, decision, logger)
+        return await _report(runtime, followed, decision)
     except _TRANSIENT:
-        return status
+        return followed.status
 
 
 async def _resolve(
@@ -289,13 +313,3 @@ def _describe(exc: Exception) -> str:
     if isinstance(exc, ApiError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
-
-
-async def _sleep(seconds: float, wakeup: asyncio.Event, stopped: kopf.DaemonStopped) -> None:
-    """Sleep until the timeout, a wake-up or the daemon being stopped, whichever is first."""
-    waits = {asyncio.ensure_future(wakeup.wait()), asyncio.ensure_future(stopped.wait())}
-    try:
-        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for wait in waits:
-            wait.cancel()

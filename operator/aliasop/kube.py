@@ -1,18 +1,20 @@
-"""Kubernetes I/O for the operator: apply children, write status.
+"""Kubernetes I/O for the operator: apply children, write status, post Events.
 
 Plain async HTTP (aiohttp, which kopf runs on too) with the credentials kopf logged in with:
 no worker threads, and none of the official client's 24 MiB of generated models. Children come
 first: in a burst (a webhook for a model a thousand resources follow) the Deployments are
 updated before the status writes that report it, which wait until no apply is in flight and
-then go through a smaller lane of their own.
+then go, with Events, through a smaller lane of their own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import hashlib
 import json
 import ssl
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -24,6 +26,7 @@ FIELD_MANAGER = "aliasop"
 _APPLY = "application/apply-patch+yaml"  # JSON is YAML, so a JSON body is fine
 _MERGE = "application/merge-patch+json"
 _PLURALS = {"Deployment": "deployments", "Service": "services"}
+_EVENT_MESSAGE_LIMIT = 1024  # longer messages are refused
 
 
 class ApiError(Exception):
@@ -103,7 +106,7 @@ class Cluster:
         self._nothing_applying.clear()
         try:
             async with self._children_lane:
-                applied = json.loads(await self._patch(path, manifest, _APPLY))
+                applied = json.loads(await self._send("PATCH", path, manifest, _APPLY))
         finally:
             self._applying -= 1
             if not self._applying:
@@ -121,14 +124,51 @@ class Cluster:
         await self._nothing_applying.wait()
         path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status"
         async with self._status_lane:
-            await self._patch(path, {"status": status}, _MERGE)
+            await self._send("PATCH", path, {"status": status}, _MERGE)
 
-    async def _patch(self, path: str, body: dict[str, Any], content_type: str) -> bytes:
-        """PATCH and return the response body; an error status raises ApiError."""
+    async def post_event(
+        self,
+        involved: Mapping[str, Any],
+        kind: str,
+        reason: str,
+        message: str,
+        at: datetime.datetime,
+    ) -> None:
+        """Post a core/v1 Event (`kind`: Normal or Warning) about `involved`, an object's
+        apiVersion, kind and metadata; in the same lane as status writes."""
+        meta = involved["metadata"]
+        stamp = at.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": involved["apiVersion"],
+                "kind": involved["kind"],
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+            "type": kind,
+            "reason": reason,
+            "message": message[:_EVENT_MESSAGE_LIMIT],
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+            "source": {"component": FIELD_MANAGER},
+            "reportingComponent": FIELD_MANAGER,
+        }
+        path = f"/api/v1/namespaces/{meta['namespace']}/events"
+        async with self._status_lane:
+            await self._send("POST", path, event, "application/json")
+
+    async def _send(self, method: str, path: str, body: dict[str, Any], content_type: str) -> bytes:
+        """Send a request and return the response body; an error status raises ApiError."""
         await self._connected.wait()  # kopf logs in before it starts any handler
         assert self._session is not None
         try:
-            async with self._session.patch(
+            async with self._session.request(
+                method,
                 self._server + path,
                 data=json.dumps(body),
                 headers={**self._headers, "Content-Type": content_type},

@@ -154,7 +154,6 @@ def operator(
             str(bin_dir / "aliasop"),
             "run",
             f"--namespace={namespace}" if namespace else "--all-namespaces",
-            "--standalone",
             f"--liveness=http://127.0.0.1:{health_port}/healthz",
         ],
         log=log,

@@ -69,7 +69,7 @@ class _Watch:
 class AliasWatcher:
     """Resolves aliases from a shared, regularly refreshed cache."""
 
-    def __init__(self, registry: MlflowRegistry, wake: Callable[[str, str], None]) -> None:
+    def __init__(self, registry: MlflowRegistry, wake: Callable[[Follower], None]) -> None:
         self._registry = registry
         self._wake = wake
         self._watches: dict[WatchKey, _Watch] = {}
@@ -132,8 +132,8 @@ class AliasWatcher:
         )
         previous, watch.aliases = watch.aliases, fetched
         if previous is not None and fetched != previous:
-            for namespace, name in list(watch.intervals):
-                self._wake(namespace, name)
+            for follower in list(watch.intervals):
+                self._wake(follower)
 
     async def _poll(self, key: WatchKey, watch: _Watch) -> None:
         last = time.monotonic()

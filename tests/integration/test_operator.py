@@ -113,17 +113,28 @@ def test_paused_reports_the_move_but_keeps_the_pods(
     bikes_view.wait_serving(v2.version)
 
 
-def test_delete_removes_the_children(serving_v1: Callable[..., View]) -> None:
+@pytest.mark.parametrize("operator_running", [True, False], ids=["running", "stopped"])
+def test_delete_removes_the_children(
+    serving_v1: Callable[..., View], operator: local.LocalProcess, operator_running: bool
+) -> None:
+    """The operator keeps no finalizer: deleting a ModelDeployment never waits for it."""
     bikes_view = serving_v1(replicas=1)
-    bikes_view.custom.delete_namespaced_custom_object(
-        "aliasop.io", "v1alpha1", bikes_view.namespace, "modeldeployments", "bikes"
-    )
+    assert not bikes_view.mdep()["metadata"].get("finalizers")
 
     def children_gone() -> bool:
         services = bikes_view.core.list_namespaced_service(bikes_view.namespace).items
         return bikes_view.deployment() is None and not services
 
-    wait_for(children_gone, 60, message="Deployment and Service to be garbage-collected")
+    if not operator_running:
+        operator.stop()
+    try:
+        bikes_view.custom.delete_namespaced_custom_object(
+            "aliasop.io", "v1alpha1", bikes_view.namespace, "modeldeployments", "bikes"
+        )
+        wait_for(children_gone, 60, message="Deployment and Service to be garbage-collected")
+    finally:
+        if not operator_running:
+            operator.start()
 
 
 def test_invalid_model_uri_is_refused_at_apply(installed: Cluster, restricted: str) -> None:
@@ -208,13 +219,18 @@ def test_operator_rbac_is_enough_and_no_more(
 ) -> None:
     """The operator runs on the ServiceAccount token from manifests/ (see conftest): from its
     start to a resource serving it is never refused anything, and it can neither read
-    Secrets nor delete Pods."""
+    Secrets, nor delete Pods, nor write a ModelDeployment's spec (only its status)."""
     operator.stop()
     operator.start()
     serving_v1(replicas=1)
     account = "system:serviceaccount:aliasop-system:aliasop"
     assert f'User "{account}" cannot' not in operator.output()
-    for verb, resource in [("get", "secrets"), ("list", "secrets"), ("delete", "pods")]:
+    for verb, resource in [
+        ("get", "secrets"),
+        ("list", "secrets"),
+        ("delete", "pods"),
+        ("patch", "modeldeployments.aliasop.io"),
+    ]:
         answer = installed.kubectl(
             "auth", "can-i", verb, resource, "-A", "--as", account, check=False
         )

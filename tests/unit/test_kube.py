@@ -4,6 +4,7 @@ the errors it raises, the applies it skips and the ordering of its writes."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ class StandIn:
     requests: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     respond: Callable[[web.Request], Awaitable[web.Response]] | None = None
 
-    async def handle(self, request: web.Request) -> web.Response:
+    async def handle(self, request: web.Request) -> web.Response:  # PATCH and POST
         self.requests.append(
             (request.path_qs, request.headers["Content-Type"], json.loads(await request.read()))
         )
@@ -37,7 +38,7 @@ class StandIn:
 async def api() -> AsyncIterator[tuple[StandIn, Cluster]]:
     stand_in = StandIn()
     app = web.Application()
-    app.router.add_route("PATCH", "/{path:.*}", stand_in.handle)
+    app.router.add_route("*", "/{path:.*}", stand_in.handle)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -197,3 +198,42 @@ async def test_a_call_without_answer_times_out_with_a_readable_error(
         await impatient.patch_status("ns", "a", {})
     await impatient.aclose()
     never.set()
+
+
+@pytest.mark.timeout(10)
+async def test_an_event_names_its_object_and_is_posted_in_the_reporting_lane(
+    api: tuple[StandIn, Cluster],
+) -> None:
+    stand_in, cluster = api
+    paths: list[str] = []
+
+    async def created(request: web.Request) -> web.Response:
+        paths.append(f"{request.method} {request.path}")
+        return web.json_response({}, status=201)
+
+    stand_in.respond = created
+    involved = {
+        "apiVersion": "aliasop.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "bikes", "namespace": "ns", "uid": "u-1", "generation": 3},
+    }
+    at = datetime.datetime(2026, 11, 26, 12, 0, 5, tzinfo=datetime.UTC)
+    await cluster.post_event(involved, "Warning", "RolloutFailed", "x" * 2000, at)
+
+    assert paths == ["POST /api/v1/namespaces/ns/events"]
+    _, content_type, event = stand_in.requests[0]
+    assert content_type == "application/json"
+    assert event["metadata"] == {"generateName": "bikes.", "namespace": "ns"}
+    assert event["involvedObject"] == {
+        "apiVersion": "aliasop.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "name": "bikes",
+        "namespace": "ns",
+        "uid": "u-1",
+    }
+    assert (event["type"], event["reason"], len(event["message"])) == (
+        "Warning",
+        "RolloutFailed",
+        1024,
+    )
+    assert event["firstTimestamp"] == event["lastTimestamp"] == "2026-11-26T12:00:05Z"

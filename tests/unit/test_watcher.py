@@ -38,8 +38,8 @@ class Woken(list[tuple[str, str]]):
         super().__init__()
         self.changed = changed
 
-    def __call__(self, namespace: str, name: str) -> None:
-        self.append((namespace, name))
+    def __call__(self, follower: tuple[str, str]) -> None:
+        self.append(follower)
         self.changed.set()
 
 
@@ -101,7 +101,7 @@ async def test_an_outage_is_cached_and_reported_to_followers() -> None:
 async def test_a_follower_moving_to_another_model_leaves_the_old_watch() -> None:
     registry = FakeRegistry()
     registry.aliases_by_model["trains"] = {"champion": "7"}
-    watcher = AliasWatcher(registry, wake=lambda ns, name: None)  # type: ignore[arg-type]
+    watcher = AliasWatcher(registry, wake=lambda follower: None)  # type: ignore[arg-type]
     watcher.follow(("ns", "a"), (SERVER, "bikes"), interval=60)
     watcher.follow(("ns", "a"), (SERVER, "trains"), interval=60)
     assert await watcher.refresh_model("bikes") == 0
