@@ -166,16 +166,12 @@ def _unfollow(runtime: Runtime, key: Follower) -> None:
 async def follow(runtime: Runtime, key: Follower) -> float:
     """One pass of a followed resource, with its retries; returns the seconds until the next
     one. (The scheduler's work: it runs this again when the time is up or a wake-up comes.)"""
-    followed = runtime.followed.get(key)
-    if followed is None:
-        return 0.0  # dropped meanwhile: the scheduler will not run it again
+    followed = runtime.followed[key]  # followed and scheduled together, dropped together
     try:
         followed.status, delay = await _pass(runtime, followed)
         followed.refresh_seconds = runtime.settings.status_refresh_seconds
         followed.failures = 0
     except _TRANSIENT as exc:
-        if runtime.followed.get(key) is not followed:
-            return 0.0  # deleted during the pass (its namespace refuses writes by now)
         followed.failures += 1
         delay = min(2.0**followed.failures, runtime.settings.retry_backoff_max_seconds)
         metrics.RECONCILE_ERRORS.inc()

@@ -47,10 +47,7 @@ class Scheduler(Generic[K]):
     def stop(self) -> None:
         """Cancel every timer and every pass in flight."""
         for entry in self._entries.values():
-            if entry.timer is not None:
-                entry.timer.cancel()
-            if entry.running is not None:
-                entry.running.cancel()
+            self._cancel(entry)
         self._entries.clear()
         self._work = None
 
@@ -65,16 +62,25 @@ class Scheduler(Generic[K]):
         self._schedule(key, self._entries.setdefault(key, _Entry()), 0.0)
 
     def drop(self, key: K) -> None:
-        """Stop following `key`: no more passes; one in flight is left to finish."""
+        """Stop following `key`: no more passes, and the one in flight is cancelled (a
+        resource deleted needs no more writes, and one created anew under its name must not
+        share its key with a pass for the old one)."""
         entry = self._entries.pop(key, None)
-        if entry is not None and entry.timer is not None:
-            entry.timer.cancel()
+        if entry is not None:
+            self._cancel(entry)
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def __contains__(self, key: object) -> bool:
         return key in self._entries
+
+    @staticmethod
+    def _cancel(entry: _Entry) -> None:
+        if entry.timer is not None:
+            entry.timer.cancel()
+        if entry.running is not None:
+            entry.running.cancel()
 
     def _schedule(self, key: K, entry: _Entry, delay: float) -> None:
         if entry.running is not None:
@@ -108,7 +114,7 @@ class Scheduler(Generic[K]):
         finally:
             entry.running = None
         if self._entries.get(key) is not entry:
-            return  # dropped (or dropped and followed anew) while running
+            return  # dropped while its work caught the cancellation
         if entry.again:
             entry.again, delay = False, 0.0
         self._schedule(key, entry, delay)
