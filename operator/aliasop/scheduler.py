@@ -3,8 +3,8 @@ pass runs.
 
 This is the work queue of controller-runtime in asyncio terms: a key runs at most one pass at
 a time, a wake-up during a pass makes the next one follow at once, and an idle key costs one
-timer. (A long-lived task per resource, as a kopf daemon is, costs about a hundred kilobytes
-each at rest: a thousand resources made it the largest part of the operator's memory.)
+timer. (A long-lived task per resource, as a kopf daemon is, keeps its own coroutines,
+queues and a copy of the whole object at rest: at a thousand resources, tens of megabytes.)
 """
 
 from __future__ import annotations
