@@ -45,14 +45,14 @@ class Runtime:
     cluster: Cluster
     clock: Clock
     scheduler: Scheduler[Follower]
+    # Passes reconciling at once: more than the API calls in flight would only queue, each
+    # holding its copies of spec and status (the peak after a restart or a webhook for a
+    # model many resources follow).
+    passes: asyncio.Semaphore
     followed: dict[Follower, Followed] = field(default_factory=dict)
     # The children Deployments as kopf's index of them (handlers.deployments) last saw them;
     # kopf hands the index to handlers, and the first ModelDeployment event stores it here.
     deployments: Mapping[Follower, Iterable[ObservedDeployment]] = field(default_factory=dict)
-    # Passes reconciling at once: more than the API calls in flight would only queue, each
-    # holding its copies of spec and status (the peak after a restart or a webhook for a
-    # model many resources follow).
-    passes: asyncio.Semaphore = field(default_factory=asyncio.Semaphore)
 
     @property
     def defaults(self) -> ServingDefaults:
