@@ -69,7 +69,7 @@ def _run(args: argparse.Namespace) -> int:
     from aliasop.settings import load_settings
 
     settings = load_settings()
-    kopf.configure(verbose=False)
+    kopf.configure(verbose=False, log_prefix=True)  # "[namespace/name] ..." on each object's lines
     kopf.run(
         standalone=True,  # one instance (manifests/operator.yaml): no kopf peering
         clusterwide=args.all_namespaces or not args.namespace,

@@ -137,6 +137,42 @@ def test_delete_removes_the_children(
             operator.start()
 
 
+def test_a_resource_recreated_under_its_name_is_followed_afresh(
+    two_versions: Versions,
+    model_name: str,
+    mlflow_uri: str,
+    mdeps: Callable[..., Any],
+    serving_v1: Callable[..., View],
+) -> None:
+    """Deleted and created again at once (as a GitOps tool replacing it does): the new
+    object is followed with its own status and owns the children."""
+    _, v2 = two_versions
+    bikes_view = serving_v1(replicas=1)
+    old_uid = bikes_view.mdep()["metadata"]["uid"]
+    bikes.set_alias(mlflow_uri, model_name, "champion", v2.version)
+    bikes_view.custom.delete_namespaced_custom_object(
+        "aliasop.io", "v1alpha1", bikes_view.namespace, "modeldeployments", "bikes"
+    )
+    new_uid = mdeps(
+        "bikes", model=f"models:/{model_name}@champion", replicas=1, pollIntervalSeconds=5
+    )["metadata"]["uid"]
+    assert new_uid != old_uid
+
+    status = bikes_view.wait_serving(v2.version)
+    # The old object's history went with it. (Its Deployment may still be there for the new
+    # one to adopt, if the garbage collector has not removed it yet.)
+    assert status["history"][0]["version"] == v2.version
+    assert len(status["history"]) <= 2
+
+    def owned_by_the_new_one() -> bool:
+        deployment = bikes_view.deployment()
+        owners = deployment.metadata.owner_references if deployment else []
+        return [owner.uid for owner in owners or []] == [new_uid]
+
+    wait_for(owned_by_the_new_one, 60, message="the Deployment owned by the new object")
+    assert bikes_view.pods_by_version() == {v2.version: 1}
+
+
 def test_invalid_model_uri_is_refused_at_apply(installed: Cluster, restricted: str) -> None:
     manifest = f"""
 apiVersion: aliasop.io/v1alpha1
