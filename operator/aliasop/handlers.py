@@ -172,6 +172,12 @@ async def follow(runtime: Runtime, key: Follower) -> float:
         followed.refresh_seconds = runtime.settings.status_refresh_seconds
         followed.failures = 0
     except _TRANSIENT as exc:
+        if isinstance(exc, ApiError) and exc.status == 404:
+            # Deleted while the watch was down: kopf lists again after a gap, but reports no
+            # deletion for what is missing from the list.
+            followed.logger.warning(f"no longer followed, the API server has it no more: {exc}")
+            _unfollow(runtime, key)
+            return 0.0
         followed.failures += 1
         delay = min(2.0**followed.failures, runtime.settings.retry_backoff_max_seconds)
         metrics.RECONCILE_ERRORS.inc()

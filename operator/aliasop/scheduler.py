@@ -64,7 +64,7 @@ class Scheduler(Generic[K]):
     def drop(self, key: K) -> None:
         """Stop following `key`: no more passes, and the one in flight is cancelled (a
         resource deleted needs no more writes, and one created anew under its name must not
-        share its key with a pass for the old one)."""
+        share its key with a pass for the old one), unless it is the caller."""
         entry = self._entries.pop(key, None)
         if entry is not None:
             self._cancel(entry)
@@ -79,7 +79,7 @@ class Scheduler(Generic[K]):
     def _cancel(entry: _Entry) -> None:
         if entry.timer is not None:
             entry.timer.cancel()
-        if entry.running is not None:
+        if entry.running is not None and entry.running is not asyncio.current_task():
             entry.running.cancel()
 
     def _schedule(self, key: K, entry: _Entry, delay: float) -> None:
@@ -114,7 +114,7 @@ class Scheduler(Generic[K]):
         finally:
             entry.running = None
         if self._entries.get(key) is not entry:
-            return  # dropped while its work caught the cancellation
+            return  # dropped: by its own work, or while the work caught the cancellation
         if entry.again:
             entry.again, delay = False, 0.0
         self._schedule(key, entry, delay)

@@ -106,6 +106,26 @@ async def test_a_dropped_key_passes_no_more_and_its_pass_in_flight_is_cancelled(
     scheduler.stop()
 
 
+async def test_a_pass_may_drop_its_own_key() -> None:
+    scheduler = Scheduler[str]()
+    finished = asyncio.Event()
+    calls: list[str] = []
+
+    async def gone(key: str) -> float:
+        calls.append(key)
+        scheduler.drop(key)  # e.g. the API server answered 404
+        await asyncio.sleep(0)  # not cancelled by its own drop
+        finished.set()
+        return 0.0
+
+    scheduler.start(gone)
+    scheduler.follow("a")
+    await asyncio.wait_for(finished.wait(), 5)
+    await asyncio.sleep(0.05)  # an absence: no pass after it, though it asked for one at once
+    assert calls == ["a"] and "a" not in scheduler
+    scheduler.stop()
+
+
 async def test_a_failing_pass_is_logged_and_tried_again_later(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
