@@ -62,9 +62,24 @@ async def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
     return info
 
 
+class _NoDiffBase(kopf.DiffBaseStorage):
+    """kopf deep-copies each watched object at each event to diff it for change handlers;
+    there are none here (only event and index handlers), so there is nothing to diff."""
+
+    def build(self, **_: Any) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, **_: Any) -> None:
+        return None
+
+    def store(self, **_: Any) -> None:
+        pass
+
+
 @kopf.on.startup()
-async def configure(memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo.runtime
+    settings.persistence.diffbase_storage = _NoDiffBase()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per MLflow request
     logging.getLogger("kopf.objects").addFilter(_not_event_handled)
     if runtime.settings.http_port:
