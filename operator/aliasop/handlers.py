@@ -127,7 +127,6 @@ async def modeldeployment_event(
     runtime: Runtime = memo.runtime
     runtime.deployments = deployments  # the same index every time
     key = (namespace, name)
-    current = _identity(body)
     followed = runtime.followed.get(key)
     gone = event["type"] == "DELETED" or bool(body.meta.get("deletionTimestamp"))
     if followed is not None and (gone or followed.body["metadata"]["uid"] != body.meta.uid):
@@ -137,11 +136,12 @@ async def modeldeployment_event(
         return
     if followed is None:
         status = _stored_status(body, logger)
-        runtime.followed[key] = Followed(body=current, status=status, logger=logger)
+        runtime.followed[key] = Followed(body=_identity(body), status=status, logger=logger)
         runtime.scheduler.follow(key)
         metrics.WATCHED.set(len(runtime.followed))
-    elif current["metadata"]["generation"] != followed.body["metadata"]["generation"]:
-        followed.body = current
+    elif body.meta.get("generation") != followed.body["metadata"]["generation"]:
+        # Most events are our own status writes: the spec is copied only when it changed.
+        followed.body = _identity(body)
         runtime.scheduler.wake(key)
 
 

@@ -201,7 +201,7 @@ async def test_a_call_without_answer_times_out_with_a_readable_error(
 
 
 @pytest.mark.timeout(10)
-async def test_an_event_names_its_object_and_is_posted_in_the_reporting_lane(
+async def test_an_event_names_its_object(
     api: tuple[StandIn, Cluster],
 ) -> None:
     stand_in, cluster = api
