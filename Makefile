@@ -13,11 +13,11 @@ CLUSTER_ENV := PATH="$(CLUSTER_BIN):$$PATH" KUBECONFIG="$(ALIASOP_CACHE)/kubecon
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
-	@echo "[install] creating $(VENV) and installing aliasop with its test extras"
+$(VENV)/.installed: pyproject.toml dev/pyproject.toml
+	@echo "[install] creating $(VENV) and installing aliasop with its test extras, and aliasop-dev"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet --progress-bar off -e '.[test]'
+	$(BIN)/pip install --quiet --progress-bar off -e '.[test]' -e ./dev
 	touch $@
 
 cluster-build:
@@ -42,16 +42,16 @@ test-integration: install cluster-build
 	$(BIN)/pytest tests/integration
 
 lint: install
-	$(BIN)/ruff check operator tests bench
-	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/ruff check operator dev tests bench
+	$(BIN)/ruff format --check operator dev tests bench
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
 
 demo: install cluster-up
-	$(CLUSTER_ENV) $(BIN)/aliasop demo
+	$(CLUSTER_ENV) $(BIN)/aliasop-dev demo
 
 demo-down:
-	if [ -x $(BIN)/aliasop ]; then $(BIN)/aliasop demo --down; fi
+	if [ -x $(BIN)/aliasop-dev ]; then $(BIN)/aliasop-dev demo --down; fi
 	tests/cluster/cluster.sh down
 
 bench: install cluster-up

@@ -33,7 +33,7 @@ from kubernetes import client, config, watch
 from machine import describe
 from mlflow import MlflowClient
 
-from aliasop import bikes, local
+from aliasop_dev import bikes, local
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "benchmarks.md"

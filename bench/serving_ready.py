@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 from machine import describe
 
-from aliasop import bikes, local
 from aliasop.builders import Owner, PinnedVersion, ServingDefaults, get_deployment
 from aliasop.models import ModelDeploymentSpec
+from aliasop_dev import bikes, local
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "serving-ready.md"
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from aliasop import bikes, local
+from aliasop_dev import bikes, local
 
 from resources import WEBHOOK_SECRET, Versions, View
 from support import REPO, Cluster

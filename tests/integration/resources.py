@@ -8,7 +8,7 @@ import httpx
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
-from aliasop import bikes, local
+from aliasop_dev import bikes, local
 
 from support import wait_for
 

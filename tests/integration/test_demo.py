@@ -1,4 +1,4 @@
-"""`aliasop demo` end to end, non-interactively, as `make demo` runs it."""
+"""`aliasop-dev demo` end to end, non-interactively, as `make demo` runs it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from aliasop import local
+from aliasop_dev import local
 
 from support import Cluster
 
@@ -34,10 +34,10 @@ def test_demo_runs_the_whole_loop_and_cleans_up(
         "ALIASOP_DEMO_MLFLOW_PORT": str(mlflow_port),
         "ALIASOP_DEMO_NAMESPACE": namespace,
     }
-    aliasop = str(Path(sys.executable).parent / "aliasop")
+    aliasop_dev = str(Path(sys.executable).parent / "aliasop-dev")
     try:
         run = subprocess.run(
-            [aliasop, "demo"], env=env, capture_output=True, text=True, timeout=480
+            [aliasop_dev, "demo"], env=env, capture_output=True, text=True, timeout=480
         )
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
         out = run.stdout
@@ -65,7 +65,7 @@ def test_demo_runs_the_whole_loop_and_cleans_up(
         # While the demo's operator still runs, so that it can release the resource.
         installed.kubectl("delete", "mdep", "bikes", "-n", namespace, "--timeout=60s", check=False)
         down = subprocess.run(
-            [aliasop, "demo", "--down"], env=env, capture_output=True, text=True, timeout=60
+            [aliasop_dev, "demo", "--down"], env=env, capture_output=True, text=True, timeout=60
         )
         installed.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
         operator.start()

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from kubernetes import client, watch
 
-from aliasop import bikes
 from aliasop.builders import VERSION_LABEL
+from aliasop_dev import bikes
 
 from resources import Versions, View
 from support import wait_for

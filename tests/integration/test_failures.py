@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 
-from aliasop import bikes, local
+from aliasop_dev import bikes, local
 
 from resources import Versions, View, counts_by
 from support import Cluster, TcpProxy, cache_dir, wait_for

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from aliasop import local
+from aliasop_dev import local
 
 from resources import View
 from support import Cluster, wait_for

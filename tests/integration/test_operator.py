@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 
-from aliasop import bikes, local
+from aliasop_dev import bikes, local
 
 from resources import Versions, View
 from support import Cluster, wait_for

@@ -9,9 +9,9 @@ import httpx
 import pytest
 from mlflow import MlflowClient
 
-from aliasop import bikes, local
 from aliasop.models import ModelUri, ProblemKind, RegistryProblem, ResolvedVersion
 from aliasop.registry import MlflowRegistry
+from aliasop_dev import bikes, local
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from kubernetes import client
 
-from aliasop import bikes, local
+from aliasop_dev import bikes, local
 
 from resources import Versions, View
 

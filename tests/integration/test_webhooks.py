@@ -11,8 +11,8 @@ import httpx
 import pytest
 from mlflow import MlflowClient
 
-from aliasop import bikes, local
 from aliasop.webhooks import DELIVERY_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from aliasop_dev import bikes, local
 
 from resources import WEBHOOK_SECRET, Versions, View, counts_by
 from support import wait_for

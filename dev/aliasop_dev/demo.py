@@ -1,10 +1,10 @@
-"""`aliasop demo`: the whole loop on the test cluster, narrated.
+"""`aliasop-dev demo`: the whole loop on the test cluster, narrated.
 
 `make demo` builds and starts the cluster first, then runs this with the cluster's kubectl on
 PATH and KUBECONFIG set. The demo starts a local MLflow server, registers two versions of a
 bike-rentals model, runs the operator, and moves `@champion` forward and back while it
 prints what happens. Everything it starts is recorded under $ALIASOP_CACHE/demo and stopped by
-`aliasop demo --down` (`make demo-down`).
+`aliasop-dev demo --down` (`make demo-down`).
 """
 
 from __future__ import annotations
@@ -20,14 +20,32 @@ from typing import Any
 
 import httpx
 
-from aliasop import local
+from aliasop_dev import local
 
 NAMESPACE = os.environ.get("ALIASOP_DEMO_NAMESPACE", "aliasop-demo")
 MODEL = "bikes"
 ALIAS = "champion"
 MLFLOW_PORT = int(os.environ.get("ALIASOP_DEMO_MLFLOW_PORT", "5055"))
 MLFLOW_URI = f"http://127.0.0.1:{MLFLOW_PORT}"
-REPO = Path(__file__).resolve().parents[2]
+
+
+def repo() -> Path:
+    """The aliasop checkout whose crds/ and manifests/ the demo applies: $ALIASOP_REPO if
+    set, else the checkout this package sits in (an editable install of dev/), else the
+    current directory or one above it."""
+    if os.environ.get("ALIASOP_REPO"):
+        candidates = [Path(os.environ["ALIASOP_REPO"])]
+    else:
+        here, cwd = Path(__file__).resolve(), Path.cwd().resolve()
+        candidates = [*here.parents, cwd, *cwd.parents]
+    for candidate in candidates:
+        crd = candidate / "crds" / "aliasop.io_modeldeployments.yaml"
+        if crd.is_file() and (candidate / "manifests" / "kustomization.yaml").is_file():
+            return candidate
+    raise RuntimeError(
+        "no aliasop checkout (crds/ and manifests/) found: run the demo from one, "
+        "or set ALIASOP_REPO"
+    )
 
 
 def _state_dir() -> Path:
@@ -67,7 +85,7 @@ def run_demo() -> int:
     if not os.environ.get("KUBECONFIG"):
         print("KUBECONFIG is not set: run the demo with `make demo`.", file=sys.stderr)
         return 2
-    state = _state_dir()
+    state, checkout = _state_dir(), repo()
     say = Narrator(steps=7)
 
     say.step(f"MLflow tracking server at {MLFLOW_URI} (sqlite registry, artifacts on disk)")
@@ -78,9 +96,9 @@ def run_demo() -> int:
     _move_alias(v1, say)
 
     say.step("Installing aliasop: CRD, manifests/ (RBAC, ServiceAccount) and a ModelDeployment")
-    kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+    kubectl("apply", "--server-side", "-f", str(checkout / "crds"))
     kubectl("wait", "--for=condition=Established", "crd/modeldeployments.aliasop.io")
-    kubectl("apply", "-k", str(REPO / "manifests"))
+    kubectl("apply", "-k", str(checkout / "manifests"))
     kubectl("apply", "-f", "-", stdin=_namespace_and_mdep())
     say.line(f"applied ModelDeployment {NAMESPACE}/{MODEL} following models:/{MODEL}@{ALIAS}")
 
@@ -141,7 +159,7 @@ def _start_mlflow(state: Path, say: Narrator) -> None:
 def _register_versions(say: Narrator) -> tuple[str, str]:
     from mlflow import MlflowClient
 
-    from aliasop import bikes
+    from aliasop_dev import bikes
 
     existing = MlflowClient(tracking_uri=MLFLOW_URI).search_model_versions(f"name='{MODEL}'")
     versions = sorted((v.version for v in existing), key=int)
@@ -156,7 +174,7 @@ def _register_versions(say: Narrator) -> tuple[str, str]:
 
 
 def _move_alias(version: str, say: Narrator) -> None:
-    from aliasop import bikes
+    from aliasop_dev import bikes
 
     bikes.set_alias(MLFLOW_URI, MODEL, ALIAS, version)
     say.line(f"MLflow: @{ALIAS} -> version {version}")
@@ -239,7 +257,7 @@ def _serving_container() -> dict[str, Any]:
 
 
 def _predict(state: Path, version: str, container: dict[str, Any], say: Narrator) -> None:
-    from aliasop import bikes
+    from aliasop_dev import bikes
 
     command = " ".join([*container["command"], *container["args"]])
     say.line(f"version {version}: {command}")
