@@ -1,3 +1,6 @@
 """aliasop: keeps model-serving Deployments in step with MLflow Model Registry aliases."""
 
-__version__ = "0.1.0"
+from importlib.metadata import version
+
+# Written once, in pyproject.toml; the installed distribution's metadata carries it.
+__version__ = version("aliasop")

@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from aliasop import __version__
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ALIASOP_", frozen=True)
@@ -19,8 +21,9 @@ class Settings(BaseSettings):
         description="MLflow tracking server used when a ModelDeployment names none.",
     )
     serving_image: str = Field(
-        "aliasop-serving:0.1.0",
-        description="Image of serving pods when a ModelDeployment names none.",
+        f"aliasop-serving:{__version__}",
+        description="Image of serving pods when a ModelDeployment names none (default: the "
+        "serving image of the operator's own version).",
     )
     registry_mode: Literal["shared", "naive"] = Field(
         "shared",
