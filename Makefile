@@ -45,6 +45,7 @@ lint: install
 	$(BIN)/ruff check operator dev tests bench
 	$(BIN)/ruff format --check operator dev tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
 
 demo: install cluster-up
