@@ -1,0 +1,65 @@
+"""What ships: the wheel holds the product package only, and every place that names the
+version agrees with pyproject.toml, where it is written."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+import zipfile
+from importlib.metadata import version
+from pathlib import Path, PurePosixPath
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
+VERSION: str = PYPROJECT["project"]["version"]
+DEV_MODULES = {"demo", "bikes", "local"}
+
+
+@pytest.mark.timeout(120)
+def test_the_wheel_holds_the_operator_and_no_development_tooling(tmp_path: Path) -> None:
+    pytest.importorskip("hatchling", reason="the test extra provides hatchling (make install)")
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
+    build = subprocess.run(
+        [*pip_wheel, "--quiet", "--wheel-dir", str(tmp_path), str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert build.returncode == 0, build.stderr
+    (wheel,) = tmp_path.glob("*.whl")
+    assert wheel.name == f"aliasop-{VERSION}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel) as archive:
+        names = [PurePosixPath(name) for name in archive.namelist()]
+        entry_points = archive.read(f"aliasop-{VERSION}.dist-info/entry_points.txt").decode()
+
+    assert {name.parts[0] for name in names} == {"aliasop", f"aliasop-{VERSION}.dist-info"}
+    files = {name.name for name in names if name.parts[0] == "aliasop"}
+    shipped_tooling = {name for name in files if PurePosixPath(name).stem in DEV_MODULES}
+    assert not shipped_tooling, sorted(shipped_tooling)
+    assert {"__init__.py", "cli.py", "models.py", "rollout.py", "py.typed"} <= files
+    assert "aliasop-dev" not in entry_points and "aliasop = aliasop.cli:main" in entry_points
+
+
+def test_the_installed_version_is_the_one_in_pyproject() -> None:
+    """Fails after a version bump until `make install` reinstalls the package."""
+    import aliasop
+    from aliasop.settings import Settings
+
+    assert version("aliasop") == aliasop.__version__ == VERSION
+    assert Settings.model_fields["serving_image"].default == f"aliasop-serving:{VERSION}"
+
+
+def test_the_manifests_run_the_operator_image_of_this_version() -> None:
+    kustomization = yaml.safe_load((REPO / "manifests" / "kustomization.yaml").read_text())
+    images = {image["name"]: image for image in kustomization["images"]}
+    assert images["aliasop"]["newTag"] == VERSION, "manifests/kustomization.yaml images: newTag"
+
+    operator = yaml.safe_load((REPO / "manifests" / "operator.yaml").read_text())
+    (container,) = operator["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "aliasop"  # untagged: kustomize sets the tag
+    env = {variable["name"] for variable in container.get("env", [])}
+    assert "ALIASOP_SERVING_IMAGE" not in env  # the operator's default follows its version
