@@ -71,6 +71,9 @@ async def test_a_wake_cuts_the_wait_short() -> None:
     scheduler.wake("a")
     await passes.until(lambda: passes.runs == ["a", "a"])
     scheduler.wake("unknown")  # not followed: nothing happens
+    assert "unknown" not in scheduler and len(scheduler) == 1
+    await asyncio.sleep(0.1)  # an absence: no pass of "unknown" runs, and "a" waits its delay
+    assert passes.runs == ["a", "a"]
     scheduler.stop()
 
 
