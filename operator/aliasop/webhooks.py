@@ -85,6 +85,12 @@ class DeliveryVerifier:
         self._seen[delivery_id] = sent_at
         return _alias_change(text)
 
+    @property
+    def remembered(self) -> int:
+        """How many delivery ids are held to refuse replays: as of the last delivery, those
+        still within the tolerance, so memory follows the delivery rate, not the uptime."""
+        return len(self._seen)
+
     def _forget_before(self, cutoff: float) -> None:
         # Ids older than the tolerance cannot come back: their timestamp would be stale.
         while self._seen and next(iter(self._seen.values())) < cutoff:

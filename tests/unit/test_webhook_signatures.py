@@ -74,8 +74,14 @@ def test_forged_stale_replayed_and_unsigned_deliveries_are_refused() -> None:
 def test_seen_ids_are_forgotten_once_they_would_be_stale() -> None:
     clock = [NOW]
     check = DeliveryVerifier(SECRET, tolerance_seconds=300, now=lambda: clock[0])
+    first = delivery("d-0")
     for i in range(1000):
         check.verify(*delivery(f"d-{i}"))
+    assert check.remembered == 1000
     clock[0] = NOW + 301
-    check.verify(*delivery("fresh", sent_at=clock[0]))
-    assert len(check._seen) == 1
+    fresh = delivery("fresh", sent_at=clock[0])
+    check.verify(*fresh)
+    assert check.remembered == 1  # bounded by the tolerance, whatever came before
+    # A forgotten id cannot come back: the timestamp its signature covers is stale by now.
+    assert rejection(check, *first) is Rejection.STALE
+    assert rejection(check, *fresh) is Rejection.REPLAYED  # a remembered one is still refused
