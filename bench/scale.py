@@ -17,6 +17,7 @@ import asyncio
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -258,7 +259,8 @@ class Bench:
             local.free_port(),
             webhook_secret=SECRET,
         )
-        operator.env["ALIASOP_REGISTRY_MODE"] = mode
+        if mode == "naive":  # the same operator with bench/naive_operator.py's resolver
+            operator.args[:1] = [sys.executable, str(Path(__file__).with_name("naive_operator.py"))]
         operator.start()
         assert operator.process is not None
         pid = operator.process.pid

@@ -1,14 +1,21 @@
-"""`aliasop run | crd | demo`."""
+"""`aliasop run | crd`."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from aliasop.runtime import ResolverFactory
+
+# `aliasop run` options that are settings: option name -> Settings field.
+_SETTING_OPTIONS = ("tracking_uri", "serving_image", "http_port")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, make_resolver: ResolverFactory | None = None) -> int:
+    """`make_resolver` replaces the registry watcher (the benchmark's naive mode)."""
     parser = argparse.ArgumentParser(prog="aliasop", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -31,33 +38,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     commands.add_parser("crd", help="print the ModelDeployment CRD as YAML")
 
-    demo = commands.add_parser("demo", help="run the end-to-end demo on the test cluster")
-    demo.add_argument("--down", action="store_true", help="stop what the demo started")
-
     args = parser.parse_args(argv)
     if args.command == "crd":
         from aliasop.crd import render_crd
 
         sys.stdout.write(render_crd())
         return 0
-    if args.command == "demo":
-        from aliasop.demo import run_demo, stop_demo
-
-        return stop_demo() if args.down else run_demo()
-    return _run(args)
+    return _run(args, make_resolver)
 
 
-def _run(args: argparse.Namespace) -> int:
-    # Options override the environment, so Settings stays the one place config is read.
-    for option, variable in (
-        ("tracking_uri", "ALIASOP_TRACKING_URI"),
-        ("serving_image", "ALIASOP_SERVING_IMAGE"),
-        ("http_port", "ALIASOP_HTTP_PORT"),
-    ):
-        value = getattr(args, option)
-        if value is not None:
-            os.environ[variable] = str(value)
-
+def _run(args: argparse.Namespace, make_resolver: ResolverFactory | None) -> int:
     # kopf imports the official Kubernetes client whenever it is installed (it is, next to the
     # tests), to recognise its objects and to log in through it. aliasop does neither, and the
     # import alone is 24 MiB resident. A None entry makes `import kubernetes` fail at once.
@@ -68,14 +58,20 @@ def _run(args: argparse.Namespace) -> int:
     from aliasop.runtime import build_runtime
     from aliasop.settings import load_settings
 
-    settings = load_settings()
+    options = {name: getattr(args, name) for name in _SETTING_OPTIONS}
+    settings = load_settings(
+        **{name: value for name, value in options.items() if value is not None}
+    )
+    runtime = (
+        build_runtime(settings) if make_resolver is None else build_runtime(settings, make_resolver)
+    )
     kopf.configure(verbose=False, log_prefix=True)  # "[namespace/name] ..." on each object's lines
     kopf.run(
         standalone=True,  # one instance (manifests/operator.yaml): no kopf peering
         clusterwide=args.all_namespaces or not args.namespace,
         namespaces=args.namespace,
         liveness_endpoint=args.liveness,
-        memo=kopf.Memo(runtime=build_runtime(settings)),
+        memo=kopf.Memo(runtime=runtime),
     )
     return 0
 

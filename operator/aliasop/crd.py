@@ -51,6 +51,7 @@ def structural(schema: Schema, defs: dict[str, Schema] | None = None) -> Schema:
     for key in (
         "type",
         "description",
+        "format",
         "pattern",
         "minimum",
         "maximum",

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from aliasop.metrics import WEBHOOK_DELIVERIES
-from aliasop.watcher import Resolver
 from aliasop.webhooks import DeliveryVerifier, WebhookRejected
 
 WEBHOOK_PATH = "/webhooks/mlflow"
 logger = logging.getLogger(__name__)
 
 
-def build_app(resolver: Resolver, verifier: DeliveryVerifier | None) -> web.Application:
+def build_app(
+    refresh_model: Callable[[str], Awaitable[int]], verifier: DeliveryVerifier | None
+) -> web.Application:
+    """`/metrics`, and `/webhooks/mlflow`, which has `refresh_model` fetch the model a
+    verified delivery names."""
+
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -32,7 +37,7 @@ def build_app(resolver: Resolver, verifier: DeliveryVerifier | None) -> web.Appl
         if change is None:
             WEBHOOK_DELIVERIES.labels(result="ignored").inc()
             return web.json_response({"refreshed": 0})
-        refreshed = await resolver.refresh_model(change.model)
+        refreshed = await refresh_model(change.model)
         WEBHOOK_DELIVERIES.labels(result="accepted").inc()
         return web.json_response({"refreshed": refreshed})
 

@@ -20,7 +20,8 @@ from typing import Any
 import aiohttp
 import kopf
 
-from aliasop.models import GROUP, PLURAL, VERSION
+from aliasop.interfaces import ApiError, ApiUnreachable
+from aliasop.models import GROUP, PLURAL, VERSION, rfc3339
 
 FIELD_MANAGER = "aliasop"
 _APPLY = "application/apply-patch+yaml"  # JSON is YAML, so a JSON body is fine
@@ -29,22 +30,13 @@ _PLURALS = {"Deployment": "deployments", "Service": "services"}
 _EVENT_MESSAGE_LIMIT = 1024  # longer messages are refused
 
 
-class ApiError(Exception):
-    """The API server answered with an error status."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"HTTP {status}: {message}")
-        self.status = status
-        self.message = message
-
-    @classmethod
-    def from_response(cls, status: int, reason: str, body: bytes) -> ApiError:
-        """Keep the API's own message (the `message` of its Status object), not the body."""
-        try:
-            message = json.loads(body).get("message")
-        except (ValueError, AttributeError):
-            message = None
-        return cls(status, str(message or reason))
+def _api_error(status: int, reason: str, body: bytes) -> ApiError:
+    """Keep the API's own message (the `message` of its Status object), not the body."""
+    try:
+        message = json.loads(body).get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return ApiError(status, str(message or reason))
 
 
 class Cluster:
@@ -137,7 +129,7 @@ class Cluster:
         """Post a core/v1 Event (`kind`: Normal or Warning) about `involved`, an object's
         apiVersion, kind and metadata; in the same lane as status writes."""
         meta = involved["metadata"]
-        stamp = at.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = rfc3339(at)
         event = {
             "apiVersion": "v1",
             "kind": "Event",
@@ -163,7 +155,8 @@ class Cluster:
             await self._send("POST", path, event, "application/json")
 
     async def _send(self, method: str, path: str, body: dict[str, Any], content_type: str) -> bytes:
-        """Send a request and return the response body; an error status raises ApiError."""
+        """Send a request and return the response body; an error status raises ApiError, no
+        answer ApiUnreachable (a timeout: TimeoutError)."""
         await self._connected.wait()  # kopf logs in before it starts any handler
         assert self._session is not None
         try:
@@ -179,6 +172,8 @@ class Cluster:
                 payload = await response.read()
         except TimeoutError:
             raise TimeoutError(f"no answer within {self._timeout.total:g}s") from None
+        except aiohttp.ClientError as exc:
+            raise ApiUnreachable(f"{type(exc).__name__}: {exc}") from exc
         if response.status >= 400:
-            raise ApiError.from_response(response.status, response.reason or "", payload)
+            raise _api_error(response.status, response.reason or "", payload)
         return payload

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints
 from pydantic.alias_generators import to_camel
 
 GROUP = "aliasop.io"
@@ -135,6 +136,15 @@ class ModelDeploymentSpec(_CamelModel):
         return ModelUri.parse(self.model)
 
 
+def rfc3339(at: datetime) -> str:
+    """The one way aliasop writes a time: RFC 3339 in UTC to the second, as Kubernetes does."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# A time in status: a datetime in Python, RFC 3339 in JSON.
+Timestamp = Annotated[datetime, PlainSerializer(rfc3339, return_type=str, when_used="json")]
+
+
 class Phase(StrEnum):
     PENDING = "Pending"
     PROGRESSING = "Progressing"
@@ -150,6 +160,42 @@ class Outcome(StrEnum):
     SUPERSEDED = "Superseded"
 
 
+class ConditionType(StrEnum):
+    READY = "Ready"
+    PROGRESSING = "Progressing"
+    DEGRADED = "Degraded"
+    REGISTRY_AVAILABLE = "RegistryAvailable"
+
+
+class Reason(StrEnum):
+    """Every reason aliasop gives: of Events, conditions and history entries."""
+
+    # Why the registry gave no servable version (RegistryProblem.kind).
+    REGISTRY_UNAVAILABLE = "RegistryUnavailable"
+    MODEL_NOT_FOUND = "ModelNotFound"
+    ALIAS_NOT_FOUND = "AliasNotFound"
+    VERSION_NOT_FOUND = "VersionNotFound"
+    VERSION_NOT_READY = "VersionNotReady"
+    # Why a rollout started (history) and what became of it (Events).
+    CREATED = "Created"
+    ALIAS_MOVED = "AliasMoved"
+    ROLLBACK = "Rollback"
+    ADOPTED = "Adopted"
+    ROLLOUT_STARTED = "RolloutStarted"
+    ROLLOUT_SUCCEEDED = "RolloutSucceeded"
+    ROLLOUT_FAILED = "RolloutFailed"
+    # What else can go wrong.
+    REGISTRY_AVAILABLE = "RegistryAvailable"
+    INVALID_SPEC = "InvalidSpec"
+    DEPLOYMENT_REFUSED = "DeploymentRefused"
+    KUBERNETES_API_ERROR = "KubernetesApiError"
+    # Conditions that are as they should be.
+    REACHABLE = "Reachable"
+    AS_EXPECTED = "AsExpected"
+    ROLLING_OUT = "RollingOut"
+    IDLE = "Idle"
+
+
 class Condition(_CamelModel):
     """metav1.Condition."""
 
@@ -157,16 +203,20 @@ class Condition(_CamelModel):
     status: str = Field(pattern=r"^(True|False|Unknown)$")
     reason: str
     message: str = ""
-    last_transition_time: str = ""
+    last_transition_time: Timestamp | None = None
     observed_generation: int | None = None
+
+    @property
+    def is_true(self) -> bool:
+        return self.status == "True"
 
 
 class HistoryEntry(_CamelModel):
     version: str
     run_id: str = ""
-    reason: str
-    started_at: str
-    finished_at: str | None = None
+    reason: Reason
+    started_at: Timestamp
+    finished_at: Timestamp | None = None
     outcome: Outcome
 
 
@@ -185,11 +235,11 @@ class ModelDeploymentStatus(_CamelModel):
     )
     phase: Phase = Phase.PENDING
     message: str = ""
-    last_resolved_time: str | None = None
+    last_resolved_time: Timestamp | None = None
     conditions: list[Condition] = Field(default_factory=list)
     history: list[HistoryEntry] = Field(default_factory=list)
 
-    def condition(self, type_: str) -> Condition | None:
+    def condition(self, type_: ConditionType) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)
 
 
@@ -198,16 +248,6 @@ class ModelDeployment(_CamelModel):
 
     spec: ModelDeploymentSpec
     status: ModelDeploymentStatus | None = None
-
-
-class ProblemKind(StrEnum):
-    """Why an alias could not be resolved to a servable version."""
-
-    REGISTRY_UNAVAILABLE = "RegistryUnavailable"
-    MODEL_NOT_FOUND = "ModelNotFound"
-    ALIAS_NOT_FOUND = "AliasNotFound"
-    VERSION_NOT_FOUND = "VersionNotFound"
-    VERSION_NOT_READY = "VersionNotReady"
 
 
 @dataclass(frozen=True)
@@ -222,7 +262,7 @@ class ResolvedVersion:
 class RegistryProblem(Exception):
     """The registry could not give a servable version; `message` is shown to the user."""
 
-    kind: ProblemKind
+    kind: Reason  # one of the registry's: REGISTRY_UNAVAILABLE ... VERSION_NOT_READY
     message: str
 
     def __str__(self) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from aliasop.metrics import REGISTRY_REQUESTS
-from aliasop.models import ModelUri, ProblemKind, RegistryProblem, ResolvedVersion
+from aliasop.models import ModelUri, Reason, RegistryProblem, ResolvedVersion
 
 _READY = "READY"
 _RUN_ID_CACHE_SIZE = 10_000
@@ -42,7 +42,7 @@ class MlflowRegistry:
         body = await self._get(tracking_uri, "registered-models/get", {"name": model})
         if body is None:
             raise RegistryProblem(
-                ProblemKind.MODEL_NOT_FOUND, f"registered model {model!r} does not exist"
+                Reason.MODEL_NOT_FOUND, f"registered model {model!r} does not exist"
             )
         aliases = body.get("registered_model", {}).get("aliases", [])
         return {a["alias"]: str(a["version"]) for a in aliases}
@@ -55,7 +55,7 @@ class MlflowRegistry:
         if version is None:
             known = ", ".join(sorted(aliases)) or "none"
             raise RegistryProblem(
-                ProblemKind.ALIAS_NOT_FOUND,
+                Reason.ALIAS_NOT_FOUND,
                 f"model {uri.name!r} has no alias {uri.alias!r} (aliases: {known})",
             )
         cached = self._ready_run_ids.get((tracking_uri, uri.name, version))
@@ -66,7 +66,7 @@ class MlflowRegistry:
         )
         if body is None:
             raise RegistryProblem(
-                ProblemKind.VERSION_NOT_FOUND,
+                Reason.VERSION_NOT_FOUND,
                 f"alias {uri.alias!r} points at version {version} of {uri.name!r}, "
                 "which does not exist",
             )
@@ -74,7 +74,7 @@ class MlflowRegistry:
         status = model_version.get("status", _READY)
         if status != _READY:
             raise RegistryProblem(
-                ProblemKind.VERSION_NOT_READY,
+                Reason.VERSION_NOT_READY,
                 f"version {version} of {uri.name!r} is {status}, not READY",
             )
         run_id = model_version.get("run_id") or ""
@@ -109,7 +109,7 @@ class MlflowRegistry:
         except httpx.HTTPError as exc:
             REGISTRY_REQUESTS.labels(endpoint=endpoint, result="unreachable").inc()
             raise RegistryProblem(
-                ProblemKind.REGISTRY_UNAVAILABLE,
+                Reason.REGISTRY_UNAVAILABLE,
                 f"MLflow at {tracking_uri} did not answer: {type(exc).__name__} {exc}".strip(),
             ) from None
         REGISTRY_REQUESTS.labels(endpoint=endpoint, result=str(response.status_code)).inc()
@@ -124,7 +124,7 @@ class MlflowRegistry:
         else:
             hint = ""
         raise RegistryProblem(
-            ProblemKind.REGISTRY_UNAVAILABLE,
+            Reason.REGISTRY_UNAVAILABLE,
             f"MLflow at {tracking_uri} answered HTTP {response.status_code} "
             f"{error_code or ''}{hint}".rstrip(),
         )

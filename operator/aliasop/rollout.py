@@ -2,32 +2,31 @@
 
 `decide` never performs I/O. It returns the next status, the version to render (or None to
 leave the Deployment alone) and the Events worth posting. Events follow transitions only, so
-calling `decide` again with the same inputs posts nothing new.
+calling `decide` again with the same inputs posts nothing new. A decision is made in named
+steps: record the resolution, choose the target, detect a failed rollout, record the
+rollout's progress, then set the phase and conditions.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from aliasop.builders import RUN_ID_ANNOTATION, VERSION_LABEL, PinnedVersion
 from aliasop.models import (
     Condition,
+    ConditionType,
     HistoryEntry,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
     Outcome,
     Phase,
-    ProblemKind,
+    Reason,
     RegistryProblem,
     ResolvedVersion,
 )
-
-READY = "Ready"
-PROGRESSING = "Progressing"
-DEGRADED = "Degraded"
-REGISTRY_AVAILABLE = "RegistryAvailable"
 
 
 @dataclass(frozen=True)
@@ -82,10 +81,15 @@ def observe_deployment(deployment: dict[str, Any]) -> ObservedDeployment:
     )
 
 
+class EventType(StrEnum):
+    NORMAL = "Normal"
+    WARNING = "Warning"
+
+
 @dataclass(frozen=True)
 class Event:
-    type: str  # Normal | Warning
-    reason: str
+    type: EventType
+    reason: Reason
     message: str
 
 
@@ -96,6 +100,34 @@ class Decision:
     events: list[Event] = field(default_factory=list)
 
 
+@dataclass
+class _Draft:
+    """A decision being made: the next status, and the Events it has earned so far."""
+
+    spec: ModelDeploymentSpec
+    status: ModelDeploymentStatus
+    now: datetime
+    events: list[Event] = field(default_factory=list)
+
+    def post(self, type_: EventType, reason: Reason, message: str) -> None:
+        self.events.append(Event(type_, reason, message))
+
+    def set_condition(
+        self, type_: ConditionType, value: bool, reason: str, message: str
+    ) -> bool | None:
+        return _set_condition(self.status, type_, value, reason, message, self.now)
+
+
+@dataclass
+class _Target:
+    """The version the Deployment should run, and why a rollout to it starts (None: no new
+    rollout, the Deployment keeps or finishes what it runs)."""
+
+    version: str | None
+    start_reason: Reason | None = None
+    failure: str | None = None  # why the rollout failed in this pass, for the status message
+
+
 def decide(
     spec: ModelDeploymentSpec,
     generation: int,
@@ -104,100 +136,211 @@ def decide(
     observed: ObservedDeployment | None,
     now: datetime,
 ) -> Decision:
-    st = status.model_copy(deep=True)
-    st.observed_generation = generation
-    events: list[Event] = []
-    stamp = _stamp(now)
-    uri = spec.model_uri
-
-    problem = resolution if isinstance(resolution, RegistryProblem) else None
+    draft = _Draft(spec, status.model_copy(deep=True), now.replace(microsecond=0))
+    draft.status.observed_generation = generation
     resolved = resolution if isinstance(resolution, ResolvedVersion) else None
-    if resolved is not None:
-        if st.alias_version is not None and st.alias_version != resolved.version:
-            events.append(
-                Event(
-                    "Normal",
-                    "AliasMoved",
-                    f"{uri} moved from version {st.alias_version} to {resolved.version}",
-                )
-            )
-        if st.failed_version is not None and resolved.version != st.failed_version:
-            st.failed_version = None  # the alias moved away: the version may be tried again
-        st.alias_version = resolved.version
-        st.last_resolved_time = stamp
+    problem = resolution if isinstance(resolution, RegistryProblem) else None
 
-    current = observed.version if observed is not None else None
-    if observed is not None and current not in (st.target_version, st.serving_version):
-        # The Deployment runs a version the status never recorded: the operator stopped
-        # between applying it and writing status. Record that rollout now.
+    _record_resolution(draft, resolved)
+    _adopt_unrecorded_rollout(draft, observed)
+    target = _choose_target(draft, resolved, observed)
+    _detect_failed_rollout(draft, target, observed)
+    pin = _pin(draft, target, resolved, problem, observed)
+    _record_progress(draft, target, pin, observed)
+    _set_phase_and_conditions(draft, target, problem, observed)
+    return Decision(status=draft.status, pin=pin, events=draft.events)
+
+
+def _record_resolution(draft: _Draft, resolved: ResolvedVersion | None) -> None:
+    """Step 1, resolve: where the alias points now."""
+    st = draft.status
+    if resolved is None:
+        return
+    if st.alias_version is not None and st.alias_version != resolved.version:
+        draft.post(
+            EventType.NORMAL,
+            Reason.ALIAS_MOVED,
+            f"{draft.spec.model_uri} moved from version {st.alias_version} to {resolved.version}",
+        )
+    if st.failed_version is not None and resolved.version != st.failed_version:
+        st.failed_version = None  # the alias moved away: the version may be tried again
+    st.alias_version = resolved.version
+    st.last_resolved_time = draft.now
+
+
+def _adopt_unrecorded_rollout(draft: _Draft, observed: ObservedDeployment | None) -> None:
+    """The Deployment runs a version the status never recorded: the operator stopped between
+    applying it and writing status. Record that rollout now, so it is never repeated."""
+    st = draft.status
+    if observed is not None and observed.version not in (st.target_version, st.serving_version):
         pinned = PinnedVersion(observed.version, observed.run_id)
-        _record_start(st, pinned, "Adopted", stamp, spec.history_limit)
-    target = current
-    start_reason: str | None = None
-    failure: str | None = None
+        _record_start(draft, pinned, Reason.ADOPTED)
 
+
+def _choose_target(
+    draft: _Draft, resolved: ResolvedVersion | None, observed: ObservedDeployment | None
+) -> _Target:
+    """Step 2: the alias's version, unless paused, unresolved, already running, or a version
+    that failed and was rolled back."""
+    current = observed.version if observed is not None else None
     if (
         resolved is not None
-        and not spec.paused
-        and resolved.version not in (st.failed_version, current)
+        and not draft.spec.paused
+        and resolved.version not in (draft.status.failed_version, current)
     ):
-        target = resolved.version
-        start_reason = "Created" if current is None else "AliasMoved"
+        return _Target(resolved.version, Reason.CREATED if current is None else Reason.ALIAS_MOVED)
+    return _Target(current)
 
+
+def _detect_failed_rollout(
+    draft: _Draft, target: _Target, observed: ObservedDeployment | None
+) -> None:
+    """Step 3: the version the Deployment runs missed its progress deadline. Roll back to the
+    last good version when allowed; either way the failure stays in the status message."""
+    st, uri = draft.status, draft.spec.model_uri
     if (
-        observed is not None
-        and target == current
-        and observed.up_to_date
-        and observed.deadline_exceeded
-        and current != st.last_good_version
+        observed is None
+        or target.version != observed.version
+        or not observed.up_to_date
+        or not observed.deadline_exceeded
+        or observed.version == st.last_good_version
     ):
-        failure = (
-            f"version {current} did not become available within "
-            f"{spec.rollout.progress_deadline_seconds}s"
+        return
+    failed = observed.version
+    target.failure = (
+        f"version {failed} did not become available within "
+        f"{draft.spec.rollout.progress_deadline_seconds}s"
+    )
+    if _finish(draft, failed, Outcome.FAILED):
+        draft.post(EventType.WARNING, Reason.ROLLOUT_FAILED, target.failure)
+    if draft.spec.rollout.auto_rollback and st.last_good_version is not None:
+        st.failed_version = failed
+        target.version, target.start_reason = st.last_good_version, Reason.ROLLBACK
+        target.failure += (
+            f"; rolled back to version {target.version}. It is tried again when {uri} moves "
+            "away and back"
         )
-        if _finish(st, current, Outcome.FAILED, stamp):
-            events.append(Event("Warning", "RolloutFailed", failure))
-        if spec.rollout.auto_rollback and st.last_good_version is not None:
-            st.failed_version = current
-            target = st.last_good_version
-            start_reason = "Rollback"
-            failure += (
-                f"; rolled back to version {target}. It is tried again when {uri} moves "
-                "away and back"
-            )
 
-    pin: PinnedVersion | None = None
-    if target is not None and (problem is None or target != current):
-        pin = PinnedVersion(target, _run_id_of(target, resolved, observed, st))
 
-    if start_reason is not None and pin is not None:
-        if _record_start(st, pin, start_reason, stamp, spec.history_limit):
+def _pin(
+    draft: _Draft,
+    target: _Target,
+    resolved: ResolvedVersion | None,
+    problem: RegistryProblem | None,
+    observed: ObservedDeployment | None,
+) -> PinnedVersion | None:
+    """The version to render, or None to leave the Deployment alone: without a target, and
+    while the registry has a problem unless the target differs from what runs (a rollback)."""
+    current = observed.version if observed is not None else None
+    if target.version is None or (problem is not None and target.version == current):
+        return None
+    return PinnedVersion(target.version, _run_id_of(target.version, resolved, observed, draft))
+
+
+def _record_progress(
+    draft: _Draft,
+    target: _Target,
+    pin: PinnedVersion | None,
+    observed: ObservedDeployment | None,
+) -> None:
+    """Step 4: open a history entry for a rollout that starts; close it once every pod of
+    the version the Deployment runs is available."""
+    st = draft.status
+    current = observed.version if observed is not None else None
+    if target.start_reason is not None and pin is not None:
+        if _record_start(draft, pin, target.start_reason):
             source = f"from version {current} " if current is not None else ""
-            events.append(
-                Event("Normal", "RolloutStarted", f"rolling out {source}to version {pin.version}")
+            draft.post(
+                EventType.NORMAL,
+                Reason.ROLLOUT_STARTED,
+                f"rolling out {source}to version {pin.version}",
             )
-    elif observed is not None and observed.rolled_out and target == current:
-        if _finish(st, current, Outcome.SUCCEEDED, stamp) or st.serving_version != current:
-            events.append(
-                Event(
-                    "Normal",
-                    "RolloutSucceeded",
-                    f"version {current} is serving: {observed.available_replicas} pods available",
-                )
+    elif observed is not None and observed.rolled_out and target.version == current:
+        if _finish(draft, current, Outcome.SUCCEEDED) or st.serving_version != current:
+            draft.post(
+                EventType.NORMAL,
+                Reason.ROLLOUT_SUCCEEDED,
+                f"version {current} is serving: {observed.available_replicas} pods available",
             )
         st.serving_version = st.last_good_version = current
+    st.target_version = target.version
 
-    if st.failed_version is not None and failure is None:
+
+def _set_phase_and_conditions(
+    draft: _Draft,
+    target: _Target,
+    problem: RegistryProblem | None,
+    observed: ObservedDeployment | None,
+) -> None:
+    """Step 5: phase, message and conditions, with an Event for each condition that turns
+    bad (RolloutFailed was announced where it happened, with its own message)."""
+    st = draft.status
+    rolling = target.version is not None and (
+        observed is None or target.version != observed.version or not observed.rolled_out
+    )
+    unreachable = problem is not None and problem.kind is Reason.REGISTRY_UNAVAILABLE
+    failure = target.failure
+    if failure is None and st.failed_version is not None:
         failure = (
             f"version {st.failed_version} failed to roll out; serving version "
-            f"{st.serving_version}. It is tried again when {uri} moves away and back"
+            f"{st.serving_version}. It is tried again when {draft.spec.model_uri} moves away "
+            "and back"
         )
-    st.target_version = target
-    rolling = target is not None and (
-        target != current or observed is None or not observed.rolled_out
+    degraded: tuple[Reason, str] | None = None
+    if problem is not None and not unreachable:
+        degraded = (problem.kind, problem.message)
+    elif failure is not None:
+        degraded = (Reason.ROLLOUT_FAILED, failure)
+
+    if degraded is not None:
+        st.phase, st.message = Phase.DEGRADED, degraded[1]
+    elif draft.spec.paused:
+        st.phase = Phase.PAUSED
+        st.message = (
+            f"paused: alias points at version {st.alias_version}, "
+            f"serving version {st.serving_version}"
+        )
+    elif target.version is None:
+        st.phase = Phase.PENDING
+        st.message = problem.message if problem is not None else "waiting for the registry"
+    elif rolling:
+        st.phase, st.message = Phase.PROGRESSING, f"rolling out version {target.version}"
+    else:
+        st.phase, st.message = Phase.READY, f"version {target.version} is serving"
+
+    if problem is not None and unreachable:
+        if st.phase is not Phase.PENDING:
+            st.message += f" (registry unavailable: {problem.message})"
+        was_reachable = draft.set_condition(
+            ConditionType.REGISTRY_AVAILABLE, False, problem.kind, problem.message
+        )
+        if was_reachable:
+            draft.post(EventType.WARNING, Reason.REGISTRY_UNAVAILABLE, problem.message)
+    else:
+        was_reachable = draft.set_condition(
+            ConditionType.REGISTRY_AVAILABLE,
+            True,
+            Reason.REACHABLE,
+            "MLflow answered the last resolution",
+        )
+        if was_reachable is False:
+            draft.post(EventType.NORMAL, Reason.REGISTRY_AVAILABLE, "MLflow answers again")
+
+    previous = st.condition(ConditionType.DEGRADED)
+    was_degraded_for = previous.reason if previous is not None and previous.is_true else None
+    reason, message = degraded if degraded is not None else (Reason.AS_EXPECTED, "")
+    draft.set_condition(ConditionType.DEGRADED, degraded is not None, reason, message)
+    if degraded is not None and reason not in (Reason.ROLLOUT_FAILED, was_degraded_for):
+        draft.post(EventType.WARNING, reason, message)
+    draft.set_condition(
+        ConditionType.PROGRESSING,
+        rolling,
+        Reason.ROLLING_OUT if rolling else Reason.IDLE,
+        st.message,
     )
-    _set_phase(st, spec, problem, failure, rolling, target, events, stamp)
-    return Decision(status=st, pin=pin, events=events)
+    draft.set_condition(ConditionType.READY, st.phase is Phase.READY, st.phase, st.message)
+    for condition in st.conditions:
+        condition.observed_generation = st.observed_generation
 
 
 def status_to_store(
@@ -214,49 +357,40 @@ def status_to_store(
         return None
     if stored.last_resolved_time is None:
         return new
-    age = _parse_stamp(new.last_resolved_time) - _parse_stamp(stored.last_resolved_time)
+    age = new.last_resolved_time - stored.last_resolved_time
     return new if age.total_seconds() >= refresh_seconds else None
 
 
 _VOLATILE = {"last_resolved_time"}
 
 
-def _parse_stamp(stamp: str) -> datetime:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-
-
-def _stamp(now: datetime) -> str:
-    return now.isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _record_start(
-    st: ModelDeploymentStatus, pin: PinnedVersion, reason: str, stamp: str, limit: int
-) -> bool:
+def _record_start(draft: _Draft, pin: PinnedVersion, reason: Reason) -> bool:
     """Open a history entry for a rollout to `pin`; False if that rollout is already open
     (it was recorded but the API server refused its Deployment, so it is being retried)."""
-    latest = st.history[0] if st.history else None
+    history = draft.status.history
+    latest = history[0] if history else None
     if latest and latest.version == pin.version and latest.outcome is Outcome.PROGRESSING:
         return False
-    for entry in st.history:
+    for entry in history:
         if entry.outcome is Outcome.PROGRESSING:
-            entry.outcome, entry.finished_at = Outcome.SUPERSEDED, stamp
+            entry.outcome, entry.finished_at = Outcome.SUPERSEDED, draft.now
     entry = HistoryEntry(
         version=pin.version,
         run_id=pin.run_id,
         reason=reason,
-        started_at=stamp,
+        started_at=draft.now,
         outcome=Outcome.PROGRESSING,
     )
-    st.history.insert(0, entry)
-    del st.history[limit:]
+    history.insert(0, entry)
+    del history[draft.spec.history_limit :]
     return True
 
 
-def _finish(st: ModelDeploymentStatus, version: str | None, outcome: Outcome, stamp: str) -> bool:
+def _finish(draft: _Draft, version: str | None, outcome: Outcome) -> bool:
     """Close the in-progress history entry of `version`; False when there is none."""
-    for entry in st.history:
+    for entry in draft.status.history:
         if entry.version == version and entry.outcome is Outcome.PROGRESSING:
-            entry.outcome, entry.finished_at = outcome, stamp
+            entry.outcome, entry.finished_at = outcome, draft.now
             return True
     return False
 
@@ -265,83 +399,22 @@ def _run_id_of(
     version: str,
     resolved: ResolvedVersion | None,
     observed: ObservedDeployment | None,
-    st: ModelDeploymentStatus,
+    draft: _Draft,
 ) -> str:
     if resolved is not None and resolved.version == version:
         return resolved.run_id
     if observed is not None and observed.version == version:
         return observed.run_id
-    return next((e.run_id for e in st.history if e.version == version), "")
-
-
-def _set_phase(
-    st: ModelDeploymentStatus,
-    spec: ModelDeploymentSpec,
-    problem: RegistryProblem | None,
-    failure: str | None,
-    rolling: bool,
-    target: str | None,
-    events: list[Event],
-    stamp: str,
-) -> None:
-    unreachable = problem is not None and problem.kind is ProblemKind.REGISTRY_UNAVAILABLE
-    if problem is not None and unreachable:
-        registry = (False, problem.kind.value, problem.message)
-    else:
-        registry = (True, "Reachable", "MLflow answered the last resolution")
-
-    degraded_reason, degraded_message = "", ""
-    if problem is not None and not unreachable:
-        degraded_reason, degraded_message = problem.kind.value, problem.message
-    elif failure is not None:
-        degraded_reason, degraded_message = "RolloutFailed", failure
-
-    if degraded_reason:
-        st.phase, st.message = Phase.DEGRADED, degraded_message
-    elif spec.paused:
-        st.phase = Phase.PAUSED
-        st.message = (
-            f"paused: alias points at version {st.alias_version}, "
-            f"serving version {st.serving_version}"
-        )
-    elif target is None:
-        st.phase = Phase.PENDING
-        st.message = problem.message if problem is not None else "waiting for the registry"
-    elif rolling:
-        st.phase, st.message = Phase.PROGRESSING, f"rolling out version {target}"
-    else:
-        st.phase, st.message = Phase.READY, f"version {target} is serving"
-    if unreachable and st.phase is not Phase.PENDING:
-        st.message += f" (registry unavailable: {registry[2]})"
-
-    was_reachable = _set_condition(st, REGISTRY_AVAILABLE, *registry, stamp)
-    if was_reachable is not registry[0] and was_reachable is not None:
-        if registry[0]:
-            events.append(Event("Normal", "RegistryAvailable", "MLflow answers again"))
-        else:
-            events.append(Event("Warning", "RegistryUnavailable", registry[2]))
-
-    previous = st.condition(DEGRADED)
-    was_degraded_for = previous.reason if previous and previous.status == "True" else None
-    _set_condition(
-        st,
-        DEGRADED,
-        bool(degraded_reason),
-        degraded_reason or "AsExpected",
-        degraded_message,
-        stamp,
-    )
-    # RolloutFailed is announced where it happens, with its own message.
-    if degraded_reason not in ("", "RolloutFailed", was_degraded_for):
-        events.append(Event("Warning", degraded_reason, degraded_message))
-    _set_condition(st, PROGRESSING, rolling, "RollingOut" if rolling else "Idle", st.message, stamp)
-    _set_condition(st, READY, st.phase is Phase.READY, st.phase.value, st.message, stamp)
-    for condition in st.conditions:
-        condition.observed_generation = st.observed_generation
+    return next((e.run_id for e in draft.status.history if e.version == version), "")
 
 
 def _set_condition(
-    st: ModelDeploymentStatus, type_: str, value: bool, reason: str, message: str, stamp: str
+    st: ModelDeploymentStatus,
+    type_: ConditionType,
+    value: bool,
+    reason: str,
+    message: str,
+    now: datetime,
 ) -> bool | None:
     """Set a condition; return its previous truth value (None if it was not set)."""
     status = "True" if value else "False"
@@ -353,15 +426,25 @@ def _set_condition(
                 status=status,
                 reason=reason,
                 message=message,
-                last_transition_time=stamp,
+                last_transition_time=now,
             )
         )
         return None
-    previous = existing.status == "True"
+    previous = existing.is_true
     if existing.status != status:
-        existing.last_transition_time = stamp
+        existing.last_transition_time = now
     existing.status, existing.reason, existing.message = status, reason, message
     return previous
+
+
+def invalid_spec(status: ModelDeploymentStatus, problems: str) -> Decision:
+    """A spec the CRD schema let through but the models refuse (the schema cannot say
+    everything): Degraded, reported once, nothing applied."""
+    message = f"invalid spec: {problems}"
+    invalid = status.model_copy(update={"phase": Phase.DEGRADED, "message": message})
+    new = message != status.message
+    events = [Event(EventType.WARNING, Reason.INVALID_SPEC, problems)] if new else []
+    return Decision(status=invalid, pin=None, events=events)
 
 
 def refused(
@@ -369,11 +452,11 @@ def refused(
 ) -> Decision:
     """The API server refused the rendered Deployment (an invalid env entry or resource
     quantity, say): nothing changed in the cluster, so report that instead of a rollout."""
-    events = [e for e in decision.events if e.reason != "RolloutStarted"]
+    events = [e for e in decision.events if e.reason is not Reason.ROLLOUT_STARTED]
     return _degraded(
         previous,
         decision.status,
-        "DeploymentRefused",
+        Reason.DEPLOYMENT_REFUSED,
         f"the API server refused the Deployment: {message}",
         now,
         events,
@@ -386,7 +469,7 @@ def api_failing(previous: ModelDeploymentStatus, message: str, now: datetime) ->
     return _degraded(
         previous,
         previous,
-        "KubernetesApiError",
+        Reason.KUBERNETES_API_ERROR,
         f"Kubernetes API calls keep failing, retrying: {message}",
         now,
         [],
@@ -396,18 +479,18 @@ def api_failing(previous: ModelDeploymentStatus, message: str, now: datetime) ->
 def _degraded(
     previous: ModelDeploymentStatus,
     status: ModelDeploymentStatus,
-    reason: str,
+    reason: Reason,
     message: str,
     now: datetime,
     events: list[Event],
 ) -> Decision:
     """`status`, Degraded for `reason`; a Warning Event unless `previous` already was."""
     st = status.model_copy(deep=True)
-    stamp = _stamp(now)
+    now = now.replace(microsecond=0)
     st.phase, st.message = Phase.DEGRADED, message
-    before = previous.condition(DEGRADED)
-    _set_condition(st, DEGRADED, True, reason, message, stamp)
-    _set_condition(st, READY, False, st.phase.value, message, stamp)
-    if before is None or before.reason != reason or before.status != "True":
-        events = [*events, Event("Warning", reason, message)]
+    before = previous.condition(ConditionType.DEGRADED)
+    _set_condition(st, ConditionType.DEGRADED, True, reason, message, now)
+    _set_condition(st, ConditionType.READY, False, Phase.DEGRADED, message, now)
+    if before is None or before.reason != reason or not before.is_true:
+        events = [*events, Event(EventType.WARNING, reason, message)]
     return Decision(status=st, pin=None, events=events)

@@ -1,40 +1,43 @@
-"""Wiring: the one place where the registry, the cluster client and the clock are chosen."""
+"""Wiring: the one place where the registry, the cluster client, the clock and the reconciler
+are chosen and put together, started and stopped."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-import kopf
+from aiohttp import web
 
 from aliasop.builders import ServingDefaults
-from aliasop.clock import Clock, SystemClock
+from aliasop.clock import SystemClock
+from aliasop.endpoints import build_app, serve
+from aliasop.interfaces import Resolver, ResourceKey
 from aliasop.kube import Cluster
-from aliasop.models import ModelDeploymentStatus
+from aliasop.memory import find_malloc_trim, trim_periodically
+from aliasop.reconciler import Reconciler, Tracker
 from aliasop.registry import MlflowRegistry
 from aliasop.rollout import ObservedDeployment
 from aliasop.scheduler import Scheduler
 from aliasop.settings import Settings
-from aliasop.watcher import AliasWatcher, DirectResolver, Follower, Resolver
+from aliasop.watcher import AliasWatcher
+from aliasop.webhooks import DeliveryVerifier
+
+# Builds the resolver from the registry client and the scheduler's wake-up (AliasWatcher;
+# the benchmark passes a naive one for comparison).
+ResolverFactory = Callable[[MlflowRegistry, Callable[[ResourceKey], None]], Resolver]
 
 
 @dataclass
-class Followed:
-    """What is kept of a followed ModelDeployment between its passes."""
+class ObservedDeployments:
+    """The children Deployments as kopf's index of them (handlers.deployments) last saw
+    them. kopf hands the index to handlers only; the first ModelDeployment event stores it."""
 
-    # apiVersion, kind, metadata (name, namespace, uid, generation) and spec as last watched:
-    # not the whole object, whose managedFields alone are a few kilobytes.
-    body: dict[str, Any]
-    # Read from the object once: the watch catches up with our own status writes only later,
-    # so from then on the status the last pass stored is the truth.
-    status: ModelDeploymentStatus
-    logger: kopf.Logger
-    # The first pass writes its status even when only lastResolvedTime moved: it shows that
-    # this operator instance has taken the resource over.
-    refresh_seconds: float = 0.0
-    failures: int = 0  # Kubernetes API failures in a row
+    index: Mapping[ResourceKey, Iterable[ObservedDeployment]] = field(default_factory=dict)
+
+    def __call__(self, key: ResourceKey) -> ObservedDeployment | None:
+        """The child Deployment of `key` as last watched; None when there is none (yet)."""
+        return next(iter(self.index.get(key, [])), None)
 
 
 @dataclass
@@ -43,48 +46,70 @@ class Runtime:
     registry: MlflowRegistry
     resolver: Resolver
     cluster: Cluster
-    clock: Clock
-    scheduler: Scheduler[Follower]
-    # Passes reconciling at once: more than the API calls in flight would only queue, each
-    # holding its copies of spec and status (the peak after a restart or a webhook for a
-    # model many resources follow).
-    passes: asyncio.Semaphore
-    followed: dict[Follower, Followed] = field(default_factory=dict)
-    # The children Deployments as kopf's index of them (handlers.deployments) last saw them;
-    # kopf hands the index to handlers, and the first ModelDeployment event stores it here.
-    deployments: Mapping[Follower, Iterable[ObservedDeployment]] = field(default_factory=dict)
+    scheduler: Scheduler[ResourceKey]
+    reconciler: Reconciler
+    deployments: ObservedDeployments
+    _http: web.AppRunner | None = None
+    _trimming: asyncio.Task[None] | None = None
 
-    @property
-    def defaults(self) -> ServingDefaults:
-        return ServingDefaults(
-            image=self.settings.serving_image, tracking_uri=self.settings.tracking_uri
-        )
+    async def start(self) -> None:
+        """Serve /metrics and webhooks, start passes, and trim memory now and then."""
+        settings = self.settings
+        if settings.http_port:
+            secret = settings.webhook_secret.get_secret_value()
+            verifier = (
+                DeliveryVerifier(secret, settings.webhook_tolerance_seconds) if secret else None
+            )
+            app = build_app(self.resolver.refresh_model, verifier)
+            self._http = await serve(app, settings.http_port)
+        self.scheduler.start(self.reconciler.run_pass)
+        trim = find_malloc_trim()
+        if settings.memory_trim_seconds and trim is not None:
+            self._trimming = asyncio.create_task(
+                trim_periodically(trim, settings.memory_trim_seconds)
+            )
 
-    def observed(self, key: Follower) -> ObservedDeployment | None:
-        """The child Deployment of `key` as last watched; None when there is none (yet)."""
-        return next(iter(self.deployments.get(key, [])), None)
+    async def stop(self) -> None:
+        self.scheduler.stop()
+        self.reconciler.stop()  # untracks every resource: the resolver's polls end too
+        await self.registry.aclose()
+        await self.cluster.aclose()
+        if self._trimming is not None:
+            self._trimming.cancel()
+        if self._http is not None:
+            await self._http.cleanup()
 
 
-def build_runtime(settings: Settings) -> Runtime:
+def build_runtime(settings: Settings, make_resolver: ResolverFactory = AliasWatcher) -> Runtime:
     registry = MlflowRegistry(
         timeout_seconds=settings.registry_timeout_seconds,
         concurrency=settings.registry_concurrency,
     )
-    scheduler: Scheduler[Follower] = Scheduler()
-    resolver: Resolver = (
-        AliasWatcher(registry, wake=scheduler.wake)
-        if settings.registry_mode == "shared"
-        else DirectResolver(registry)
+    scheduler: Scheduler[ResourceKey] = Scheduler()
+    resolver = make_resolver(registry, scheduler.wake)
+    # Connected at kopf's login (handlers.login), with the same credentials as kopf.
+    cluster = Cluster(
+        settings.api_concurrency, settings.report_concurrency, settings.api_timeout_seconds
+    )
+    deployments = ObservedDeployments()
+    reconciler = Reconciler(
+        Tracker(scheduler, resolver, cluster),
+        resolver,
+        children=cluster,
+        reporter=cluster,
+        clock=SystemClock(),
+        observe=deployments,
+        defaults=ServingDefaults(image=settings.serving_image, tracking_uri=settings.tracking_uri),
+        concurrency=settings.api_concurrency,
+        status_refresh_seconds=settings.status_refresh_seconds,
+        retry_backoff_max_seconds=settings.retry_backoff_max_seconds,
     )
     return Runtime(
         settings=settings,
         registry=registry,
         resolver=resolver,
-        # Connected at kopf's login (handlers.login), with the same credentials as kopf.
-        cluster=Cluster(
-            settings.api_concurrency, settings.report_concurrency, settings.api_timeout_seconds
-        ),
-        clock=SystemClock(),
+        cluster=cluster,
         scheduler=scheduler,
-        passes=asyncio.Semaphore(settings.api_concurrency),
+        reconciler=reconciler,
+        deployments=deployments,
     )

@@ -1,4 +1,4 @@
-"""When each followed resource gets its next pass: a timer per key, and a task only while a
+"""When each tracked resource gets its next pass: a timer per key, and a task only while a
 pass runs.
 
 This is the work queue of controller-runtime in asyncio terms: a key runs at most one pass at
@@ -38,7 +38,7 @@ class Scheduler(Generic[K]):
         self._work: Work[K] | None = None
 
     def start(self, work: Work[K]) -> None:
-        """Run passes with `work` from now on (keys followed before wait until then)."""
+        """Run passes with `work` from now on (keys added before wait until then)."""
         self._work = work
         for key, entry in self._entries.items():
             if entry.running is None and entry.timer is None:
@@ -57,12 +57,12 @@ class Scheduler(Generic[K]):
         if entry is not None:
             self._schedule(key, entry, 0.0)
 
-    def follow(self, key: K) -> None:
-        """Start following `key`: its first pass runs now. A key already followed is woken."""
+    def add(self, key: K) -> None:
+        """Schedule passes of `key`: the first one runs now. A key already added is woken."""
         self._schedule(key, self._entries.setdefault(key, _Entry()), 0.0)
 
     def drop(self, key: K) -> None:
-        """Stop following `key`: no more passes, and the one in flight is cancelled (a
+        """Remove `key`: no more passes, and the one in flight is cancelled (a
         resource deleted needs no more writes, and one created anew under its name must not
         share its key with a pass for the old one), unless it is the caller."""
         entry = self._entries.pop(key, None)

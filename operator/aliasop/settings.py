@@ -1,11 +1,11 @@
 """The operator's configuration: one object, read once from `ALIASOP_*` environment variables.
 
-Command-line options of `aliasop run` override these by setting the same variables.
+Command-line options of `aliasop run` override these: `cli` passes them to `load_settings`.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,11 +24,6 @@ class Settings(BaseSettings):
         f"aliasop-serving:{__version__}",
         description="Image of serving pods when a ModelDeployment names none (default: the "
         "serving image of the operator's own version).",
-    )
-    registry_mode: Literal["shared", "naive"] = Field(
-        "shared",
-        description="shared: one MLflow request per (server, model) per interval, for all "
-        "resources following it; naive: each resource asks on its own (for comparison).",
     )
     registry_timeout_seconds: float = Field(
         5.0, gt=0, description="Timeout of one MLflow request (connect and read)."
@@ -77,5 +72,6 @@ class Settings(BaseSettings):
         return max(1, self.api_concurrency // 4)
 
 
-def load_settings() -> Settings:
-    return Settings()
+def load_settings(**overrides: Any) -> Settings:
+    """The environment's settings, with `overrides` (command-line options) taking precedence."""
+    return Settings(**overrides)

@@ -1,9 +1,9 @@
-"""One registry watch per (tracking server, model), however many resources follow it.
+"""One registry watch per (tracking server, model), however many resources need it.
 
 Each watched model is fetched once per interval (the shortest interval among the resources
-following it) with one `registered-models/get`, which carries every alias of the model. When
+watching it) with one `registered-models/get`, which carries every alias of the model. When
 an alias map changes, or the registry becomes unreachable or reachable again, the resources
-following that model are woken. Resources resolve from the cached map, so their own passes
+watching that model are woken. Resources resolve from the cached map, so their own passes
 cost MLflow nothing; a webhook makes the watcher fetch at once (`refresh`).
 """
 
@@ -13,50 +13,17 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
-from aliasop.models import ModelUri, ProblemKind, RegistryProblem, ResolvedVersion
+from aliasop.interfaces import ModelKey, ResourceKey
+from aliasop.models import ModelUri, Reason, RegistryProblem, ResolvedVersion
 from aliasop.registry import MlflowRegistry
 
-WatchKey = tuple[str, str]  # (tracking URI, registered model name)
-Follower = tuple[str, str]  # (namespace, name) of a ModelDeployment
 Aliases = dict[str, str]
-
-
-class Resolver(Protocol):
-    """How handlers resolve aliases; `follow` says which model each resource needs."""
-
-    def follow(self, follower: Follower, key: WatchKey, interval: float) -> None: ...
-
-    def unfollow(self, follower: Follower) -> None: ...
-
-    async def resolve(self, tracking_uri: str, uri: ModelUri) -> ResolvedVersion: ...
-
-    async def refresh_model(self, model: str) -> int: ...
-
-
-class DirectResolver:
-    """Every resolution asks MLflow itself: the naive mode, kept for comparison."""
-
-    def __init__(self, registry: MlflowRegistry) -> None:
-        self._registry = registry
-
-    def follow(self, follower: Follower, key: WatchKey, interval: float) -> None:
-        pass
-
-    def unfollow(self, follower: Follower) -> None:
-        pass
-
-    async def resolve(self, tracking_uri: str, uri: ModelUri) -> ResolvedVersion:
-        return await self._registry.resolve(tracking_uri, uri)
-
-    async def refresh_model(self, model: str) -> int:
-        return 0
 
 
 @dataclass
 class _Watch:
-    intervals: dict[Follower, float] = field(default_factory=dict)
+    intervals: dict[ResourceKey, float] = field(default_factory=dict)
     aliases: Aliases | RegistryProblem | None = None
     task: asyncio.Task[None] | None = None
     failures: int = 0
@@ -67,30 +34,30 @@ class _Watch:
 
 
 class AliasWatcher:
-    """Resolves aliases from a shared, regularly refreshed cache."""
+    """Resolves aliases from a shared, regularly refreshed cache (an interfaces.Resolver)."""
 
-    def __init__(self, registry: MlflowRegistry, wake: Callable[[Follower], None]) -> None:
+    def __init__(self, registry: MlflowRegistry, wake: Callable[[ResourceKey], None]) -> None:
         self._registry = registry
         self._wake = wake
-        self._watches: dict[WatchKey, _Watch] = {}
-        self._keys: dict[Follower, WatchKey] = {}
+        self._watches: dict[ModelKey, _Watch] = {}
+        self._models: dict[ResourceKey, ModelKey] = {}
 
-    def follow(self, follower: Follower, key: WatchKey, interval: float) -> None:
-        """`follower` needs `key` checked at least every `interval` seconds (from now on)."""
-        if self._keys.get(follower, key) != key:
-            self.unfollow(follower)
-        self._keys[follower] = key
-        watch = self._watches.setdefault(key, _Watch())
-        watch.intervals[follower] = interval
+    def watch(self, resource: ResourceKey, model: ModelKey, interval: float) -> None:
+        """`resource` needs `model` checked at least every `interval` seconds (from now on)."""
+        if self._models.get(resource, model) != model:
+            self.unwatch(resource)
+        self._models[resource] = model
+        watch = self._watches.setdefault(model, _Watch())
+        watch.intervals[resource] = interval
         if watch.task is None:
-            watch.task = asyncio.create_task(self._poll(key, watch), name=f"watch {key}")
+            watch.task = asyncio.create_task(self._poll(model, watch), name=f"watch {model}")
 
-    def unfollow(self, follower: Follower) -> None:
-        key = self._keys.pop(follower, None)
+    def unwatch(self, resource: ResourceKey) -> None:
+        key = self._models.pop(resource, None)
         watch = self._watches.get(key) if key is not None else None
         if key is None or watch is None:
             return
-        watch.intervals.pop(follower, None)
+        watch.intervals.pop(resource, None)
         if not watch.intervals:
             del self._watches[key]
             if watch.task is not None:
@@ -109,14 +76,14 @@ class AliasWatcher:
             await self.refresh((tracking_uri, uri.name))
             watch = self._watches.get((tracking_uri, uri.name))
         aliases = watch.aliases if watch is not None else None
-        if aliases is None:  # not followed (any more): ask directly
+        if aliases is None:  # not watched (any more): ask directly
             return await self._registry.resolve(tracking_uri, uri)
         if isinstance(aliases, RegistryProblem):
             raise aliases
         return await self._registry.resolve_from(tracking_uri, uri, aliases)
 
-    async def refresh(self, key: WatchKey) -> None:
-        """Fetch the alias map now; wake the followers if it changed."""
+    async def refresh(self, key: ModelKey) -> None:
+        """Fetch the alias map now; wake the resources watching it if it changed."""
         try:
             fetched: Aliases | RegistryProblem = await self._registry.aliases(*key)
         except RegistryProblem as problem:
@@ -126,16 +93,15 @@ class AliasWatcher:
             return
         watch.failures = (
             watch.failures + 1
-            if isinstance(fetched, RegistryProblem)
-            and fetched.kind is ProblemKind.REGISTRY_UNAVAILABLE
+            if isinstance(fetched, RegistryProblem) and fetched.kind is Reason.REGISTRY_UNAVAILABLE
             else 0
         )
         previous, watch.aliases = watch.aliases, fetched
         if previous is not None and fetched != previous:
-            for follower in list(watch.intervals):
-                self._wake(follower)
+            for resource in list(watch.intervals):
+                self._wake(resource)
 
-    async def _poll(self, key: WatchKey, watch: _Watch) -> None:
+    async def _poll(self, key: ModelKey, watch: _Watch) -> None:
         last = time.monotonic()
         while True:
             delay = watch.interval

@@ -9,7 +9,7 @@ import prometheus_client
 import pytest
 from mlflow import MlflowClient
 
-from aliasop.models import ModelUri, ProblemKind, RegistryProblem, ResolvedVersion
+from aliasop.models import ModelUri, Reason, RegistryProblem, ResolvedVersion
 from aliasop.registry import MlflowRegistry
 from aliasop_dev import bikes, local
 
@@ -49,22 +49,22 @@ async def test_each_failure_has_its_own_kind(
     two_versions: tuple[bikes.RegisteredVersion, bikes.RegisteredVersion],
 ) -> None:
     missing_model = await problem_of(registry, mlflow_uri, "models:/no-such-model@champion")
-    assert missing_model.kind is ProblemKind.MODEL_NOT_FOUND
+    assert missing_model.kind is Reason.MODEL_NOT_FOUND
     missing_alias = await problem_of(registry, mlflow_uri, f"models:/{model_name}@staging")
-    assert missing_alias.kind is ProblemKind.ALIAS_NOT_FOUND
+    assert missing_alias.kind is Reason.ALIAS_NOT_FOUND
     assert missing_alias.message == (
         f"model {model_name!r} has no alias 'staging' (aliases: champion)"
     )
     # Deleting a version silently drops the aliases that pointed at it.
     MlflowClient(tracking_uri=mlflow_uri).delete_model_version(model_name, two_versions[0].version)
     gone = await problem_of(registry, mlflow_uri, f"models:/{model_name}@champion")
-    assert gone.kind is ProblemKind.ALIAS_NOT_FOUND
+    assert gone.kind is Reason.ALIAS_NOT_FOUND
 
 
 async def test_an_unreachable_server_fails_fast(registry: MlflowRegistry) -> None:
     dead = f"http://127.0.0.1:{local.free_port()}"
     problem = await asyncio.wait_for(problem_of(registry, dead, "models:/m@a"), timeout=10)
-    assert problem.kind is ProblemKind.REGISTRY_UNAVAILABLE
+    assert problem.kind is Reason.REGISTRY_UNAVAILABLE
     assert dead in problem.message
 
 

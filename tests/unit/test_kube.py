@@ -14,7 +14,8 @@ import kopf
 import pytest
 from aiohttp import web
 
-from aliasop.kube import ApiError, Cluster
+from aliasop.interfaces import ApiError
+from aliasop.kube import Cluster
 
 
 @dataclass

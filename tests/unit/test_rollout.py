@@ -8,7 +8,7 @@ from aliasop.models import (
     ModelDeploymentStatus,
     Outcome,
     Phase,
-    ProblemKind,
+    Reason,
     RegistryProblem,
     ResolvedVersion,
 )
@@ -94,7 +94,7 @@ def test_rollout_completes_when_every_pod_is_updated_and_available() -> None:
     assert done.status.phase is Phase.READY
     assert (done.status.serving_version, done.status.last_good_version) == ("1", "1")
     assert done.status.history[0].outcome is Outcome.SUCCEEDED
-    assert done.status.history[0].finished_at == "2026-01-01T00:01:00Z"
+    assert done.status.history[0].finished_at == T0 + timedelta(minutes=1)
     assert reasons(done) == ["RolloutSucceeded"]
     assert done.status.condition("Ready").status == "True"  # type: ignore[union-attr]
 
@@ -122,9 +122,7 @@ def test_a_changed_status_is_written_at_once() -> None:
     stored = step(serving("1"), at("1"), rolled_out("1"), minutes=0).status
     moved = step(stored, at("2"), rolled_out("1"), minutes=1).status
     assert status_to_store(stored, moved, refresh_seconds=300) == moved
-    outage = step(
-        stored, RegistryProblem(ProblemKind.REGISTRY_UNAVAILABLE, "down"), rolled_out("1")
-    )
+    outage = step(stored, RegistryProblem(Reason.REGISTRY_UNAVAILABLE, "down"), rolled_out("1"))
     assert status_to_store(stored, outage.status, refresh_seconds=300) == outage.status
 
 
@@ -186,7 +184,7 @@ def test_paused_reports_the_move_but_keeps_the_pods() -> None:
 
 
 def test_missing_alias_degrades_and_leaves_the_deployment_alone() -> None:
-    problem = RegistryProblem(ProblemKind.ALIAS_NOT_FOUND, "model 'bikes' has no alias 'champion'")
+    problem = RegistryProblem(Reason.ALIAS_NOT_FOUND, "model 'bikes' has no alias 'champion'")
     d = step(serving("1"), problem, rolled_out("1"))
     assert d.pin is None
     assert d.status.phase is Phase.DEGRADED
@@ -197,9 +195,7 @@ def test_missing_alias_degrades_and_leaves_the_deployment_alone() -> None:
 
 
 def test_missing_model_before_anything_was_deployed() -> None:
-    problem = RegistryProblem(
-        ProblemKind.MODEL_NOT_FOUND, "registered model 'bikes' does not exist"
-    )
+    problem = RegistryProblem(Reason.MODEL_NOT_FOUND, "registered model 'bikes' does not exist")
     d = step(ModelDeploymentStatus(), problem, None)
     assert d.pin is None
     assert d.status.phase is Phase.DEGRADED
@@ -207,7 +203,7 @@ def test_missing_model_before_anything_was_deployed() -> None:
 
 
 def test_registry_outage_keeps_serving_and_recovers() -> None:
-    outage = RegistryProblem(ProblemKind.REGISTRY_UNAVAILABLE, "MLflow did not answer")
+    outage = RegistryProblem(Reason.REGISTRY_UNAVAILABLE, "MLflow did not answer")
     status = serving("1")
     down = step(status, outage, rolled_out("1"))
     assert down.pin is None

@@ -43,19 +43,19 @@ class Passes:
                 await self.changed.wait()
 
 
-async def test_a_followed_key_passes_at_once_then_after_its_delay() -> None:
+async def test_an_added_key_passes_at_once_then_after_its_delay() -> None:
     passes, scheduler = Passes(delay=0.05), Scheduler[str]()
     scheduler.start(passes)
-    scheduler.follow("a")
+    scheduler.add("a")
     await passes.until(lambda: passes.runs == ["a"])
     await passes.until(lambda: len(passes.runs) >= 3)  # again, after each 0.05 s delay
     scheduler.stop()
 
 
-async def test_keys_followed_before_start_pass_once_it_starts() -> None:
+async def test_keys_added_before_start_pass_once_it_starts() -> None:
     passes, scheduler = Passes(), Scheduler[str]()
-    scheduler.follow("a")
-    scheduler.follow("b")
+    scheduler.add("a")
+    scheduler.add("b")
     await asyncio.sleep(0.05)  # an absence: nothing runs before start()
     assert passes.runs == []
     scheduler.start(passes)
@@ -66,11 +66,11 @@ async def test_keys_followed_before_start_pass_once_it_starts() -> None:
 async def test_a_wake_cuts_the_wait_short() -> None:
     passes, scheduler = Passes(delay=3600), Scheduler[str]()
     scheduler.start(passes)
-    scheduler.follow("a")
+    scheduler.add("a")
     await passes.until(lambda: passes.runs == ["a"] and not passes.running)
     scheduler.wake("a")
     await passes.until(lambda: passes.runs == ["a", "a"])
-    scheduler.wake("unknown")  # not followed: nothing happens
+    scheduler.wake("unknown")  # not added: nothing happens
     assert "unknown" not in scheduler and len(scheduler) == 1
     await asyncio.sleep(0.1)  # an absence: no pass of "unknown" runs, and "a" waits its delay
     assert passes.runs == ["a", "a"]
@@ -81,7 +81,7 @@ async def test_a_wake_during_a_pass_runs_one_more_pass_after_it_never_two_at_onc
     passes, scheduler = Passes(delay=3600), Scheduler[str]()
     passes.release = asyncio.Event()
     scheduler.start(passes)
-    scheduler.follow("a")
+    scheduler.add("a")
     await passes.until(lambda: passes.running == {"a"})
     scheduler.wake("a")
     scheduler.wake("a")  # several wakes during one pass make one more pass
@@ -98,11 +98,11 @@ async def test_a_dropped_key_passes_no_more_and_its_pass_in_flight_is_cancelled(
     passes, scheduler = Passes(delay=0.02), Scheduler[str]()
     passes.release = asyncio.Event()  # never set: the pass would hang without the cancel
     scheduler.start(passes)
-    scheduler.follow("a")
+    scheduler.add("a")
     await passes.until(lambda: passes.running == {"a"})
     scheduler.drop("a")
     await passes.until(lambda: not passes.running)
-    scheduler.follow("b")  # passes go on for other keys
+    scheduler.add("b")  # passes go on for other keys
     await passes.until(lambda: passes.runs == ["a", "b"])
     await asyncio.sleep(0.1)  # an absence, five delays long: "a" does not come back
     assert passes.runs.count("a") == 1 and "a" not in scheduler and len(scheduler) == 1
@@ -122,7 +122,7 @@ async def test_a_pass_may_drop_its_own_key() -> None:
         return 0.0
 
     scheduler.start(gone)
-    scheduler.follow("a")
+    scheduler.add("a")
     await asyncio.wait_for(finished.wait(), 5)
     await asyncio.sleep(0.05)  # an absence: no pass after it, though it asked for one at once
     assert calls == ["a"] and "a" not in scheduler
@@ -145,7 +145,7 @@ async def test_a_failing_pass_is_logged_and_tried_again_later(
 
     scheduler = Scheduler[str]()
     scheduler.start(flaky)
-    scheduler.follow("a")
+    scheduler.add("a")
     await asyncio.wait_for(retried.wait(), 5)
     assert calls == ["a", "a"]
     assert "pass of a failed; again in 0.05s" in caplog.text
@@ -156,7 +156,7 @@ async def test_stop_cancels_passes_in_flight() -> None:
     passes, scheduler = Passes(), Scheduler[str]()
     passes.release = asyncio.Event()
     scheduler.start(passes)
-    scheduler.follow("a")
+    scheduler.add("a")
     await passes.until(lambda: passes.running == {"a"})
     scheduler.stop()
     await passes.until(lambda: not passes.running)

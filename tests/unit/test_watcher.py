@@ -3,7 +3,7 @@
 import asyncio
 from collections.abc import Callable
 
-from aliasop.models import ModelUri, ProblemKind, RegistryProblem, ResolvedVersion
+from aliasop.models import ModelUri, Reason, RegistryProblem, ResolvedVersion
 from aliasop.watcher import AliasWatcher
 
 SERVER = "http://mlflow:5000"
@@ -38,8 +38,8 @@ class Woken(list[tuple[str, str]]):
         super().__init__()
         self.changed = changed
 
-    def __call__(self, follower: tuple[str, str]) -> None:
-        self.append(follower)
+    def __call__(self, resource: tuple[str, str]) -> None:
+        self.append(resource)
         self.changed.set()
 
 
@@ -51,13 +51,13 @@ async def wait_until(condition: Callable[[], bool], changed: asyncio.Event) -> N
             await changed.wait()
 
 
-async def test_many_followers_of_one_model_cost_one_request_per_interval() -> None:
+async def test_many_resources_watching_one_model_cost_one_request_per_interval() -> None:
     registry = FakeRegistry()
     woken = Woken(registry.changed)
     watcher = AliasWatcher(registry, wake=woken)  # type: ignore[arg-type]
     uri = ModelUri.parse("models:/bikes@champion")
     for i in range(100):
-        watcher.follow(("ns", f"m{i}"), (SERVER, "bikes"), interval=0.2)
+        watcher.watch(("ns", f"m{i}"), (SERVER, "bikes"), interval=0.2)
     results = await asyncio.gather(*(watcher.resolve(SERVER, uri) for _ in range(100)))
     assert {r.version for r in results} == {"1"}
     assert registry.requests == 1  # the first resolutions share one fetch
@@ -67,24 +67,24 @@ async def test_many_followers_of_one_model_cost_one_request_per_interval() -> No
     registry.aliases_by_model["bikes"] = {"champion": "2"}
     await wait_until(lambda: set(woken) == {("ns", f"m{i}") for i in range(100)}, woken.changed)
     await wait_until(lambda: registry.requests >= before + 2, woken.changed)  # keeps polling
-    # One request per interval for all hundred followers, not one per follower.
+    # One request per interval for all hundred resources, not one per resource.
     assert registry.requests - before <= (loop.time() - started) / 0.2 + 1
     assert (await watcher.resolve(SERVER, uri)).version == "2"
     for i in range(100):
-        watcher.unfollow(("ns", f"m{i}"))
+        watcher.unwatch(("ns", f"m{i}"))
     requests = registry.requests
     await asyncio.sleep(0.3)  # an absence: one and a half intervals in which nothing happens
-    assert registry.requests == requests  # nobody follows: no more polling
+    assert registry.requests == requests  # nobody watches: no more polling
 
 
-async def test_an_outage_is_cached_and_reported_to_followers() -> None:
+async def test_an_outage_is_cached_and_reported_to_its_watchers() -> None:
     registry = FakeRegistry()
     woken = Woken(registry.changed)
     watcher = AliasWatcher(registry, wake=woken)  # type: ignore[arg-type]
-    watcher.follow(("ns", "a"), (SERVER, "bikes"), interval=0.1)
+    watcher.watch(("ns", "a"), (SERVER, "bikes"), interval=0.1)
     uri = ModelUri.parse("models:/bikes@champion")
     await watcher.resolve(SERVER, uri)
-    registry.aliases_by_model["bikes"] = RegistryProblem(ProblemKind.REGISTRY_UNAVAILABLE, "down")
+    registry.aliases_by_model["bikes"] = RegistryProblem(Reason.REGISTRY_UNAVAILABLE, "down")
     await wait_until(lambda: bool(woken), woken.changed)
     failed_polls = registry.requests
     await wait_until(lambda: registry.requests >= failed_polls + 2, woken.changed)
@@ -92,18 +92,18 @@ async def test_an_outage_is_cached_and_reported_to_followers() -> None:
     try:
         await watcher.resolve(SERVER, uri)
     except RegistryProblem as problem:
-        assert problem.kind is ProblemKind.REGISTRY_UNAVAILABLE
+        assert problem.kind is Reason.REGISTRY_UNAVAILABLE
     else:
         raise AssertionError("the outage should be reported")
-    watcher.unfollow(("ns", "a"))
+    watcher.unwatch(("ns", "a"))
 
 
-async def test_a_follower_moving_to_another_model_leaves_the_old_watch() -> None:
+async def test_a_resource_moving_to_another_model_leaves_the_old_watch() -> None:
     registry = FakeRegistry()
     registry.aliases_by_model["trains"] = {"champion": "7"}
-    watcher = AliasWatcher(registry, wake=lambda follower: None)  # type: ignore[arg-type]
-    watcher.follow(("ns", "a"), (SERVER, "bikes"), interval=60)
-    watcher.follow(("ns", "a"), (SERVER, "trains"), interval=60)
+    watcher = AliasWatcher(registry, wake=lambda resource: None)  # type: ignore[arg-type]
+    watcher.watch(("ns", "a"), (SERVER, "bikes"), interval=60)
+    watcher.watch(("ns", "a"), (SERVER, "trains"), interval=60)
     assert await watcher.refresh_model("bikes") == 0
     assert await watcher.refresh_model("trains") == 1
-    watcher.unfollow(("ns", "a"))
+    watcher.unwatch(("ns", "a"))

@@ -1,0 +1,71 @@
+"""The small interfaces a reconciliation pass works through, and the errors they raise.
+
+The real ones are wired in `runtime.build_runtime`: `kube.Cluster` (children, status and
+Events), `watcher.AliasWatcher` (resolver), `clock.SystemClock`. Unit tests pass fakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Protocol
+
+from aliasop.models import ModelUri, ResolvedVersion
+
+ResourceKey = tuple[str, str]  # (namespace, name) of a ModelDeployment
+ModelKey = tuple[str, str]  # (tracking URI, registered model name)
+
+
+class ApiError(Exception):
+    """The Kubernetes API server answered with an error status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class ApiUnreachable(ConnectionError):
+    """The Kubernetes API server gave no answer (connection refused or cut, timeout)."""
+
+
+class Children(Protocol):
+    """The Deployment and Service a ModelDeployment owns."""
+
+    async def apply(self, manifest: dict[str, Any], current_generation: int | None = None) -> None:
+        """Server-side apply; raises ApiError or ApiUnreachable."""
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop what is remembered of the last applies for the children of this resource."""
+
+
+class Reporter(Protocol):
+    """Where a pass reports: the resource's status subresource, and Events about it."""
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
+
+    async def post_event(
+        self,
+        involved: Mapping[str, Any],
+        kind: str,
+        reason: str,
+        message: str,
+        at: datetime,
+    ) -> None: ...
+
+
+class Resolver(Protocol):
+    """Alias -> version. `watch` says which model each tracked resource needs resolved and
+    how often; `unwatch` forgets a resource; `refresh_model` is a webhook's news."""
+
+    def watch(self, resource: ResourceKey, model: ModelKey, interval: float) -> None: ...
+
+    def unwatch(self, resource: ResourceKey) -> None: ...
+
+    async def resolve(self, tracking_uri: str, uri: ModelUri) -> ResolvedVersion:
+        """Raises RegistryProblem when there is no servable version."""
+        ...
+
+    async def refresh_model(self, model: str) -> int:
+        """`model` changed: fetch it now wherever it is watched; returns how many watches."""
+        ...

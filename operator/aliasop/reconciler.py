@@ -1,0 +1,322 @@
+"""One reconciliation pass per tracked ModelDeployment: resolve -> decide -> apply -> report.
+
+kopf is the watch: it tells `Reconciler.resource_seen` about every ModelDeployment event. The
+scheduler runs `Reconciler.run_pass` for each tracked resource, after `pollIntervalSeconds`
+or sooner when woken. Everything a pass does goes through small interfaces
+(aliasop.interfaces and the clock), so that each of its paths is tested in-process on fakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from aliasop import metrics
+from aliasop.builders import Owner, ServingDefaults, get_deployment, get_service, get_tracking_uri
+from aliasop.clock import Clock
+from aliasop.interfaces import ApiError, Children, ModelKey, Reporter, Resolver, ResourceKey
+from aliasop.models import (
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    RegistryProblem,
+    ResolvedVersion,
+)
+from aliasop.rollout import (
+    Decision,
+    EventType,
+    ObservedDeployment,
+    api_failing,
+    decide,
+    invalid_spec,
+    refused,
+    status_to_store,
+)
+from aliasop.scheduler import Scheduler
+
+Logger = logging.Logger | logging.LoggerAdapter[Any]
+
+# What a pass retries: the API server refused or did not answer (OSError covers timeouts).
+RETRIED = (ApiError, OSError)
+FAILURES_BEFORE_REPORT = 3  # a blip is retried quietly; a third failure in a row is shown
+_INVALID = (400, 422)  # the API server refuses the object itself: retrying cannot help
+
+
+@dataclass
+class Tracked:
+    """What is kept of a tracked ModelDeployment between its passes."""
+
+    # apiVersion, kind, metadata (name, namespace, uid, generation) and spec as last watched:
+    # not the whole object, whose managedFields alone are a few kilobytes.
+    resource: dict[str, Any]
+    # Read from the object once: the watch catches up with our own status writes only later,
+    # so from then on the status the last pass stored is the truth.
+    status: ModelDeploymentStatus
+    logger: Logger
+    # The first pass writes its status even when only lastResolvedTime moved: it shows that
+    # this operator instance has taken the resource over.
+    refresh_seconds: float = 0.0
+    failures: int = 0  # passes in a row that failed on the Kubernetes API
+
+    @property
+    def uid(self) -> str:
+        return str(self.resource["metadata"]["uid"])
+
+    @property
+    def generation(self) -> int:
+        return int(self.resource["metadata"].get("generation") or 0)
+
+
+class Tracker:
+    """What "this resource is tracked" means, in one place: its stored state, its scheduler
+    entry, its resolver watch and what the children client remembers of its applies. Each
+    is added by `track` and removed by `untrack`, together."""
+
+    def __init__(self, scheduler: Scheduler[ResourceKey], resolver: Resolver, children: Children):
+        self._scheduler = scheduler
+        self._resolver = resolver
+        self._children = children
+        self._tracked: dict[ResourceKey, Tracked] = {}
+
+    def track(self, key: ResourceKey, tracked: Tracked) -> None:
+        """Track `key` from now on; its first pass runs at once."""
+        self.untrack(key)
+        self._tracked[key] = tracked
+        self._scheduler.add(key)
+        metrics.WATCHED.set(len(self._tracked))
+
+    def untrack(self, key: ResourceKey) -> None:
+        """Forget `key` entirely; its pass in flight, if any, is cancelled (unless it is the
+        caller). Untracking what is not tracked does nothing."""
+        if self._tracked.pop(key, None) is None:
+            return
+        self._scheduler.drop(key)
+        self._resolver.unwatch(key)
+        self._children.forget(*key)
+        metrics.WATCHED.set(len(self._tracked))
+
+    def watch_model(self, key: ResourceKey, model: ModelKey, interval: float) -> None:
+        """Have the resolver watch `model` for `key`, as long as `key` is tracked."""
+        if key in self._tracked:
+            self._resolver.watch(key, model, interval)
+
+    def wake(self, key: ResourceKey) -> None:
+        """Pass now (or right after the pass in flight); untracked keys are ignored."""
+        self._scheduler.wake(key)
+
+    def get(self, key: ResourceKey) -> Tracked | None:
+        return self._tracked.get(key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._tracked
+
+    def __iter__(self) -> Iterator[ResourceKey]:
+        return iter(list(self._tracked))
+
+    def __len__(self) -> int:
+        return len(self._tracked)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        tracker: Tracker,
+        resolver: Resolver,
+        children: Children,
+        reporter: Reporter,
+        clock: Clock,
+        observe: Callable[[ResourceKey], ObservedDeployment | None],
+        defaults: ServingDefaults,
+        *,
+        concurrency: int,
+        status_refresh_seconds: float,
+        retry_backoff_max_seconds: float,
+    ) -> None:
+        self.tracker = tracker
+        self._resolver = resolver
+        self._children = children
+        self._reporter = reporter
+        self._clock = clock
+        self._observe = observe  # the child Deployment as last watched; None if there is none
+        self._defaults = defaults
+        # Passes resolving, deciding and applying at once: more than the API calls in flight
+        # would only queue, each holding its copies of spec and status (the peak after a
+        # restart, or a webhook for a model many resources follow). Reporting is outside.
+        self._slots = asyncio.Semaphore(concurrency)
+        self._status_refresh_seconds = status_refresh_seconds
+        self._retry_backoff_max_seconds = retry_backoff_max_seconds
+
+    # --- what the watch shows ---------------------------------------------------------------
+
+    def resource_seen(self, body: Mapping[str, Any], deleted: bool, logger: Logger) -> None:
+        """A watch event of a ModelDeployment (kopf lists them all at start). A new resource
+        is tracked and passes at once; one deleted is untracked; one deleted and created anew
+        under its name (another uid) starts afresh; a new generation (a spec change) passes
+        at once. Most events are our own status writes: they change nothing here."""
+        meta = body["metadata"]
+        key: ResourceKey = (meta["namespace"], meta["name"])
+        tracked = self.tracker.get(key)
+        gone = deleted or bool(meta.get("deletionTimestamp"))
+        if tracked is not None and (gone or tracked.uid != meta["uid"]):
+            self.tracker.untrack(key)
+            tracked = None
+        if gone:
+            return
+        if tracked is None:
+            status = _stored_status(body.get("status"), logger)
+            self.tracker.track(key, Tracked(_identity(body), status, logger))
+        elif meta.get("generation") != tracked.generation:
+            tracked.resource = _identity(body)
+            self.tracker.wake(key)
+
+    def deployment_changed(self, key: ResourceKey) -> None:
+        """Rollout progress shows in the child Deployment's status: pass again."""
+        self.tracker.wake(key)
+
+    def stop(self) -> None:
+        for key in self.tracker:
+            self.tracker.untrack(key)
+
+    # --- one pass -----------------------------------------------------------------------
+
+    async def run_pass(self, key: ResourceKey) -> float:
+        """One pass of a tracked resource, and what its failure means; returns the seconds
+        until the next one (the scheduler's work)."""
+        tracked = self.tracker.get(key)
+        if tracked is None:
+            return 0.0  # untracked since it was scheduled: the scheduler has dropped it
+        try:
+            async with self._slots:
+                decision, delay = await self._reconcile(key, tracked)
+            tracked.status = await self._report(tracked, decision, tracked.refresh_seconds)
+        except RETRIED as exc:
+            if isinstance(exc, ApiError) and exc.status == 404:
+                # Deleted while the watch was down: kopf lists again after a gap, but reports
+                # no deletion for what is missing from the list.
+                tracked.logger.warning(f"no longer tracked, the API server has it no more: {exc}")
+                self.tracker.untrack(key)
+                return 0.0
+            return await self._failed(tracked, exc)
+        tracked.refresh_seconds = self._status_refresh_seconds
+        tracked.failures = 0
+        return delay
+
+    async def _reconcile(self, key: ResourceKey, tracked: Tracked) -> tuple[Decision, float]:
+        """Resolve, decide and apply. Returns the decision, whose status and Events are still
+        to be reported, and the seconds until the next pass."""
+        namespace, name = key
+        try:
+            spec = ModelDeploymentSpec.model_validate(tracked.resource["spec"])
+        except ValidationError as exc:
+            # The CRD schema refuses most bad specs; this catches what it cannot express.
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+            )
+            default = ModelDeploymentSpec.model_fields["poll_interval_seconds"].default
+            return invalid_spec(tracked.status, problems), float(default)
+
+        tracking_uri = get_tracking_uri(spec, self._defaults)
+        self.tracker.watch_model(
+            key, (tracking_uri, spec.model_uri.name), spec.poll_interval_seconds
+        )
+        resolution = await self._resolve(tracking_uri, spec)
+        observed = self._observe(key)
+        decision = decide(
+            spec, tracked.generation, tracked.status, resolution, observed, self._clock.now()
+        )
+        if decision.pin is not None:
+            owner = Owner(name=name, namespace=namespace, uid=tracked.uid)
+            try:
+                await self._children.apply(
+                    get_deployment(owner, spec, decision.pin, self._defaults),
+                    current_generation=observed.generation if observed is not None else None,
+                )
+                await self._children.apply(get_service(owner, spec))
+            except ApiError as exc:
+                if exc.status not in _INVALID:
+                    raise
+                decision = refused(tracked.status, decision, exc.message, self._clock.now())
+        return decision, float(spec.poll_interval_seconds)
+
+    async def _resolve(
+        self, tracking_uri: str, spec: ModelDeploymentSpec
+    ) -> ResolvedVersion | RegistryProblem:
+        started = time.perf_counter()
+        resolution: ResolvedVersion | RegistryProblem
+        try:
+            resolution = await self._resolver.resolve(tracking_uri, spec.model_uri)
+            result = "Resolved"
+        except RegistryProblem as problem:
+            resolution, result = problem, problem.kind.value
+        metrics.RESOLUTION_SECONDS.observe(time.perf_counter() - started)
+        metrics.RESOLUTIONS.labels(result=result).inc()
+        return resolution
+
+    async def _report(
+        self, tracked: Tracked, decision: Decision, status_refresh_seconds: float = 0.0
+    ) -> ModelDeploymentStatus:
+        """Write the decided status (when due, see `status_to_store`) and post its Events;
+        returns the status stored."""
+        meta = tracked.resource["metadata"]
+        to_store = status_to_store(tracked.status, decision.status, status_refresh_seconds)
+        if to_store is not None:
+            await self._reporter.patch_status(
+                meta["namespace"], meta["name"], to_store.model_dump(by_alias=True, mode="json")
+            )
+        for event in decision.events:
+            level = logging.WARNING if event.type is EventType.WARNING else logging.INFO
+            tracked.logger.log(level, f"{event.reason}: {event.message}")
+            metrics.ROLLOUTS.labels(reason=event.reason).inc()
+            try:
+                await self._reporter.post_event(
+                    tracked.resource, event.type, event.reason, event.message, self._clock.now()
+                )
+            except RETRIED as exc:  # best effort: status and the log have it already
+                tracked.logger.warning(f"Event {event.reason} not posted: {describe(exc)}")
+        return to_store if to_store is not None else tracked.status
+
+    async def _failed(self, tracked: Tracked, exc: Exception) -> float:
+        """Back off after a Kubernetes API failure; from the third in a row on, show it in
+        status and as an Event, not only in the operator's log. Returns the back-off."""
+        tracked.failures += 1
+        delay = min(2.0**tracked.failures, self._retry_backoff_max_seconds)
+        metrics.RECONCILE_ERRORS.inc()
+        tracked.logger.warning(f"Kubernetes API error, retrying in {delay:.0f}s: {describe(exc)}")
+        if tracked.failures == FAILURES_BEFORE_REPORT:
+            decision = api_failing(tracked.status, describe(exc), self._clock.now())
+            # Best effort: when the API server itself is what fails, this fails too.
+            with contextlib.suppress(*RETRIED):
+                tracked.status = await self._report(tracked, decision)
+        return delay
+
+
+def describe(exc: Exception) -> str:
+    """One line for the log and status."""
+    if isinstance(exc, ApiError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _stored_status(stored: Any, logger: Logger) -> ModelDeploymentStatus:
+    try:
+        return ModelDeploymentStatus.model_validate(dict(stored or {}))
+    except ValidationError as exc:  # edited by hand: start afresh, it is rewritten
+        logger.warning(f"ignoring a status that does not parse ({exc.error_count()} errors)")
+        return ModelDeploymentStatus()
+
+
+def _identity(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What passes read of a ModelDeployment, and what Events name it by."""
+    meta = body["metadata"]
+    return {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": {key: meta.get(key) for key in ("name", "namespace", "uid", "generation")},
+        "spec": dict(body.get("spec") or {}),
+    }

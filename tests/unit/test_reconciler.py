@@ -1,0 +1,339 @@
+"""aliasop.reconciler on fakes, in-process: each path of a pass and of tracking.
+
+The fakes stand for the interfaces a pass works through (children, status and Events,
+resolver, clock); the scheduler is the real one, not started, so each test runs the passes
+it wants with `run_pass` and sees what the scheduler would run next.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from aliasop.builders import ServingDefaults
+from aliasop.interfaces import ApiError, ApiUnreachable, ModelKey, ResourceKey
+from aliasop.models import (
+    ConditionType,
+    ModelDeploymentStatus,
+    ModelUri,
+    Outcome,
+    Phase,
+    Reason,
+    RegistryProblem,
+    ResolvedVersion,
+)
+from aliasop.reconciler import Reconciler, Tracker
+from aliasop.rollout import ObservedDeployment
+from aliasop.scheduler import Scheduler
+
+pytestmark = pytest.mark.timeout(10)
+
+KEY: ResourceKey = ("ml", "bikes")
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+TRACKING_URI = "http://mlflow.test:5000"
+log = logging.getLogger("test_reconciler")
+
+
+@dataclass
+class FakeCluster:
+    """Children, status and Events: records what a pass writes; `refuse` raises on applies."""
+
+    applied: list[dict[str, Any]] = field(default_factory=list)
+    statuses: list[dict[str, Any]] = field(default_factory=list)
+    events: list[tuple[str, str]] = field(default_factory=list)  # (type, reason)
+    forgotten: list[ResourceKey] = field(default_factory=list)
+    refuse: Exception | None = None  # raised by every apply while set
+
+    async def apply(self, manifest: dict[str, Any], current_generation: int | None = None) -> None:
+        if self.refuse is not None:
+            raise self.refuse
+        self.applied.append(manifest)
+
+    def forget(self, namespace: str, name: str) -> None:
+        self.forgotten.append((namespace, name))
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        if isinstance(self.refuse, ApiError) and self.refuse.status == 404:
+            raise self.refuse  # the resource itself is gone
+        self.statuses.append(status)
+
+    async def post_event(
+        self, involved: Mapping[str, Any], kind: str, reason: str, message: str, at: datetime
+    ) -> None:
+        self.events.append((kind, reason))
+
+    def versions_applied(self) -> list[str]:
+        return [
+            m["spec"]["template"]["metadata"]["labels"]["aliasop.io/model-version"]
+            for m in self.applied
+            if m["kind"] == "Deployment"
+        ]
+
+
+@dataclass
+class FakeResolver:
+    """Resolves every alias to `answer`; records which model each resource has watched."""
+
+    answer: ResolvedVersion | RegistryProblem = field(
+        default_factory=lambda: ResolvedVersion("1", "run1")
+    )
+    watching: dict[ResourceKey, ModelKey] = field(default_factory=dict)
+
+    def watch(self, resource: ResourceKey, model: ModelKey, interval: float) -> None:
+        self.watching[resource] = model
+
+    def unwatch(self, resource: ResourceKey) -> None:
+        self.watching.pop(resource, None)
+
+    async def resolve(self, tracking_uri: str, uri: ModelUri) -> ResolvedVersion:
+        if isinstance(self.answer, RegistryProblem):
+            raise self.answer
+        return self.answer
+
+    async def refresh_model(self, model: str) -> int:
+        return 0
+
+
+@dataclass
+class FakeClock:
+    at: datetime = T0
+
+    def now(self) -> datetime:
+        return self.at
+
+
+@dataclass
+class World:
+    """A reconciler wired to fakes, with the child Deployment as the watch would show it."""
+
+    cluster: FakeCluster = field(default_factory=FakeCluster)
+    resolver: FakeResolver = field(default_factory=FakeResolver)
+    clock: FakeClock = field(default_factory=FakeClock)
+    scheduler: Scheduler[ResourceKey] = field(default_factory=Scheduler)
+    deployments: dict[ResourceKey, ObservedDeployment] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.reconciler = Reconciler(
+            Tracker(self.scheduler, self.resolver, self.cluster),
+            self.resolver,
+            children=self.cluster,
+            reporter=self.cluster,
+            clock=self.clock,
+            observe=self.deployments.get,
+            defaults=ServingDefaults(image="serving:test", tracking_uri=TRACKING_URI),
+            concurrency=4,
+            status_refresh_seconds=300,
+            retry_backoff_max_seconds=10,
+        )
+
+    def seen(self, uid: str = "uid-1", generation: int = 1, deleted: bool = False, **spec: Any):
+        body = {
+            "apiVersion": "aliasop.io/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {
+                "name": KEY[1],
+                "namespace": KEY[0],
+                "uid": uid,
+                "generation": generation,
+            },
+            "spec": {"model": "models:/bikes@champion", "replicas": 2, **spec},
+        }
+        self.reconciler.resource_seen(body, deleted=deleted, logger=log)
+
+    def rolled_out(self, version: str) -> None:
+        """The Deployment controller finished rolling `version` out."""
+        self.deployments[KEY] = ObservedDeployment(
+            version=version,
+            run_id=f"run{version}",
+            generation=1,
+            observed_generation=1,
+            desired_replicas=2,
+            replicas=2,
+            updated_replicas=2,
+            available_replicas=2,
+            deadline_exceeded=False,
+        )
+
+    def status(self) -> ModelDeploymentStatus:
+        tracked = self.reconciler.tracker.get(KEY)
+        assert tracked is not None
+        return tracked.status
+
+    def reasons(self) -> list[str]:
+        return [reason for _, reason in self.cluster.events]
+
+
+async def test_a_pass_resolves_applies_the_children_and_reports() -> None:
+    world = World()
+    world.seen()
+    assert world.reconciler.tracker.get(KEY) is not None and KEY in world.scheduler
+
+    delay = await world.reconciler.run_pass(KEY)
+
+    assert delay == 30  # the default pollIntervalSeconds
+    assert [m["kind"] for m in world.cluster.applied] == ["Deployment", "Service"]
+    assert world.cluster.versions_applied() == ["1"]
+    owner = world.cluster.applied[0]["metadata"]["ownerReferences"][0]
+    assert owner["uid"] == "uid-1"
+    assert world.resolver.watching == {KEY: (TRACKING_URI, "bikes")}
+    assert world.cluster.statuses[-1]["phase"] == "Progressing"
+    assert world.cluster.statuses[-1]["history"][0]["startedAt"] == "2026-01-01T00:00:00Z"
+    assert world.reasons() == ["RolloutStarted"]
+
+    world.rolled_out("1")
+    world.clock.at += timedelta(seconds=30)
+    await world.reconciler.run_pass(KEY)
+    assert world.status().phase is Phase.READY and world.status().serving_version == "1"
+    assert world.reasons() == ["RolloutStarted", "RolloutSucceeded"]
+
+
+async def test_api_errors_back_off_and_are_reported_from_the_third_in_a_row() -> None:
+    world = World()
+    world.seen()
+    world.cluster.refuse = ApiError(503, "etcd leader changed")
+
+    delays = [await world.reconciler.run_pass(KEY) for _ in range(2)]
+    assert world.cluster.statuses == [] and world.cluster.events == []  # a blip: quiet
+    delays.append(await world.reconciler.run_pass(KEY))
+    assert len(world.cluster.statuses) == 1  # the third failure in a row is shown
+    delays += [await world.reconciler.run_pass(KEY) for _ in range(3)]
+
+    assert delays == [2.0, 4.0, 8.0, 10.0, 10.0, 10.0]  # doubling up to the maximum
+    assert len(world.cluster.statuses) == 1  # once
+    assert world.cluster.statuses[0]["phase"] == "Degraded"
+    assert "etcd leader changed" in world.cluster.statuses[0]["message"]
+    assert world.reasons() == ["KubernetesApiError"]
+
+    world.cluster.refuse = None  # the API server is back: the next pass clears it
+    assert await world.reconciler.run_pass(KEY) == 30
+    degraded = world.status().condition(ConditionType.DEGRADED)
+    assert degraded is not None and not degraded.is_true
+    assert world.cluster.versions_applied() == ["1"]
+    world.cluster.refuse = ApiUnreachable("connection refused")
+    assert await world.reconciler.run_pass(KEY) == 2.0  # the count started again
+
+
+async def test_a_resource_the_api_server_has_no_more_is_untracked() -> None:
+    world = World()
+    world.seen()
+    await world.reconciler.run_pass(KEY)
+    world.cluster.refuse = ApiError(404, 'modeldeployments "bikes" not found')
+
+    await world.reconciler.run_pass(KEY)
+
+    assert world.reconciler.tracker.get(KEY) is None
+    assert KEY not in world.scheduler
+    assert world.resolver.watching == {}
+    assert world.cluster.forgotten == [KEY]
+    assert len(world.cluster.statuses) == 1  # nothing written for it after the 404
+
+
+async def test_deleted_and_created_again_under_its_name_starts_afresh() -> None:
+    world = World()
+    world.seen(uid="uid-1")
+    await world.reconciler.run_pass(KEY)
+    world.rolled_out("1")
+    await world.reconciler.run_pass(KEY)
+    assert world.status().serving_version == "1"
+
+    world.seen(uid="uid-2")  # kopf saw the old one go only as the new one's event
+    assert world.cluster.forgotten == [KEY]  # the old children's applies are not trusted
+    assert world.status() == ModelDeploymentStatus()
+    del world.deployments[KEY]  # the old Deployment went with its owner
+    world.cluster.applied.clear()
+    await world.reconciler.run_pass(KEY)
+
+    assert world.cluster.applied[0]["metadata"]["ownerReferences"][0]["uid"] == "uid-2"
+    assert [(h.version, h.reason) for h in world.status().history] == [("1", Reason.CREATED)]
+    assert KEY in world.scheduler and world.resolver.watching == {KEY: (TRACKING_URI, "bikes")}
+
+
+async def test_a_deleted_resource_leaves_nothing_tracked() -> None:
+    world = World()
+    world.seen()
+    await world.reconciler.run_pass(KEY)
+
+    world.seen(deleted=True)
+
+    assert len(world.reconciler.tracker) == 0 and len(world.scheduler) == 0
+    assert world.resolver.watching == {}
+    assert world.cluster.forgotten == [KEY]
+    world.seen(deleted=True)  # a second DELETED (a relist) is harmless
+    assert world.cluster.forgotten == [KEY]
+
+
+async def test_a_deployment_the_api_server_refuses_is_reported_once_not_retried() -> None:
+    world = World()
+    world.seen()
+    world.cluster.refuse = ApiError(422, "spec.template.spec.containers[0].env[1].name: Required")
+
+    delays = [await world.reconciler.run_pass(KEY) for _ in range(3)]
+
+    assert delays == [30, 30, 30]  # checked again each interval, no back-off
+    assert world.status().phase is Phase.DEGRADED
+    assert "env[1].name: Required" in world.status().message
+    assert world.reasons() == ["DeploymentRefused"]  # once; no RolloutStarted, nothing started
+    assert world.status().history[0].outcome is Outcome.PROGRESSING  # retried when fixed
+
+
+async def test_a_spec_change_is_picked_up_by_the_next_pass() -> None:
+    world = World()
+    world.seen(generation=1)
+    await world.reconciler.run_pass(KEY)
+
+    world.seen(generation=1, replicas=5)  # same generation: our own status write, ignored
+    await world.reconciler.run_pass(KEY)
+    assert world.cluster.applied[-2]["spec"]["replicas"] == 2
+    world.seen(generation=2, replicas=5)
+    await world.reconciler.run_pass(KEY)
+    assert world.cluster.applied[-2]["spec"]["replicas"] == 5
+    assert world.status().observed_generation == 2
+
+
+async def test_an_invalid_spec_is_reported_once_and_nothing_applied() -> None:
+    world = World()
+    world.seen(model="not-a-model-uri")
+    await world.reconciler.run_pass(KEY)
+    await world.reconciler.run_pass(KEY)
+
+    assert world.cluster.applied == []
+    assert world.status().phase is Phase.DEGRADED
+    assert world.status().message.startswith("invalid spec: model:")
+    assert world.reasons() == ["InvalidSpec"]
+
+
+async def test_a_registry_problem_keeps_the_deployment_and_says_why() -> None:
+    world = World()
+    world.seen()
+    await world.reconciler.run_pass(KEY)
+    world.rolled_out("1")
+    world.resolver.answer = RegistryProblem(Reason.ALIAS_NOT_FOUND, "no alias 'champion'")
+    applies = len(world.cluster.applied)
+
+    assert await world.reconciler.run_pass(KEY) == 30
+
+    assert len(world.cluster.applied) == applies  # the Deployment is left alone
+    assert world.status().phase is Phase.DEGRADED
+    assert world.reasons()[-1] == "AliasNotFound"
+
+
+async def test_stop_untracks_everything() -> None:
+    world = World()
+    world.seen()
+    world.reconciler.resource_seen(
+        {"metadata": {"name": "other", "namespace": "ml", "uid": "u"}, "spec": {}},
+        deleted=False,
+        logger=log,
+    )
+    await world.reconciler.run_pass(KEY)
+
+    world.reconciler.stop()
+
+    assert len(world.reconciler.tracker) == 0 and len(world.scheduler) == 0
+    assert world.resolver.watching == {}
+    assert sorted(world.cluster.forgotten) == [("ml", "bikes"), ("ml", "other")]
