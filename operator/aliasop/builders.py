@@ -6,6 +6,9 @@ changing the version in the template is what makes Kubernetes roll the pods.
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +17,7 @@ from aliasop.models import GROUP, KIND, VERSION, ModelDeploymentSpec
 Manifest = dict[str, Any]
 
 MANAGED_BY = "aliasop"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 VERSION_LABEL = f"{GROUP}/model-version"
 MODEL_URI_ANNOTATION = f"{GROUP}/model-uri"
 RUN_ID_ANNOTATION = f"{GROUP}/run-id"
@@ -52,8 +56,13 @@ def get_selector_labels(owner: Owner) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": "model-server",
         "app.kubernetes.io/instance": owner.name,
-        "app.kubernetes.io/managed-by": MANAGED_BY,
+        MANAGED_BY_LABEL: MANAGED_BY,
     }
+
+
+def get_selector(owner: Owner) -> str:
+    """The serving pods' label selector as a string (`status.selector`, for scaling)."""
+    return ",".join(f"{key}={value}" for key, value in get_selector_labels(owner).items())
 
 
 def get_tracking_uri(spec: ModelDeploymentSpec, defaults: ServingDefaults) -> str:
@@ -190,3 +199,25 @@ def _child_metadata(owner: Owner, labels: dict[str, str]) -> Manifest:
             }
         ],
     }
+
+
+def get_owner_name(child: Mapping[str, Any]) -> str | None:
+    """The name of the ModelDeployment that controls `child` (an object as the API server
+    returns it); None when no ModelDeployment does."""
+    for reference in (child.get("metadata") or {}).get("ownerReferences") or []:
+        if reference.get("controller") and reference.get("kind") == KIND:
+            return str(reference.get("name"))
+    return None
+
+
+def get_child_revision(child: Mapping[str, Any]) -> str:
+    """What changes whenever someone changes what aliasop applies to `child`: for objects
+    with a generation (Deployments), the generation and the labels, annotations and owners;
+    otherwise (Services) the resourceVersion. A Deployment's status, which moves all through
+    a rollout, is left out: re-applying at each of its changes would be load for nothing."""
+    meta = child.get("metadata") or {}
+    if "generation" not in meta:
+        return str(meta.get("resourceVersion", ""))
+    owned = [meta.get(key) for key in ("labels", "annotations", "ownerReferences")]
+    digest = hashlib.sha256(json.dumps(owned, sort_keys=True).encode()).hexdigest()[:16]
+    return f"{meta['generation']}/{digest}"

@@ -11,12 +11,14 @@ from typing import Any
 import yaml
 
 from aliasop.models import (
+    CATEGORY,
     GROUP,
     KIND,
     PLURAL,
     SHORT_NAMES,
     SINGULAR,
     VERSION,
+    ConditionType,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
 )
@@ -35,8 +37,9 @@ NAME_RULE = {
 def structural(schema: Schema, defs: dict[str, Schema] | None = None) -> Schema:
     """Rewrite one pydantic JSON schema node (recursively) as a structural CRD schema."""
     defs = schema.get("$defs", {}) if defs is None else defs
-    if "$ref" in schema:
-        return structural(defs[schema["$ref"].rsplit("/", 1)[-1]], defs)
+    if "$ref" in schema:  # a nested model; the field's own description is the better one
+        nested = structural(defs[schema["$ref"].rsplit("/", 1)[-1]], defs)
+        return {**nested, "description": schema.get("description", nested.get("description"))}
     if "anyOf" in schema and {s.get("type") for s in schema["anyOf"]} == {"integer", "string"}:
         pattern = next(s.get("pattern") for s in schema["anyOf"] if s.get("type") == "string")
         return {"x-kubernetes-int-or-string": True, "pattern": pattern}
@@ -89,6 +92,23 @@ def _model_schema(model: type[ModelDeploymentSpec] | type[ModelDeploymentStatus]
     return structural(model.model_json_schema(by_alias=True, mode="validation"))
 
 
+def _status_schema() -> Schema:
+    schema = _model_schema(ModelDeploymentStatus)
+    # One condition per type: server-side apply and strategic merges key them by type.
+    schema["properties"]["conditions"].update(
+        {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
+    )
+    return schema
+
+
+def _condition_column(name: str, type_: ConditionType) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "string",
+        "jsonPath": f'.status.conditions[?(@.type=="{type_}")].status',
+    }
+
+
 def build_crd() -> dict[str, Any]:
     spec_schema = _model_schema(ModelDeploymentSpec)
     spec_schema["properties"]["serving"]["default"] = {}
@@ -106,6 +126,7 @@ def build_crd() -> dict[str, Any]:
                 "plural": PLURAL,
                 "singular": SINGULAR,
                 "shortNames": SHORT_NAMES,
+                "categories": [CATEGORY],
                 "listKind": f"{KIND}List",
             },
             "versions": [
@@ -113,13 +134,35 @@ def build_crd() -> dict[str, Any]:
                     "name": VERSION,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}},
+                    "subresources": {
+                        "status": {},
+                        # `kubectl scale mdep`, and HorizontalPodAutoscalers targeting it.
+                        "scale": {
+                            "specReplicasPath": ".spec.replicas",
+                            "statusReplicasPath": ".status.replicas",
+                            "labelSelectorPath": ".status.selector",
+                        },
+                    },
                     "additionalPrinterColumns": [
-                        {"name": "Model", "type": "string", column: ".spec.model"},
+                        {"name": "Alias", "type": "string", column: ".status.aliasVersion"},
                         {"name": "Serving", "type": "string", column: ".status.servingVersion"},
-                        {"name": "Target", "type": "string", column: ".status.targetVersion"},
+                        _condition_column("Ready", ConditionType.READY),
                         {"name": "Phase", "type": "string", column: ".status.phase"},
                         {"name": "Age", "type": "date", column: ".metadata.creationTimestamp"},
+                        # -o wide
+                        {"name": "Model", "type": "string", column: ".spec.model", "priority": 1},
+                        {
+                            "name": "Target",
+                            "type": "string",
+                            column: ".status.targetVersion",
+                            "priority": 1,
+                        },
+                        {
+                            "name": "Message",
+                            "type": "string",
+                            column: ".status.message",
+                            "priority": 1,
+                        },
                     ],
                     "schema": {
                         "openAPIV3Schema": {
@@ -129,11 +172,14 @@ def build_crd() -> dict[str, Any]:
                             "required": ["spec"],
                             "x-kubernetes-validations": [NAME_RULE],
                             "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
+                                "apiVersion": {
+                                    "type": "string",
+                                    "description": "aliasop.io/v1alpha1",
+                                },
+                                "kind": {"type": "string", "description": KIND},
                                 "metadata": {"type": "object"},
                                 "spec": spec_schema,
-                                "status": _model_schema(ModelDeploymentStatus),
+                                "status": _status_schema(),
                             },
                         }
                     },

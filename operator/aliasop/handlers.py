@@ -1,7 +1,7 @@
 """kopf's decorators, and nothing else: kopf logs in and watches; each handler hands off.
 
-ModelDeployment events go to `Reconciler.resource_seen`, changes of the children
-Deployments wake their owner's pass; what a pass does is aliasop.reconciler's.
+ModelDeployment events go to `Reconciler.resource_seen`, those of the children Deployments
+and Services to `Reconciler.child_seen`; what a pass does is aliasop.reconciler's.
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ from typing import Any
 
 import kopf
 
-from aliasop.interfaces import ResourceKey
+from aliasop.builders import MANAGED_BY, MANAGED_BY_LABEL
 from aliasop.models import GROUP, PLURAL, VERSION
-from aliasop.rollout import ObservedDeployment, observe_deployment
 from aliasop.runtime import Runtime
 
 
@@ -56,32 +55,23 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def modeldeployment_event(
-    event: kopf.RawEvent,
-    body: kopf.Body,
-    memo: kopf.Memo,
-    deployments: kopf.Index[ResourceKey, ObservedDeployment],
-    logger: kopf.Logger,
-    **_: Any,
+    event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
 ) -> None:
     """No finalizer: the children are the owner's (ownerReferences), so deleting a
     ModelDeployment never waits for the operator."""
     runtime: Runtime = memo.runtime
-    runtime.deployments.index = deployments  # the same index every time
     runtime.reconciler.resource_seen(body, deleted=event["type"] == "DELETED", logger=logger)
 
 
+# Async handlers run on the event loop, where the scheduler's timers live (they are not
+# thread-safe); kopf runs sync ones in threads.
+@kopf.on.event("apps", "v1", "deployments", labels={MANAGED_BY_LABEL: MANAGED_BY})
+@kopf.on.event("", "v1", "services", labels={MANAGED_BY_LABEL: MANAGED_BY})
+async def child_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    memo.runtime.reconciler.child_seen(body, deleted=event["type"] == "DELETED")
+
+
 def _not_event_handled(record: logging.LogRecord) -> bool:
-    """kopf logs each run of an event handler that succeeds: one line for every watch event
-    of every ModelDeployment, our own status writes included."""
-    return record.msg != "Handler 'modeldeployment_event' succeeded."
-
-
-@kopf.index("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": "aliasop"})
-async def deployments(
-    namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any
-) -> dict[ResourceKey, ObservedDeployment]:
-    """The children Deployments as the watch last saw them (only what decisions read, to keep
-    memory flat at many resources), so passes need not read them. (Async, so that it runs on
-    the event loop: the scheduler's timers are not thread-safe.)"""
-    memo.runtime.reconciler.deployment_changed((namespace, name))  # named after its owner
-    return {(namespace, name): observe_deployment(body)}
+    """kopf logs each run of an event handler that succeeds: one line for every watch event,
+    our own status writes and applies included."""
+    return not (record.msg.startswith("Handler '") and record.msg.endswith("_event' succeeded."))

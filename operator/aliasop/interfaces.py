@@ -32,8 +32,10 @@ class ApiUnreachable(ConnectionError):
 class Children(Protocol):
     """The Deployment and Service a ModelDeployment owns."""
 
-    async def apply(self, manifest: dict[str, Any], current_generation: int | None = None) -> None:
-        """Server-side apply; raises ApiError or ApiUnreachable."""
+    async def apply(self, manifest: dict[str, Any], current_revision: str | None) -> None:
+        """Server-side apply; may skip it when the object is still as the last apply of the
+        same manifest left it (`current_revision`, see builders.get_child_revision; None: the
+        object does not exist). Raises ApiError or ApiUnreachable."""
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop what is remembered of the last applies for the children of this resource."""

@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import kopf
 
+from aliasop.builders import get_child_revision
 from aliasop.interfaces import ApiError, ApiUnreachable
 from aliasop.models import GROUP, PLURAL, VERSION, rfc3339
 
@@ -54,8 +55,9 @@ class Cluster:
         self._proxy: str | None = None
         self._connected = asyncio.Event()
         # (kind, namespace, name) -> (digest of the manifest last applied, the object's
-        # generation right after): lets a steady resource skip its applies.
-        self._applied: dict[tuple[str, str, str], tuple[str, int | None]] = {}
+        # revision right after, see builders.get_child_revision): lets a steady resource skip
+        # its applies, and only while nobody has changed the object since.
+        self._applied: dict[tuple[str, str, str], tuple[str, str]] = {}
         # Applies in flight: status writes wait until there are none.
         self._applying = 0
         self._nothing_applying = asyncio.Event()
@@ -78,15 +80,15 @@ class Cluster:
         if self._session is not None:
             await self._session.close()
 
-    async def apply(self, manifest: dict[str, Any], current_generation: int | None = None) -> None:
+    async def apply(self, manifest: dict[str, Any], current_revision: str | None) -> None:
         """Server-side apply as field manager `aliasop`: fields others own are left alone.
 
-        Skipped when this manifest was applied last and, for objects with a generation,
-        nobody has changed the object's spec since (`current_generation` is unchanged)."""
+        Skipped when this manifest was applied last and the object is still as that apply
+        left it: `current_revision` is its revision as last watched (None: there is none)."""
         meta = manifest["metadata"]
         key = (manifest["kind"], meta["namespace"], meta["name"])
         digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
-        if self._applied.get(key) == (digest, current_generation):
+        if current_revision is not None and self._applied.get(key) == (digest, current_revision):
             return
         group_version = manifest["apiVersion"]
         root = "/api" if "/" not in group_version else "/apis"
@@ -103,7 +105,7 @@ class Cluster:
             self._applying -= 1
             if not self._applying:
                 self._nothing_applying.set()
-        self._applied[key] = (digest, applied.get("metadata", {}).get("generation"))
+        self._applied[key] = (digest, get_child_revision(applied))
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop what is remembered of the children of a resource no longer followed."""

@@ -21,6 +21,7 @@ KIND = "ModelDeployment"
 PLURAL = "modeldeployments"
 SINGULAR = "modeldeployment"
 SHORT_NAMES = ["mdep"]
+CATEGORY = "aliasop"  # `kubectl get aliasop`
 
 # MLflow registered-model names may contain dots (catalog.schema.model) and dashes; aliases are
 # word characters and dashes. Slashes, spaces and "@" are refused so a URI parses one way only.
@@ -67,19 +68,27 @@ Quantity = int | Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN)]
 class Resources(_CamelModel):
     """core/v1 ResourceRequirements (limits and requests)."""
 
-    limits: dict[str, Quantity] = Field(default_factory=dict)
-    requests: dict[str, Quantity] = Field(default_factory=dict)
+    limits: dict[str, Quantity] = Field(
+        default_factory=dict, description="Most of each resource the container may use."
+    )
+    requests: dict[str, Quantity] = Field(
+        default_factory=dict, description="Resources the scheduler reserves for the container."
+    )
 
 
 class EnvVar(_CamelModel):
     """core/v1 EnvVar; `valueFrom` is passed through as Kubernetes defines it."""
 
-    name: str = Field(min_length=1, max_length=256)
-    value: str | None = None
-    value_from: dict[str, Any] | None = None
+    name: str = Field(min_length=1, max_length=256, description="Name of the variable.")
+    value: str | None = Field(None, description="Its value.")
+    value_from: dict[str, Any] | None = Field(
+        None, description="core/v1 EnvVarSource: a Secret or ConfigMap key, a field, a resource."
+    )
 
 
 class ServingSpec(_CamelModel):
+    """The serving pods: image, port, scoring server and container settings."""
+
     image: str = Field("", description="Serving image; empty means the operator's default.")
     port: int = Field(8080, ge=1, le=65535, description="Container port serving HTTP.")
     workers: int = Field(1, ge=1, le=64, description="Scoring server worker processes.")
@@ -99,6 +108,8 @@ class ServingSpec(_CamelModel):
 
 
 class RolloutSpec(_CamelModel):
+    """How a new version rolls out, and what happens when it fails."""
+
     progress_deadline_seconds: int = Field(
         600, ge=30, le=86400, description="Seconds a rollout may take before it counts as failed."
     )
@@ -108,6 +119,8 @@ class RolloutSpec(_CamelModel):
 
 
 class ModelDeploymentSpec(_CamelModel):
+    """Which model alias to serve, and how."""
+
     model: Annotated[str, Field(pattern=MODEL_URI_PATTERN, max_length=600)] = Field(
         ..., description="Registered model and alias to follow: models:/<name>@<alias>."
     )
@@ -127,8 +140,12 @@ class ModelDeploymentSpec(_CamelModel):
         30, ge=5, le=86400, description="Seconds between registry checks."
     )
     paused: bool = Field(False, description="Report alias moves in status but do not roll out.")
-    serving: ServingSpec = Field(default_factory=ServingSpec)
-    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+    serving: ServingSpec = Field(
+        default_factory=ServingSpec, description="The serving pods the operator runs."
+    )
+    rollout: RolloutSpec = Field(
+        default_factory=RolloutSpec, description="How a version rolls out, and when it fails."
+    )
     history_limit: int = Field(10, ge=1, le=100, description="Rollouts kept in status.history.")
 
     @property
@@ -161,7 +178,12 @@ class Outcome(StrEnum):
 
 
 class ConditionType(StrEnum):
+    # kstatus (Flux health checks, kpt, `kubectl wait`): Reconciling while progress is being
+    # made, Stalled when nothing changes until a person acts, Ready when the pinned version
+    # serves as the spec asks.
     READY = "Ready"
+    RECONCILING = "Reconciling"
+    STALLED = "Stalled"
     PROGRESSING = "Progressing"
     DEGRADED = "Degraded"
     REGISTRY_AVAILABLE = "RegistryAvailable"
@@ -189,22 +211,29 @@ class Reason(StrEnum):
     INVALID_SPEC = "InvalidSpec"
     DEPLOYMENT_REFUSED = "DeploymentRefused"
     KUBERNETES_API_ERROR = "KubernetesApiError"
-    # Conditions that are as they should be.
+    # Conditions that are as they should be, or on their way.
     REACHABLE = "Reachable"
     AS_EXPECTED = "AsExpected"
     ROLLING_OUT = "RollingOut"
+    RESOLVING = "Resolving"
+    SERVING = "Serving"
+    PAUSED = "Paused"
     IDLE = "Idle"
 
 
 class Condition(_CamelModel):
     """metav1.Condition."""
 
-    type: str
-    status: str = Field(pattern=r"^(True|False|Unknown)$")
-    reason: str
-    message: str = ""
-    last_transition_time: Timestamp | None = None
-    observed_generation: int | None = None
+    type: str = Field(description="Ready, Reconciling, Stalled, Progressing, Degraded, ...")
+    status: str = Field(pattern=r"^(True|False|Unknown)$", description="True, False or Unknown.")
+    reason: str = Field(description="Why, in one CamelCase word.")
+    message: str = Field("", description="Why, for people.")
+    last_transition_time: Timestamp | None = Field(
+        None, description="When the status last changed."
+    )
+    observed_generation: int | None = Field(
+        None, description="The resource's generation the condition was set for."
+    )
 
     @property
     def is_true(self) -> bool:
@@ -212,32 +241,54 @@ class Condition(_CamelModel):
 
 
 class HistoryEntry(_CamelModel):
-    version: str
-    run_id: str = ""
-    reason: Reason
-    started_at: Timestamp
-    finished_at: Timestamp | None = None
-    outcome: Outcome
+    """One rollout."""
+
+    version: str = Field(description="Model version rolled out.")
+    run_id: str = Field("", description="MLflow run that produced the version.")
+    reason: Reason = Field(description="Why it started: Created, AliasMoved, Rollback, Adopted.")
+    started_at: Timestamp = Field(description="When the rollout started.")
+    finished_at: Timestamp | None = Field(None, description="When it ended, if it has.")
+    outcome: Outcome = Field(description="Progressing, Succeeded, Failed or Superseded.")
 
 
 class ModelDeploymentStatus(_CamelModel):
-    observed_generation: int | None = None
+    """What the operator last saw and did."""
+
+    observed_generation: int | None = Field(
+        None, description="The generation of the spec the operator last acted on."
+    )
     alias_version: str | None = Field(
         None, description="Where the alias pointed when last resolved."
     )
     target_version: str | None = Field(None, description="Version the Deployment is rolling to.")
     serving_version: str | None = Field(None, description="Version whose pods are all available.")
-    last_good_version: str | None = None
+    last_good_version: str | None = Field(
+        None, description="Last version that rolled out completely: where rollbacks go."
+    )
     failed_version: str | None = Field(
         None,
         description="Version rolled back after a failed rollout; not retried until the alias "
         "moves away and back.",
     )
-    phase: Phase = Phase.PENDING
-    message: str = ""
-    last_resolved_time: Timestamp | None = None
-    conditions: list[Condition] = Field(default_factory=list)
-    history: list[HistoryEntry] = Field(default_factory=list)
+    replicas: int | None = Field(
+        None, description="Serving pods (all versions) as the Deployment counts them."
+    )
+    selector: str | None = Field(
+        None, description="Label selector of the serving pods, for the scale subresource."
+    )
+    phase: Phase = Field(
+        Phase.PENDING, description="Pending, Progressing, Ready, Degraded or Paused."
+    )
+    message: str = Field("", description="What is happening, for people.")
+    last_resolved_time: Timestamp | None = Field(
+        None, description="When the alias was last resolved."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready, Reconciling and Stalled (kstatus), Progressing, Degraded, "
+        "RegistryAvailable.",
+    )
+    history: list[HistoryEntry] = Field(default_factory=list, description="Rollouts, newest first.")
 
     def condition(self, type_: ConditionType) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)

@@ -12,14 +12,23 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
 from aliasop import metrics
-from aliasop.builders import Owner, ServingDefaults, get_deployment, get_service, get_tracking_uri
+from aliasop.builders import (
+    Owner,
+    ServingDefaults,
+    get_child_revision,
+    get_deployment,
+    get_owner_name,
+    get_selector,
+    get_service,
+    get_tracking_uri,
+)
 from aliasop.clock import Clock
 from aliasop.interfaces import ApiError, Children, ModelKey, Reporter, Resolver, ResourceKey
 from aliasop.models import (
@@ -35,6 +44,7 @@ from aliasop.rollout import (
     api_failing,
     decide,
     invalid_spec,
+    observe_deployment,
     refused,
     status_to_store,
 )
@@ -123,6 +133,34 @@ class Tracker:
         return len(self._tracked)
 
 
+class ObservedChildren:
+    """The children as their watch last showed them, by owner: what passes read instead of
+    asking the API server (only what decisions and the apply cache need, to keep memory flat
+    at many resources)."""
+
+    def __init__(self) -> None:
+        self._deployments: dict[ResourceKey, ObservedDeployment] = {}
+        self._services: dict[ResourceKey, str] = {}  # owner -> the Service's revision
+
+    def seen(self, kind: str, owner: ResourceKey, child: Mapping[str, Any] | None) -> None:
+        """`child` (a Deployment or Service) as watched; None: it was deleted."""
+        if kind == "Deployment":
+            if child is None:
+                self._deployments.pop(owner, None)
+            else:
+                self._deployments[owner] = observe_deployment(child)
+        elif child is None:
+            self._services.pop(owner, None)
+        else:
+            self._services[owner] = get_child_revision(child)
+
+    def deployment(self, owner: ResourceKey) -> ObservedDeployment | None:
+        return self._deployments.get(owner)
+
+    def service_revision(self, owner: ResourceKey) -> str | None:
+        return self._services.get(owner)
+
+
 class Reconciler:
     def __init__(
         self,
@@ -131,7 +169,6 @@ class Reconciler:
         children: Children,
         reporter: Reporter,
         clock: Clock,
-        observe: Callable[[ResourceKey], ObservedDeployment | None],
         defaults: ServingDefaults,
         *,
         concurrency: int,
@@ -143,7 +180,7 @@ class Reconciler:
         self._children = children
         self._reporter = reporter
         self._clock = clock
-        self._observe = observe  # the child Deployment as last watched; None if there is none
+        self.observed = ObservedChildren()
         self._defaults = defaults
         # Passes resolving, deciding and applying at once: more than the API calls in flight
         # would only queue, each holding its copies of spec and status (the peak after a
@@ -175,9 +212,17 @@ class Reconciler:
             tracked.resource = _identity(body)
             self.tracker.wake(key)
 
-    def deployment_changed(self, key: ResourceKey) -> None:
-        """Rollout progress shows in the child Deployment's status: pass again."""
-        self.tracker.wake(key)
+    def child_seen(self, child: Mapping[str, Any], deleted: bool) -> None:
+        """A watch event of a Deployment or Service aliasop manages. Its owner passes again:
+        rollout progress shows in a Deployment's status, and a child someone deleted or
+        edited is put back at once."""
+        meta = child["metadata"]
+        owner_name = get_owner_name(child)
+        if owner_name is None:
+            return
+        owner: ResourceKey = (meta["namespace"], owner_name)
+        self.observed.seen(str(child["kind"]), owner, None if deleted else child)
+        self.tracker.wake(owner)
 
     def stop(self) -> None:
         for key in self.tracker:
@@ -219,25 +264,35 @@ class Reconciler:
                 f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
             )
             default = ModelDeploymentSpec.model_fields["poll_interval_seconds"].default
-            return invalid_spec(tracked.status, problems), float(default)
+            invalid = invalid_spec(tracked.status, tracked.generation, problems, self._clock.now())
+            return invalid, float(default)
 
         tracking_uri = get_tracking_uri(spec, self._defaults)
         self.tracker.watch_model(
             key, (tracking_uri, spec.model_uri.name), spec.poll_interval_seconds
         )
         resolution = await self._resolve(tracking_uri, spec)
-        observed = self._observe(key)
+        observed = self.observed.deployment(key)
+        owner = Owner(name=name, namespace=namespace, uid=tracked.uid)
         decision = decide(
-            spec, tracked.generation, tracked.status, resolution, observed, self._clock.now()
+            spec,
+            tracked.generation,
+            tracked.status,
+            resolution,
+            observed,
+            self._clock.now(),
+            selector=get_selector(owner),
         )
         if decision.pin is not None:
-            owner = Owner(name=name, namespace=namespace, uid=tracked.uid)
             try:
                 await self._children.apply(
                     get_deployment(owner, spec, decision.pin, self._defaults),
-                    current_generation=observed.generation if observed is not None else None,
+                    current_revision=observed.revision if observed is not None else None,
                 )
-                await self._children.apply(get_service(owner, spec))
+                await self._children.apply(
+                    get_service(owner, spec),
+                    current_revision=self.observed.service_revision(key),
+                )
             except ApiError as exc:
                 if exc.status not in _INVALID:
                     raise

@@ -9,12 +9,18 @@ rollout's progress, then set the phase and conditions.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from aliasop.builders import RUN_ID_ANNOTATION, VERSION_LABEL, PinnedVersion
+from aliasop.builders import (
+    RUN_ID_ANNOTATION,
+    VERSION_LABEL,
+    PinnedVersion,
+    get_child_revision,
+)
 from aliasop.models import (
     Condition,
     ConditionType,
@@ -35,6 +41,7 @@ class ObservedDeployment:
 
     version: str
     run_id: str
+    revision: str  # builders.get_child_revision: changes when someone edits it
     generation: int
     observed_generation: int
     desired_replicas: int
@@ -59,7 +66,7 @@ class ObservedDeployment:
         )
 
 
-def observe_deployment(deployment: dict[str, Any]) -> ObservedDeployment:
+def observe_deployment(deployment: Mapping[str, Any]) -> ObservedDeployment:
     """Read an apps/v1 Deployment (as a camelCase dict) into an ObservedDeployment."""
     meta = deployment.get("metadata") or {}
     spec = deployment.get("spec") or {}
@@ -71,6 +78,7 @@ def observe_deployment(deployment: dict[str, Any]) -> ObservedDeployment:
     return ObservedDeployment(
         version=(template_meta.get("labels") or {}).get(VERSION_LABEL, ""),
         run_id=(template_meta.get("annotations") or {}).get(RUN_ID_ANNOTATION, ""),
+        revision=get_child_revision(deployment),
         generation=meta.get("generation") or 0,
         observed_generation=status.get("observedGeneration") or 0,
         desired_replicas=spec.get("replicas", 1),
@@ -135,9 +143,13 @@ def decide(
     resolution: ResolvedVersion | RegistryProblem,
     observed: ObservedDeployment | None,
     now: datetime,
+    selector: str | None = None,
 ) -> Decision:
+    """`selector`: the serving pods' label selector, reported for the scale subresource."""
     draft = _Draft(spec, status.model_copy(deep=True), now.replace(microsecond=0))
     draft.status.observed_generation = generation
+    draft.status.replicas = observed.replicas if observed is not None else 0
+    draft.status.selector = selector
     resolved = resolution if isinstance(resolution, ResolvedVersion) else None
     problem = resolution if isinstance(resolution, RegistryProblem) else None
 
@@ -338,9 +350,46 @@ def _set_phase_and_conditions(
         Reason.ROLLING_OUT if rolling else Reason.IDLE,
         st.message,
     )
-    draft.set_condition(ConditionType.READY, st.phase is Phase.READY, st.phase, st.message)
+    _set_kstatus_conditions(draft, target, rolling, degraded, problem)
     for condition in st.conditions:
         condition.observed_generation = st.observed_generation
+
+
+def _set_kstatus_conditions(
+    draft: _Draft,
+    target: _Target,
+    rolling: bool,
+    stall: tuple[Reason, str] | None,
+    problem: RegistryProblem | None,
+) -> None:
+    """Reconciling, Stalled and Ready, by kstatus's rules: it reports Failed only when a
+    person must act (Stalled), InProgress only while progress is being made (Reconciling),
+    Current otherwise. A rollback after a failed rollout is progress, then a stall."""
+    st = draft.status
+    if rolling:
+        reconciling = (Reason.ROLLING_OUT, f"rolling out version {target.version}")
+    elif target.version is None and stall is None:
+        reason = problem.kind if problem is not None else Reason.RESOLVING
+        reconciling = (reason, f"resolving {draft.spec.model_uri}: {st.message}")
+    else:
+        reconciling = (Reason.IDLE, "")
+    draft.set_condition(ConditionType.RECONCILING, reconciling[0] is not Reason.IDLE, *reconciling)
+    stalled = stall if stall is not None else (Reason.AS_EXPECTED, "")
+    draft.set_condition(ConditionType.STALLED, stall is not None, *stalled)
+
+    # Ready: the pinned version serves as the spec asks; also while paused (a choice) and
+    # while the registry is unreachable (serving is intact).
+    if stall is not None:
+        ready = (False, stall[0])
+    elif rolling or target.version is None:
+        ready = (False, Reason.ROLLING_OUT if rolling else Reason.RESOLVING)
+    elif draft.spec.paused:
+        ready = (True, Reason.PAUSED)
+    elif problem is not None:
+        ready = (True, problem.kind)
+    else:
+        ready = (True, Reason.SERVING)
+    draft.set_condition(ConditionType.READY, ready[0], ready[1], st.message)
 
 
 def status_to_store(
@@ -437,14 +486,13 @@ def _set_condition(
     return previous
 
 
-def invalid_spec(status: ModelDeploymentStatus, problems: str) -> Decision:
+def invalid_spec(
+    status: ModelDeploymentStatus, generation: int, problems: str, now: datetime
+) -> Decision:
     """A spec the CRD schema let through but the models refuse (the schema cannot say
     everything): Degraded, reported once, nothing applied."""
-    message = f"invalid spec: {problems}"
-    invalid = status.model_copy(update={"phase": Phase.DEGRADED, "message": message})
-    new = message != status.message
-    events = [Event(EventType.WARNING, Reason.INVALID_SPEC, problems)] if new else []
-    return Decision(status=invalid, pin=None, events=events)
+    seen = status.model_copy(update={"observed_generation": generation})
+    return _degraded(status, seen, Reason.INVALID_SPEC, f"invalid spec: {problems}", now, [])
 
 
 def refused(
@@ -484,13 +532,18 @@ def _degraded(
     now: datetime,
     events: list[Event],
 ) -> Decision:
-    """`status`, Degraded for `reason`; a Warning Event unless `previous` already was."""
+    """`status`, Degraded and Stalled for `reason` (nothing changes until a person acts);
+    a Warning Event unless `previous` already was."""
     st = status.model_copy(deep=True)
     now = now.replace(microsecond=0)
     st.phase, st.message = Phase.DEGRADED, message
     before = previous.condition(ConditionType.DEGRADED)
     _set_condition(st, ConditionType.DEGRADED, True, reason, message, now)
-    _set_condition(st, ConditionType.READY, False, Phase.DEGRADED, message, now)
+    _set_condition(st, ConditionType.STALLED, True, reason, message, now)
+    _set_condition(st, ConditionType.RECONCILING, False, Reason.IDLE, "", now)
+    _set_condition(st, ConditionType.READY, False, reason, message, now)
+    for condition in st.conditions:
+        condition.observed_generation = st.observed_generation
     if before is None or before.reason != reason or not before.is_true:
         events = [*events, Event(EventType.WARNING, reason, message)]
     return Decision(status=st, pin=None, events=events)

@@ -4,8 +4,8 @@ are chosen and put together, started and stopped."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -17,7 +17,6 @@ from aliasop.kube import Cluster
 from aliasop.memory import find_malloc_trim, trim_periodically
 from aliasop.reconciler import Reconciler, Tracker
 from aliasop.registry import MlflowRegistry
-from aliasop.rollout import ObservedDeployment
 from aliasop.scheduler import Scheduler
 from aliasop.settings import Settings
 from aliasop.watcher import AliasWatcher
@@ -29,18 +28,6 @@ ResolverFactory = Callable[[MlflowRegistry, Callable[[ResourceKey], None]], Reso
 
 
 @dataclass
-class ObservedDeployments:
-    """The children Deployments as kopf's index of them (handlers.deployments) last saw
-    them. kopf hands the index to handlers only; the first ModelDeployment event stores it."""
-
-    index: Mapping[ResourceKey, Iterable[ObservedDeployment]] = field(default_factory=dict)
-
-    def __call__(self, key: ResourceKey) -> ObservedDeployment | None:
-        """The child Deployment of `key` as last watched; None when there is none (yet)."""
-        return next(iter(self.index.get(key, [])), None)
-
-
-@dataclass
 class Runtime:
     settings: Settings
     registry: MlflowRegistry
@@ -48,7 +35,6 @@ class Runtime:
     cluster: Cluster
     scheduler: Scheduler[ResourceKey]
     reconciler: Reconciler
-    deployments: ObservedDeployments
     _http: web.AppRunner | None = None
     _trimming: asyncio.Task[None] | None = None
 
@@ -91,14 +77,12 @@ def build_runtime(settings: Settings, make_resolver: ResolverFactory = AliasWatc
     cluster = Cluster(
         settings.api_concurrency, settings.report_concurrency, settings.api_timeout_seconds
     )
-    deployments = ObservedDeployments()
     reconciler = Reconciler(
         Tracker(scheduler, resolver, cluster),
         resolver,
         children=cluster,
         reporter=cluster,
         clock=SystemClock(),
-        observe=deployments,
         defaults=ServingDefaults(image=settings.serving_image, tracking_uri=settings.tracking_uri),
         concurrency=settings.api_concurrency,
         status_refresh_seconds=settings.status_refresh_seconds,
@@ -111,5 +95,4 @@ def build_runtime(settings: Settings, make_resolver: ResolverFactory = AliasWatc
         cluster=cluster,
         scheduler=scheduler,
         reconciler=reconciler,
-        deployments=deployments,
     )

@@ -137,7 +137,7 @@ def test_delete_removes_the_children(
             operator.start()
 
 
-def test_a_resource_recreated_under_its_name_is_followed_afresh(
+def test_a_resource_recreated_under_its_name_is_tracked_afresh(
     two_versions: Versions,
     model_name: str,
     mlflow_uri: str,
@@ -145,7 +145,7 @@ def test_a_resource_recreated_under_its_name_is_followed_afresh(
     serving_v1: Callable[..., View],
 ) -> None:
     """Deleted and created again at once (as a GitOps tool replacing it does): the new
-    object is followed with its own status and owns the children."""
+    object is tracked with its own status and owns the children."""
     _, v2 = two_versions
     bikes_view = serving_v1(replicas=1)
     old_uid = bikes_view.mdep()["metadata"]["uid"]

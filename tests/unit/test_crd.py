@@ -1,4 +1,5 @@
 from pathlib import Path
+from typing import Any
 
 from aliasop.crd import build_crd, render_crd
 
@@ -25,11 +26,39 @@ def test_crd_schema_is_structural() -> None:
     assert spec["required"] == ["model"]
     assert spec["properties"]["pollIntervalSeconds"]["minimum"] == 5
     assert spec["properties"]["replicas"]["minimum"] == 0
-    assert [c["name"] for c in version["additionalPrinterColumns"]] == [
-        "Model",
+    columns = version["additionalPrinterColumns"]
+    assert [c["name"] for c in columns if not c.get("priority")] == [
+        "Alias",
         "Serving",
-        "Target",
+        "Ready",
         "Phase",
         "Age",
     ]
-    assert version["subresources"] == {"status": {}}
+    assert [c["name"] for c in columns if c.get("priority")] == ["Model", "Target", "Message"]
+    assert version["subresources"]["scale"] == {
+        "specReplicasPath": ".spec.replicas",
+        "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector",
+    }
+
+
+def test_every_field_explains_itself() -> None:
+    """`kubectl explain` shows these descriptions, nested fields included."""
+    schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    undescribed: list[str] = []
+
+    def walk(node: dict[str, Any], path: str) -> None:
+        for name, field in (node.get("properties") or {}).items():
+            if name != "metadata" and not field.get("description"):
+                undescribed.append(f"{path}.{name}")
+            walk(field, f"{path}.{name}")
+        if "items" in node:
+            walk(node["items"], f"{path}[]")
+
+    walk(schema, "")
+    assert undescribed == []
+    status = schema["properties"]["status"]["properties"]
+    assert status["conditions"]["x-kubernetes-list-map-keys"] == ["type"]
+    assert status["lastResolvedTime"]["format"] == "date-time"
+    history = status["history"]["items"]["properties"]
+    assert history["startedAt"]["format"] == "date-time"

@@ -14,6 +14,7 @@ import kopf
 import pytest
 from aiohttp import web
 
+from aliasop.builders import get_child_revision
 from aliasop.interfaces import ApiError
 from aliasop.kube import Cluster
 
@@ -71,8 +72,8 @@ async def test_applies_and_status_writes_are_the_right_patches(
     api: tuple[StandIn, Cluster],
 ) -> None:
     stand_in, cluster = api
-    await cluster.apply(deployment("a"))
-    await cluster.apply(service("a"))
+    await cluster.apply(deployment("a"), current_revision=None)
+    await cluster.apply(service("a"), current_revision=None)
     await cluster.patch_status("ns", "a", {"phase": "Ready", "message": None})
     assert stand_in.requests == [
         (
@@ -98,15 +99,39 @@ async def test_an_unchanged_apply_is_skipped_until_someone_changes_the_object(
     api: tuple[StandIn, Cluster],
 ) -> None:
     stand_in, cluster = api
-    await cluster.apply(deployment("a"), current_generation=None)
-    await cluster.apply(deployment("a"), current_generation=1)  # generation 1: as applied
+    await cluster.apply(deployment("a"), current_revision=None)
+    as_applied = get_child_revision({"metadata": {"generation": 1}})
+    await cluster.apply(deployment("a"), current_revision=as_applied)
     assert len(stand_in.requests) == 1
-    await cluster.apply(deployment("a"), current_generation=2)  # someone edited the spec
-    await cluster.apply(deployment("a", replicas=2), current_generation=1)  # a new manifest
-    assert len(stand_in.requests) == 3
-    cluster.forget("ns", "a")
-    await cluster.apply(deployment("a"), current_generation=1)
+    edited = get_child_revision({"metadata": {"generation": 2}})
+    await cluster.apply(deployment("a"), current_revision=edited)  # someone edited the spec
+    relabelled = get_child_revision({"metadata": {"generation": 1, "labels": {"a": "b"}}})
+    await cluster.apply(deployment("a"), current_revision=relabelled)  # ... or its labels
+    await cluster.apply(deployment("a", replicas=2), current_revision=as_applied)  # new manifest
     assert len(stand_in.requests) == 4
+    await cluster.apply(deployment("a", replicas=2), current_revision=None)  # deleted
+    assert len(stand_in.requests) == 5
+    cluster.forget("ns", "a")
+    await cluster.apply(deployment("a", replicas=2), current_revision=as_applied)
+    assert len(stand_in.requests) == 6
+
+
+@pytest.mark.timeout(10)
+async def test_a_service_is_reapplied_whenever_its_resource_version_moved(
+    api: tuple[StandIn, Cluster],
+) -> None:
+    stand_in, cluster = api
+    stand_in.respond = lambda _: _json({"metadata": {"resourceVersion": "7"}})
+    await cluster.apply(service("a"), current_revision=None)
+    await cluster.apply(service("a"), current_revision="7")
+    assert len(stand_in.requests) == 1
+    await cluster.apply(service("a"), current_revision="8")  # edited: put back
+    await cluster.apply(service("a"), current_revision=None)  # deleted: created again
+    assert len(stand_in.requests) == 3
+
+
+async def _json(body: dict[str, Any]) -> web.Response:
+    return web.json_response(body)
 
 
 @pytest.mark.timeout(10)
@@ -121,7 +146,7 @@ async def test_an_error_status_raises_with_the_api_message(
 
     stand_in.respond = invalid
     with pytest.raises(ApiError) as raised:
-        await cluster.apply(deployment("a"))
+        await cluster.apply(deployment("a"), current_revision=None)
     assert (raised.value.status, raised.value.message) == (
         422,
         'Deployment "a" is invalid: spec.replicas',
@@ -149,7 +174,7 @@ async def test_status_writes_wait_until_no_apply_is_in_flight(
         return web.json_response({"metadata": {"generation": 1}})
 
     stand_in.respond = slow_apply
-    apply = asyncio.create_task(cluster.apply(deployment("a")))
+    apply = asyncio.create_task(cluster.apply(deployment("a"), current_revision=None))
     await apply_arrived.wait()
     status = asyncio.create_task(cluster.patch_status("ns", "b", {"phase": "Ready"}))
     done, _ = await asyncio.wait({status}, timeout=0.2)

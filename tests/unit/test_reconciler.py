@@ -7,15 +7,16 @@ it wants with `run_pass` and sees what the scheduler would run next.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from aliasop.builders import ServingDefaults
+from aliasop.builders import VERSION_LABEL, ServingDefaults
 from aliasop.interfaces import ApiError, ApiUnreachable, ModelKey, ResourceKey
 from aliasop.models import (
     ConditionType,
@@ -28,7 +29,6 @@ from aliasop.models import (
     ResolvedVersion,
 )
 from aliasop.reconciler import Reconciler, Tracker
-from aliasop.rollout import ObservedDeployment
 from aliasop.scheduler import Scheduler
 
 pytestmark = pytest.mark.timeout(10)
@@ -44,15 +44,26 @@ class FakeCluster:
     """Children, status and Events: records what a pass writes; `refuse` raises on applies."""
 
     applied: list[dict[str, Any]] = field(default_factory=list)
+    revisions: list[tuple[str, str | None]] = field(default_factory=list)  # (kind, as watched)
     statuses: list[dict[str, Any]] = field(default_factory=list)
     events: list[tuple[str, str]] = field(default_factory=list)  # (type, reason)
     forgotten: list[ResourceKey] = field(default_factory=list)
     refuse: Exception | None = None  # raised by every apply while set
+    wrote: asyncio.Event = field(default_factory=asyncio.Event)  # set at every apply
 
-    async def apply(self, manifest: dict[str, Any], current_generation: int | None = None) -> None:
+    async def until(self, condition: Callable[[], bool]) -> None:
+        """Let the scheduler's passes run until `condition` holds after an apply."""
+        async with asyncio.timeout(5):
+            while not condition():
+                self.wrote.clear()
+                await self.wrote.wait()
+
+    async def apply(self, manifest: dict[str, Any], current_revision: str | None) -> None:
         if self.refuse is not None:
             raise self.refuse
         self.applied.append(manifest)
+        self.revisions.append((manifest["kind"], current_revision))
+        self.wrote.set()
 
     def forget(self, namespace: str, name: str) -> None:
         self.forgotten.append((namespace, name))
@@ -115,7 +126,6 @@ class World:
     resolver: FakeResolver = field(default_factory=FakeResolver)
     clock: FakeClock = field(default_factory=FakeClock)
     scheduler: Scheduler[ResourceKey] = field(default_factory=Scheduler)
-    deployments: dict[ResourceKey, ObservedDeployment] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.reconciler = Reconciler(
@@ -124,7 +134,6 @@ class World:
             children=self.cluster,
             reporter=self.cluster,
             clock=self.clock,
-            observe=self.deployments.get,
             defaults=ServingDefaults(image="serving:test", tracking_uri=TRACKING_URI),
             concurrency=4,
             status_refresh_seconds=300,
@@ -146,18 +155,21 @@ class World:
         self.reconciler.resource_seen(body, deleted=deleted, logger=log)
 
     def rolled_out(self, version: str) -> None:
-        """The Deployment controller finished rolling `version` out."""
-        self.deployments[KEY] = ObservedDeployment(
-            version=version,
-            run_id=f"run{version}",
-            generation=1,
-            observed_generation=1,
-            desired_replicas=2,
-            replicas=2,
-            updated_replicas=2,
-            available_replicas=2,
-            deadline_exceeded=False,
-        )
+        """The watch shows the last Deployment applied, with `version` rolled out."""
+        applied = next(m for m in reversed(self.cluster.applied) if m["kind"] == "Deployment")
+        deployment = {
+            **applied,
+            "metadata": {**applied["metadata"], "generation": 1},
+            "status": {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2},
+        }
+        deployment["spec"]["template"]["metadata"]["labels"][VERSION_LABEL] = version
+        deployment["status"]["availableReplicas"] = 2
+        self.reconciler.child_seen(deployment, deleted=False)
+
+    def child(self, kind: str) -> dict[str, Any]:
+        """The last `kind` applied, as the API server would show it."""
+        applied = next(m for m in reversed(self.cluster.applied) if m["kind"] == kind)
+        return {**applied, "metadata": {**applied["metadata"], "resourceVersion": "1"}}
 
     def status(self) -> ModelDeploymentStatus:
         tracked = self.reconciler.tracker.get(KEY)
@@ -244,7 +256,7 @@ async def test_deleted_and_created_again_under_its_name_starts_afresh() -> None:
     world.seen(uid="uid-2")  # kopf saw the old one go only as the new one's event
     assert world.cluster.forgotten == [KEY]  # the old children's applies are not trusted
     assert world.status() == ModelDeploymentStatus()
-    del world.deployments[KEY]  # the old Deployment went with its owner
+    world.reconciler.child_seen(world.child("Deployment"), deleted=True)  # went with its owner
     world.cluster.applied.clear()
     await world.reconciler.run_pass(KEY)
 
@@ -337,3 +349,36 @@ async def test_stop_untracks_everything() -> None:
     assert len(world.reconciler.tracker) == 0 and len(world.scheduler) == 0
     assert world.resolver.watching == {}
     assert sorted(world.cluster.forgotten) == [("ml", "bikes"), ("ml", "other")]
+
+
+async def test_a_child_deleted_or_edited_wakes_its_owner_and_is_applied_as_it_is_now() -> None:
+    world = World()
+    world.seen()
+    await world.reconciler.run_pass(KEY)
+    service = world.child("Service")
+    world.reconciler.child_seen(service, deleted=False)
+    world.rolled_out("1")
+    await world.reconciler.run_pass(KEY)
+    assert world.cluster.revisions[-1] == ("Service", "1")  # the cache may skip: as applied
+
+    world.scheduler.start(world.reconciler.run_pass)  # now wakes run passes
+    world.reconciler.child_seen(service, deleted=True)  # kubectl delete service bikes
+    await world.cluster.until(lambda: world.cluster.revisions[-1] == ("Service", None))
+    edited = {**service, "metadata": {**service["metadata"], "resourceVersion": "2"}}
+    world.reconciler.child_seen(edited, deleted=False)  # kubectl edit service bikes
+    await world.cluster.until(lambda: world.cluster.revisions[-1] == ("Service", "2"))
+    world.reconciler.child_seen(world.child("Deployment"), deleted=True)
+    await world.cluster.until(lambda: world.cluster.revisions[-2] == ("Deployment", None))
+    world.scheduler.stop()
+
+
+async def test_children_of_others_are_ignored() -> None:
+    world = World()
+    world.seen()
+    stranger = {
+        "kind": "Service",
+        "metadata": {"name": "bikes", "namespace": "ml", "resourceVersion": "9"},
+    }
+    world.reconciler.child_seen(stranger, deleted=False)  # same name, no owner of ours
+    await world.reconciler.run_pass(KEY)
+    assert world.cluster.revisions[-1] == ("Service", None)

@@ -4,6 +4,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from aliasop.models import (
+    ConditionType,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
     Outcome,
@@ -17,6 +18,7 @@ from aliasop.rollout import (
     ObservedDeployment,
     api_failing,
     decide,
+    invalid_spec,
     observe_deployment,
     refused,
     status_to_store,
@@ -33,6 +35,7 @@ def rolled_out(version: str, replicas: int = 2) -> ObservedDeployment:
     return ObservedDeployment(
         version=version,
         run_id=f"run{version}",
+        revision="1",
         generation=1,
         observed_generation=1,
         desired_replicas=replicas,
@@ -316,3 +319,66 @@ def test_a_refused_deployment_is_reported_once() -> None:
     assert reasons(first) == ["AliasMoved", "DeploymentRefused"]
     again = refused(first.status, step(first.status, at("2"), rolled_out("1")), "same", T0)
     assert reasons(again) == []
+
+
+def truths(status: ModelDeploymentStatus) -> dict[str, tuple[bool, str]]:
+    """Reconciling, Stalled and Ready: (is true, reason)."""
+    wanted = (ConditionType.RECONCILING, ConditionType.STALLED, ConditionType.READY)
+    return {c.type: (c.is_true, c.reason) for c in status.conditions if c.type in wanted}
+
+
+def test_kstatus_conditions_say_in_progress_failed_or_current() -> None:
+    created = step(ModelDeploymentStatus(), at("1"), None).status
+    assert truths(created) == {
+        "Reconciling": (True, "RollingOut"),
+        "Stalled": (False, "AsExpected"),
+        "Ready": (False, "RollingOut"),
+    }
+    outage = RegistryProblem(Reason.REGISTRY_UNAVAILABLE, "MLflow did not answer")
+    assert truths(step(ModelDeploymentStatus(), outage, None).status)["Reconciling"] == (
+        True,
+        "RegistryUnavailable",
+    )  # the first resolution is still to come: in progress, not failed
+    status = serving("1")
+    assert truths(status)["Ready"] == (True, "Serving")
+    assert not truths(status)["Reconciling"][0] and not truths(status)["Stalled"][0]
+
+    paused = step(status, at("2"), rolled_out("1"), paused=True).status
+    assert truths(paused)["Ready"] == (True, "Paused")  # a choice, not a failure
+    down = step(status, outage, rolled_out("1")).status
+    assert truths(down)["Ready"] == (True, "RegistryUnavailable")  # serving is intact
+    assert not truths(down)["Stalled"][0]
+
+    gone = RegistryProblem(Reason.ALIAS_NOT_FOUND, "model 'bikes' has no alias 'champion'")
+    assert truths(step(status, gone, rolled_out("1")).status) == {
+        "Reconciling": (False, "Idle"),
+        "Stalled": (True, "AliasNotFound"),
+        "Ready": (False, "AliasNotFound"),
+    }
+
+
+def test_a_failed_rollout_is_progress_while_rolling_back_then_a_stall() -> None:
+    to_two = step(serving("1"), at("2"), rolled_out("1")).status
+    rolling_back = step(to_two, at("2"), replace(rolling("2"), deadline_exceeded=True)).status
+    assert truths(rolling_back)["Reconciling"] == (True, "RollingOut")
+    assert truths(rolling_back)["Stalled"] == (True, "RolloutFailed")
+    rolled_back = step(rolling_back, at("2"), rolled_out("1")).status
+    assert truths(rolled_back) == {
+        "Reconciling": (False, "Idle"),
+        "Stalled": (True, "RolloutFailed"),
+        "Ready": (False, "RolloutFailed"),
+    }
+    moved_on = step(rolled_back, at("3"), rolled_out("1")).status
+    assert truths(moved_on)["Stalled"] == (False, "AsExpected")
+
+
+def test_refused_and_invalid_specs_stall_at_the_generation_seen() -> None:
+    previous = serving("1")
+    refused_ = refused(previous, step(previous, at("2"), rolled_out("1")), "bad env", T0)
+    assert truths(refused_.status)["Stalled"] == (True, "DeploymentRefused")
+    invalid = invalid_spec(previous, 7, "model: bad", T0)
+    assert truths(invalid.status)["Stalled"] == (True, "InvalidSpec")
+    assert invalid.status.observed_generation == 7
+    assert {c.observed_generation for c in invalid.status.conditions} == {7}
+    assert reasons(invalid) == ["InvalidSpec"]
+    assert reasons(invalid_spec(invalid.status, 7, "model: bad", T0)) == []
