@@ -9,7 +9,7 @@ CLUSTER_BIN := $(ALIASOP_CACHE)/cluster/$(K8S_VERSION)/bin
 # The demo talks to the test cluster with the kubectl built for it.
 CLUSTER_ENV := PATH="$(CLUSTER_BIN):$$PATH" KUBECONFIG="$(ALIASOP_CACHE)/kubeconfig"
 
-.PHONY: install cluster-build cluster-up cluster-down test test-unit test-integration lint crds demo demo-down bench bench-serving clean
+.PHONY: install cluster-build tools-build cluster-up cluster-down test test-unit test-integration lint crds demo demo-down bench bench-serving clean
 
 install: $(VENV)/.installed
 
@@ -23,6 +23,10 @@ $(VENV)/.installed: pyproject.toml dev/pyproject.toml
 cluster-build:
 	tests/cluster/build.sh
 
+# kstatus and gopher-lua runners: the integration tests check health as Flux and Argo CD see it.
+tools-build:
+	tests/tools/build.sh
+
 cluster-up: cluster-build
 	tests/cluster/cluster.sh up
 
@@ -32,13 +36,13 @@ cluster-down:
 crds: install
 	$(BIN)/aliasop crd > crds/aliasop.io_modeldeployments.yaml
 
-test: install cluster-build
+test: install cluster-build tools-build
 	$(BIN)/pytest tests
 
 test-unit: install
 	$(BIN)/pytest tests/unit
 
-test-integration: install cluster-build
+test-integration: install cluster-build tools-build
 	$(BIN)/pytest tests/integration
 
 lint: install

@@ -457,6 +457,9 @@ def _run_id_of(
     return next((e.run_id for e in draft.status.history if e.version == version), "")
 
 
+_CONDITION_ORDER = {type_: i for i, type_ in enumerate(ConditionType)}
+
+
 def _set_condition(
     st: ModelDeploymentStatus,
     type_: ConditionType,
@@ -478,6 +481,9 @@ def _set_condition(
                 last_transition_time=now,
             )
         )
+        # kstatus takes the first of Reconciling and Stalled that is True: keep Reconciling
+        # first, so that a rollback under way is in progress and a stall after it is final.
+        st.conditions.sort(key=lambda c: _CONDITION_ORDER.get(c.type, len(_CONDITION_ORDER)))
         return None
     previous = existing.is_true
     if existing.status != status:

@@ -12,8 +12,8 @@ from kubernetes import client
 
 from aliasop_dev import bikes, local
 
-from resources import WEBHOOK_SECRET, Versions, View
-from support import REPO, Cluster
+from resources import WEBHOOK_SECRET, NeverReady, Versions, View
+from support import REPO, Cluster, TcpProxy
 
 OPERATOR_NAMESPACE = "aliasop-system"
 
@@ -145,3 +145,20 @@ def serving_v1(
         return bikes_view
 
     return create
+
+
+@pytest.fixture
+def never_ready(k8s: client.ApiClient, restricted: str) -> Iterator[NeverReady]:
+    stage = NeverReady(k8s, restricted)
+    try:
+        yield stage
+    finally:
+        stage.stop()
+
+
+@pytest.fixture
+def proxy(mlflow_uri: str) -> Iterator[TcpProxy]:
+    """A TCP proxy in front of MLflow that a test can take down: a registry outage."""
+    proxy = TcpProxy(int(mlflow_uri.rsplit(":", 1)[1])).start()
+    yield proxy
+    proxy.stop()

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
+from aliasop.builders import VERSION_LABEL
 from aliasop_dev import bikes, local
 
 from support import wait_for
@@ -106,3 +108,82 @@ def counts_by(operator: local.LocalProcess, metric: str, label: str) -> dict[str
                 value = sample.labels.get(label, "")
                 counts[value] = counts.get(value, 0.0) + sample.value
     return counts
+
+
+KWOK = ("kwok.x-k8s.io", "v1alpha1", "stages")
+
+# What kwok writes into a matching pod: started, its container running, but never Ready, like a
+# server that never answers its readiness probe. Being Running, the pod no longer matches the
+# default pod-ready stage (which takes Pending pods); pod-delete still removes it when deleted.
+NOT_READY_STATUS = """\
+{{ $now := Now }}
+phase: Running
+startTime: {{ $now | Quote }}
+conditions:
+- {type: Initialized, status: "True", lastTransitionTime: {{ $now | Quote }}}
+- type: ContainersReady
+  status: "False"
+  reason: ContainersNotReady
+  lastTransitionTime: {{ $now | Quote }}
+- type: Ready
+  status: "False"
+  reason: ContainersNotReady
+  lastTransitionTime: {{ $now | Quote }}
+containerStatuses:
+{{ range .spec.containers }}
+- name: {{ .name | Quote }}
+  image: {{ .image | Quote }}
+  ready: false
+  started: true
+  restartCount: 0
+  state: {running: {startedAt: {{ $now | Quote }}}}
+{{ end }}
+"""
+
+
+class NeverReady:
+    """A kwok Stage that keeps one version's pods in one namespace from ever turning Ready."""
+
+    def __init__(self, k8s: client.ApiClient, namespace: str) -> None:
+        self.api = client.CustomObjectsApi(k8s)
+        self.namespace = namespace
+        self.name = f"never-ready-{namespace}"  # Stages are cluster-scoped
+
+    def start(self, version: str) -> None:
+        stage = {
+            "apiVersion": f"{KWOK[0]}/{KWOK[1]}",
+            "kind": "Stage",
+            "metadata": {"name": self.name},
+            "spec": {
+                "resourceRef": {"apiGroup": "v1", "kind": "Pod"},
+                "selector": {
+                    "matchLabels": {VERSION_LABEL: version},
+                    "matchExpressions": [
+                        {
+                            "key": ".metadata.namespace",
+                            "operator": "In",
+                            "values": [self.namespace],
+                        },
+                        {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"},
+                        {"key": ".status.phase", "operator": "In", "values": ["Pending"]},
+                    ],
+                },
+                # The default pod-ready stage (weight 0) matches these pods too; kwok picks
+                # among the matching stages with a weight, so this one wins every time.
+                "weight": 1,
+                "next": {"statusTemplate": NOT_READY_STATUS},
+            },
+        }
+        try:
+            self.api.create_cluster_custom_object(*KWOK, stage)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                pytest.fail("no kwok Stage CRD: a cluster from an older cluster.sh? Run its `up`.")
+            raise
+
+    def stop(self) -> None:
+        try:
+            self.api.delete_cluster_custom_object(*KWOK, self.name)
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise

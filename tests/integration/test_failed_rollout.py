@@ -8,7 +8,7 @@ pod-ready stage from tests/cluster/stages.yaml."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -18,99 +18,13 @@ from kubernetes import client, watch
 from aliasop.builders import VERSION_LABEL
 from aliasop_dev import bikes
 
-from resources import Versions, View
+from resources import NeverReady, Versions, View
 from support import wait_for
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("operator")]
 
-KWOK = ("kwok.x-k8s.io", "v1alpha1", "stages")
 POLL_SECONDS = 5
 DEADLINE_SECONDS = 30  # the smallest progressDeadlineSeconds the CRD accepts
-
-# What kwok writes into a matching pod: started, its container running, but never Ready, like a
-# server that never answers its readiness probe. Being Running, the pod no longer matches the
-# default pod-ready stage (which takes Pending pods); pod-delete still removes it when deleted.
-NOT_READY_STATUS = """\
-{{ $now := Now }}
-phase: Running
-startTime: {{ $now | Quote }}
-conditions:
-- {type: Initialized, status: "True", lastTransitionTime: {{ $now | Quote }}}
-- type: ContainersReady
-  status: "False"
-  reason: ContainersNotReady
-  lastTransitionTime: {{ $now | Quote }}
-- type: Ready
-  status: "False"
-  reason: ContainersNotReady
-  lastTransitionTime: {{ $now | Quote }}
-containerStatuses:
-{{ range .spec.containers }}
-- name: {{ .name | Quote }}
-  image: {{ .image | Quote }}
-  ready: false
-  started: true
-  restartCount: 0
-  state: {running: {startedAt: {{ $now | Quote }}}}
-{{ end }}
-"""
-
-
-class NeverReady:
-    """A kwok Stage that keeps one version's pods in one namespace from ever turning Ready."""
-
-    def __init__(self, k8s: client.ApiClient, namespace: str) -> None:
-        self.api = client.CustomObjectsApi(k8s)
-        self.namespace = namespace
-        self.name = f"never-ready-{namespace}"  # Stages are cluster-scoped
-
-    def start(self, version: str) -> None:
-        stage = {
-            "apiVersion": f"{KWOK[0]}/{KWOK[1]}",
-            "kind": "Stage",
-            "metadata": {"name": self.name},
-            "spec": {
-                "resourceRef": {"apiGroup": "v1", "kind": "Pod"},
-                "selector": {
-                    "matchLabels": {VERSION_LABEL: version},
-                    "matchExpressions": [
-                        {
-                            "key": ".metadata.namespace",
-                            "operator": "In",
-                            "values": [self.namespace],
-                        },
-                        {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"},
-                        {"key": ".status.phase", "operator": "In", "values": ["Pending"]},
-                    ],
-                },
-                # The default pod-ready stage (weight 0) matches these pods too; kwok picks
-                # among the matching stages with a weight, so this one wins every time.
-                "weight": 1,
-                "next": {"statusTemplate": NOT_READY_STATUS},
-            },
-        }
-        try:
-            self.api.create_cluster_custom_object(*KWOK, stage)
-        except client.ApiException as exc:
-            if exc.status == 404:
-                pytest.fail("no kwok Stage CRD: a cluster from an older cluster.sh? Run its `up`.")
-            raise
-
-    def stop(self) -> None:
-        try:
-            self.api.delete_cluster_custom_object(*KWOK, self.name)
-        except client.ApiException as exc:
-            if exc.status != 404:
-                raise
-
-
-@pytest.fixture
-def never_ready(k8s: client.ApiClient, restricted: str) -> Iterator[NeverReady]:
-    stage = NeverReady(k8s, restricted)
-    try:
-        yield stage
-    finally:
-        stage.stop()
 
 
 def is_ready(pod: client.V1Pod) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +18,6 @@ from resources import Versions, View, counts_by
 from support import Cluster, TcpProxy, cache_dir, wait_for
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("operator")]
-
-
-@pytest.fixture
-def proxy(mlflow_uri: str) -> Iterator[TcpProxy]:
-    proxy = TcpProxy(int(mlflow_uri.rsplit(":", 1)[1])).start()
-    yield proxy
-    proxy.stop()
 
 
 def failed_requests(operator: local.LocalProcess) -> float:

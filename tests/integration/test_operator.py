@@ -37,6 +37,8 @@ def test_create_deploys_the_alias_version(
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
     assert conditions == {
         "Ready": "True",
+        "Reconciling": "False",
+        "Stalled": "False",
         "Progressing": "False",
         "Degraded": "False",
         "RegistryAvailable": "True",

@@ -63,3 +63,10 @@ def test_the_manifests_run_the_operator_image_of_this_version() -> None:
     assert container["image"] == "aliasop"  # untagged: kustomize sets the tag
     env = {variable["name"] for variable in container.get("env", [])}
     assert "ALIASOP_SERVING_IMAGE" not in env  # the operator's default follows its version
+
+
+def test_the_argocd_snippet_carries_the_health_script() -> None:
+    argocd = REPO / "manifests" / "argocd"
+    snippet = yaml.safe_load((argocd / "argocd-cm.yaml").read_text())
+    script = snippet["data"]["resource.customizations.health.aliasop.io_ModelDeployment"]
+    assert script == (argocd / "health.lua").read_text()

@@ -378,6 +378,10 @@ def test_refused_and_invalid_specs_stall_at_the_generation_seen() -> None:
     assert truths(refused_.status)["Stalled"] == (True, "DeploymentRefused")
     invalid = invalid_spec(previous, 7, "model: bad", T0)
     assert truths(invalid.status)["Stalled"] == (True, "InvalidSpec")
+    # kstatus takes the first of Reconciling and Stalled that holds: the order is fixed.
+    first_invalid = invalid_spec(ModelDeploymentStatus(), 1, "model: bad", T0).status
+    for status in (first_invalid, previous):
+        assert [c.type for c in status.conditions][:3] == ["Ready", "Reconciling", "Stalled"]
     assert invalid.status.observed_generation == 7
     assert {c.observed_generation for c in invalid.status.conditions} == {7}
     assert reasons(invalid) == ["InvalidSpec"]
