@@ -457,7 +457,7 @@ def _run_id_of(
     return next((e.run_id for e in draft.status.history if e.version == version), "")
 
 
-_CONDITION_ORDER = {type_: i for i, type_ in enumerate(ConditionType)}
+_CONDITION_ORDER: dict[str, int] = {type_: i for i, type_ in enumerate(ConditionType)}
 
 
 def _set_condition(
