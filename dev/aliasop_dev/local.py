@@ -235,3 +235,26 @@ def service_account_kubeconfig(
     path.write_text(json.dumps(config))
     path.chmod(0o600)
     return path
+
+
+def mlflow_auth_server(workdir: Path, port: int, admin_password: str) -> LocalProcess:
+    """`mlflow_server` with MLflow's basic-auth app: every request needs a user, the admin is
+    `admin` with `admin_password`, and a new user may read nothing until granted (so a test
+    shows exactly which permissions a client needs)."""
+    server = mlflow_server(workdir, port)
+    config = workdir / "basic_auth.ini"
+    config.write_text(
+        "[mlflow]\n"
+        "default_permission = NO_PERMISSIONS\n"
+        f"database_uri = sqlite:///{workdir / 'basic_auth.db'}\n"
+        "admin_username = admin\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    server.name = "mlflow server (basic-auth)"
+    server.args += ["--app-name", "basic-auth"]
+    server.env.update(
+        MLFLOW_AUTH_CONFIG_PATH=str(config),
+        MLFLOW_AUTH_ADMIN_PASSWORD=admin_password,
+        MLFLOW_FLASK_SERVER_SECRET_KEY=base64.urlsafe_b64encode(os.urandom(24)).decode(),
+    )
+    return server

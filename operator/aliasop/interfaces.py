@@ -37,6 +37,9 @@ class Children(Protocol):
         same manifest left it (`current_revision`, see builders.get_child_revision; None: the
         object does not exist). Raises ApiError or ApiUnreachable."""
 
+    async def delete(self, manifest: dict[str, Any]) -> None:
+        """Delete the object `manifest` names; one already gone is fine."""
+
     def forget(self, namespace: str, name: str) -> None:
         """Drop what is remembered of the last applies for the children of this resource."""
 

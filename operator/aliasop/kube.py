@@ -90,12 +90,7 @@ class Cluster:
         digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
         if current_revision is not None and self._applied.get(key) == (digest, current_revision):
             return
-        group_version = manifest["apiVersion"]
-        root = "/api" if "/" not in group_version else "/apis"
-        path = (
-            f"{root}/{group_version}/namespaces/{meta['namespace']}/"
-            f"{_PLURALS[manifest['kind']]}/{meta['name']}?fieldManager={FIELD_MANAGER}&force=true"
-        )
+        path = f"{self._path(manifest)}?fieldManager={FIELD_MANAGER}&force=true"
         self._applying += 1
         self._nothing_applying.clear()
         try:
@@ -107,10 +102,31 @@ class Cluster:
                 self._nothing_applying.set()
         self._applied[key] = (digest, get_child_revision(applied))
 
+    async def delete(self, manifest: dict[str, Any]) -> None:
+        """Delete the object `manifest` names at once (its dependents, such as a Service's
+        EndpointSlices, follow in the background); a 404 is fine, it is gone already."""
+        meta = manifest["metadata"]
+        self._applied.pop((manifest["kind"], meta["namespace"], meta["name"]), None)
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        try:
+            async with self._children_lane:
+                await self._send("DELETE", self._path(manifest), body, "application/json")
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+
     def forget(self, namespace: str, name: str) -> None:
         """Drop what is remembered of the children of a resource no longer followed."""
         for kind in _PLURALS:
             self._applied.pop((kind, namespace, name), None)
+
+    @staticmethod
+    def _path(manifest: dict[str, Any]) -> str:
+        """The API path of the object `manifest` names."""
+        meta, group_version = manifest["metadata"], manifest["apiVersion"]
+        root = "/api" if "/" not in group_version else "/apis"
+        plural = _PLURALS[manifest["kind"]]
+        return f"{root}/{group_version}/namespaces/{meta['namespace']}/{plural}/{meta['name']}"
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge-patch the status subresource, once no apply is in flight; None values

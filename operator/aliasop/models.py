@@ -194,6 +194,7 @@ class Reason(StrEnum):
 
     # Why the registry gave no servable version (RegistryProblem.kind).
     REGISTRY_UNAVAILABLE = "RegistryUnavailable"
+    REGISTRY_ACCESS_DENIED = "RegistryAccessDenied"
     MODEL_NOT_FOUND = "ModelNotFound"
     ALIAS_NOT_FOUND = "AliasNotFound"
     VERSION_NOT_FOUND = "VersionNotFound"

@@ -284,20 +284,36 @@ class Reconciler:
             selector=get_selector(owner),
         )
         if decision.pin is not None:
+            kind = "Deployment"
             try:
                 await self._children.apply(
                     get_deployment(owner, spec, decision.pin, self._defaults),
                     current_revision=observed.revision if observed is not None else None,
                 )
-                await self._children.apply(
-                    get_service(owner, spec),
-                    current_revision=self.observed.service_revision(key),
-                )
+                kind = "Service"
+                await self._apply_service(key, get_service(owner, spec), tracked)
             except ApiError as exc:
                 if exc.status not in _INVALID:
                     raise
-                decision = refused(tracked.status, decision, exc.message, self._clock.now())
+                decision = refused(tracked.status, decision, kind, exc.message, self._clock.now())
         return decision, float(spec.poll_interval_seconds)
+
+    async def _apply_service(
+        self, key: ResourceKey, service: dict[str, Any], tracked: Tracked
+    ) -> None:
+        """Apply the Service. One edited beyond what an apply can merge (a port changed by
+        hand: ports are keyed by number, so the apply adds ours next to it, under the same
+        name) is invalid once merged: it is deleted and created anew."""
+        try:
+            await self._children.apply(
+                service, current_revision=self.observed.service_revision(key)
+            )
+        except ApiError as exc:
+            if exc.status not in _INVALID:
+                raise
+            tracked.logger.warning(f"recreating the Service, edited beyond a merge: {exc}")
+            await self._children.delete(service)
+            await self._children.apply(service, current_revision=None)
 
     async def _resolve(
         self, tracking_uri: str, spec: ModelDeploymentSpec

@@ -8,20 +8,35 @@ Concurrent identical lookups share one request.
 from __future__ import annotations
 
 import asyncio
+import ssl
+from collections.abc import Collection
 from typing import Any
 
 import httpx
 
 from aliasop.metrics import REGISTRY_REQUESTS
 from aliasop.models import ModelUri, Reason, RegistryProblem, ResolvedVersion
+from aliasop.settings import RegistryAccess
 
 _READY = "READY"
+INVALID_HOST = "Invalid Host header"  # the start of MLflow 3's refusal of an unknown Host
 _RUN_ID_CACHE_SIZE = 10_000
 
 
 class MlflowRegistry:
-    def __init__(self, timeout_seconds: float, concurrency: int) -> None:
-        self._http = httpx.AsyncClient(timeout=timeout_seconds)
+    def __init__(
+        self,
+        timeout_seconds: float,
+        concurrency: int,
+        access: RegistryAccess | None = None,
+        credential_origins: Collection[str] = (),
+    ) -> None:
+        """`access`: credentials and TLS, sent to the servers in `credential_origins` only
+        (scheme://host:port): a spec naming another tracking server must not receive them."""
+        access = access if access is not None else RegistryAccess()
+        self._http = httpx.AsyncClient(timeout=timeout_seconds, verify=_tls(access))
+        self._credentials = access.headers()
+        self._credential_origins = {origin_of(uri) for uri in credential_origins}
         self._slots = asyncio.Semaphore(concurrency)
         self._in_flight: dict[tuple[Any, ...], asyncio.Future[dict[str, Any] | None]] = {}
         # READY is final for a version, so its run id never needs asking again. A deleted
@@ -103,9 +118,12 @@ class MlflowRegistry:
         self, tracking_uri: str, endpoint: str, params: dict[str, str]
     ) -> dict[str, Any] | None:
         url = f"{tracking_uri.rstrip('/')}/api/2.0/mlflow/{endpoint}"
+        trusted = origin_of(tracking_uri) in self._credential_origins
         try:
             async with self._slots:
-                response = await self._http.get(url, params=params)
+                response = await self._http.get(
+                    url, params=params, headers=self._credentials if trusted else None
+                )
         except httpx.HTTPError as exc:
             REGISTRY_REQUESTS.labels(endpoint=endpoint, result="unreachable").inc()
             raise RegistryProblem(
@@ -119,15 +137,55 @@ class MlflowRegistry:
         error_code = _error_code(response)
         if response.status_code == 404 or error_code == "RESOURCE_DOES_NOT_EXIST":
             return None
-        if response.status_code == 403:
-            hint = " (MLflow 3 refuses unknown Host headers: start it with --allowed-hosts)"
-        else:
-            hint = ""
+        if response.status_code in (401, 403):
+            raise RegistryProblem(
+                Reason.REGISTRY_ACCESS_DENIED,
+                _access_denied(tracking_uri, response, trusted, params.get("name", "")),
+            )
         raise RegistryProblem(
             Reason.REGISTRY_UNAVAILABLE,
             f"MLflow at {tracking_uri} answered HTTP {response.status_code} "
-            f"{error_code or ''}{hint}".rstrip(),
+            f"{error_code or ''}".rstrip(),
         )
+
+
+def _tls(access: RegistryAccess) -> ssl.SSLContext | bool:
+    """How MLflow's certificate is checked: against the given CA bundle, else the system's;
+    not at all when asked. With a client certificate for mutual TLS."""
+    if access.insecure_tls:
+        return False
+    context = ssl.create_default_context(cafile=access.server_cert_path or None)
+    if access.client_cert_path:
+        context.load_cert_chain(access.client_cert_path)
+    return context
+
+
+def origin_of(uri: str) -> str:
+    """scheme://host:port of a URL, the port spelled out."""
+    url = httpx.URL(uri)
+    port = url.port or {"http": 80, "https": 443}.get(url.scheme, 0)
+    return f"{url.scheme}://{url.host}:{port}"
+
+
+def _access_denied(tracking_uri: str, response: httpx.Response, trusted: bool, model: str) -> str:
+    """What a 401 or 403 from MLflow means, and what to do about it."""
+    said = f"MLflow at {tracking_uri} answered HTTP {response.status_code}"
+    if response.status_code == 401:
+        if not trusted:
+            return (
+                f"{said}: it wants credentials, and the operator sends its MLFLOW_TRACKING_* "
+                "credentials only to ALIASOP_REGISTRY_CREDENTIAL_ORIGINS"
+            )
+        return (
+            f"{said}: it refused the operator's credentials (MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN, in the Secret aliasop-mlflow)"
+        )
+    if INVALID_HOST in response.text:
+        return (
+            f"{said}: it does not know the Host header {response.request.url.netloc.decode()!r}"
+            " (MLflow 3 refuses unknown Host headers: start it with --allowed-hosts)"
+        )
+    return f"{said}: the operator's MLflow user may not read model {model!r} (it needs READ)"
 
 
 def _error_code(response: httpx.Response) -> str | None:

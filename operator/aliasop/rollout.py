@@ -502,16 +502,17 @@ def invalid_spec(
 
 
 def refused(
-    previous: ModelDeploymentStatus, decision: Decision, message: str, now: datetime
+    previous: ModelDeploymentStatus, decision: Decision, kind: str, message: str, now: datetime
 ) -> Decision:
-    """The API server refused the rendered Deployment (an invalid env entry or resource
-    quantity, say): nothing changed in the cluster, so report that instead of a rollout."""
+    """The API server refused a rendered child, `kind` (a Deployment with an invalid env entry
+    or resource quantity, say): nothing changed in the cluster, so report that instead of a
+    rollout."""
     events = [e for e in decision.events if e.reason is not Reason.ROLLOUT_STARTED]
     return _degraded(
         previous,
         decision.status,
         Reason.DEPLOYMENT_REFUSED,
-        f"the API server refused the Deployment: {message}",
+        f"the API server refused the {kind}: {message}",
         now,
         events,
     )

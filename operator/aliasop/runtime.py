@@ -70,6 +70,8 @@ def build_runtime(settings: Settings, make_resolver: ResolverFactory = AliasWatc
     registry = MlflowRegistry(
         timeout_seconds=settings.registry_timeout_seconds,
         concurrency=settings.registry_concurrency,
+        access=settings.registry_access,
+        credential_origins=settings.credential_origins,
     )
     scheduler: Scheduler[ResourceKey] = Scheduler()
     resolver = make_resolver(registry, scheduler.wake)

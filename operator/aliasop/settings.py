@@ -5,12 +5,50 @@ Command-line options of `aliasop run` override these: `cli` passes them to `load
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aliasop import __version__
+
+
+class RegistryAccess(BaseSettings):
+    """How the operator authenticates to MLflow and checks its TLS certificate: MLflow's own
+    `MLFLOW_TRACKING_*` variables, as every MLflow client reads them (the shipped Deployment
+    takes them from the optional Secret `aliasop-mlflow`). Never logged."""
+
+    model_config = SettingsConfigDict(env_prefix="MLFLOW_TRACKING_", frozen=True)
+
+    token: SecretStr = Field(SecretStr(""), description="Bearer token (MLFLOW_TRACKING_TOKEN).")
+    username: str = Field("", description="Basic-auth user (MLFLOW_TRACKING_USERNAME).")
+    password: SecretStr = Field(
+        SecretStr(""), description="Basic-auth password (MLFLOW_TRACKING_PASSWORD)."
+    )
+    server_cert_path: str = Field(
+        "", description="CA bundle to verify MLflow's certificate with, instead of the system's."
+    )
+    client_cert_path: str = Field("", description="Client certificate (and key) for mutual TLS.")
+    insecure_tls: bool = Field(False, description="Do not verify MLflow's certificate.")
+
+    @model_validator(mode="after")
+    def _one_way_to_verify(self) -> RegistryAccess:
+        if self.insecure_tls and self.server_cert_path:
+            raise ValueError(
+                "MLFLOW_TRACKING_INSECURE_TLS and MLFLOW_TRACKING_SERVER_CERT_PATH exclude "
+                "each other"
+            )
+        return self
+
+    def headers(self) -> dict[str, str]:
+        """The Authorization header MLflow clients send: the token, else basic auth."""
+        if self.token.get_secret_value():
+            return {"Authorization": f"Bearer {self.token.get_secret_value()}"}
+        if self.username:
+            pair = f"{self.username}:{self.password.get_secret_value()}".encode()
+            return {"Authorization": f"Basic {base64.b64encode(pair).decode()}"}
+        return {}
 
 
 class Settings(BaseSettings):
@@ -24,6 +62,16 @@ class Settings(BaseSettings):
         f"aliasop-serving:{__version__}",
         description="Image of serving pods when a ModelDeployment names none (default: the "
         "serving image of the operator's own version).",
+    )
+    registry_access: RegistryAccess = Field(
+        default_factory=RegistryAccess,
+        description="Credentials and TLS of MLflow requests, from MLFLOW_TRACKING_* variables.",
+    )
+    registry_credential_origins: str = Field(
+        "",
+        description="Comma-separated MLflow servers (scheme://host:port) that get the "
+        "MLFLOW_TRACKING_* credentials; empty: the tracking URI's. A ModelDeployment naming "
+        "another server must not receive them.",
     )
     registry_timeout_seconds: float = Field(
         5.0, gt=0, description="Timeout of one MLflow request (connect and read)."
@@ -64,6 +112,11 @@ class Settings(BaseSettings):
     webhook_tolerance_seconds: float = Field(
         300, gt=0, description="Webhook timestamps further than this from now are refused."
     )
+
+    @property
+    def credential_origins(self) -> list[str]:
+        listed = [o.strip() for o in self.registry_credential_origins.split(",") if o.strip()]
+        return listed or [self.tracking_uri]
 
     @property
     def report_concurrency(self) -> int:

@@ -12,7 +12,7 @@ from kubernetes import client
 
 from aliasop_dev import bikes, local
 
-from resources import WEBHOOK_SECRET, NeverReady, Versions, View
+from resources import READER, READER_PASSWORD, WEBHOOK_SECRET, NeverReady, Versions, View
 from support import REPO, Cluster, TcpProxy
 
 OPERATOR_NAMESPACE = "aliasop-system"
@@ -52,8 +52,18 @@ def operator_kubeconfig(installed: Cluster, tmp_path_factory: pytest.TempPathFac
 
 
 @pytest.fixture(scope="session")
+def auth_mlflow_uri() -> str:
+    """Where the basic-auth MLflow server of test_registry_auth.py listens, once started:
+    the operator is told beforehand that this server gets its credentials."""
+    return f"http://127.0.0.1:{local.free_port()}"
+
+
+@pytest.fixture(scope="session")
 def operator(
-    operator_kubeconfig: str, mlflow_uri: str, tmp_path_factory: pytest.TempPathFactory
+    operator_kubeconfig: str,
+    mlflow_uri: str,
+    auth_mlflow_uri: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[local.LocalProcess]:
     port = local.free_port()
     log = tmp_path_factory.mktemp("operator-log") / "operator.log"
@@ -66,6 +76,10 @@ def operator(
     )
     # Tests see passes happen through lastResolvedTime, so have every pass write it.
     process.env["ALIASOP_STATUS_REFRESH_SECONDS"] = "0"
+    # MLflow's own variables, as in the Secret aliasop-mlflow; for the basic-auth server only.
+    process.env["MLFLOW_TRACKING_USERNAME"] = READER
+    process.env["MLFLOW_TRACKING_PASSWORD"] = READER_PASSWORD
+    process.env["ALIASOP_REGISTRY_CREDENTIAL_ORIGINS"] = auth_mlflow_uri
     process.start()
     try:
         process.wait_ready(f"http://127.0.0.1:{port}/healthz", timeout=60)

@@ -16,6 +16,8 @@ from support import wait_for
 
 # The operator under test and the MLflow webhooks the tests create share this secret.
 WEBHOOK_SECRET = "webhook-secret-for-the-tests"
+# The operator's MLflow user on the basic-auth server (test_registry_auth.py).
+READER, READER_PASSWORD = "aliasop-reader", "reader-password-for-the-tests"
 
 # Versions 1 and 2 of a fresh model (the `two_versions` fixture).
 Versions = tuple[bikes.RegisteredVersion, bikes.RegisteredVersion]

@@ -200,9 +200,8 @@ def test_a_deleted_or_edited_service_is_put_back(converging: View) -> None:
         return service if service.metadata.uid != old_uid else None
 
     wait_for(recreated, 20, message="the Service put back")
-    core.patch_namespaced_service(
-        "bikes", namespace, {"spec": {"ports": [{"name": "http", "port": 9999}]}}
-    )
+    edit = [{"op": "replace", "path": "/spec/ports/0/port", "value": 9999}]  # a JSON patch
+    core.patch_namespaced_service("bikes", namespace, edit)
     wait_for(
         lambda: core.read_namespaced_service("bikes", namespace).spec.ports[0].port == 8080,
         20,

@@ -49,6 +49,8 @@ class FakeCluster:
     events: list[tuple[str, str]] = field(default_factory=list)  # (type, reason)
     forgotten: list[ResourceKey] = field(default_factory=list)
     refuse: Exception | None = None  # raised by every apply while set
+    refuse_once: dict[str, Exception] = field(default_factory=dict)  # kind -> at its next apply
+    deleted: list[str] = field(default_factory=list)  # kinds
     wrote: asyncio.Event = field(default_factory=asyncio.Event)  # set at every apply
 
     async def until(self, condition: Callable[[], bool]) -> None:
@@ -61,9 +63,14 @@ class FakeCluster:
     async def apply(self, manifest: dict[str, Any], current_revision: str | None) -> None:
         if self.refuse is not None:
             raise self.refuse
+        if manifest["kind"] in self.refuse_once:
+            raise self.refuse_once.pop(manifest["kind"])
         self.applied.append(manifest)
         self.revisions.append((manifest["kind"], current_revision))
         self.wrote.set()
+
+    async def delete(self, manifest: dict[str, Any]) -> None:
+        self.deleted.append(manifest["kind"])
 
     def forget(self, namespace: str, name: str) -> None:
         self.forgotten.append((namespace, name))
@@ -382,3 +389,28 @@ async def test_children_of_others_are_ignored() -> None:
     world.reconciler.child_seen(stranger, deleted=False)  # same name, no owner of ours
     await world.reconciler.run_pass(KEY)
     assert world.cluster.revisions[-1] == ("Service", None)
+
+
+async def test_a_service_edited_beyond_a_merge_is_created_anew() -> None:
+    world = World()
+    world.seen()
+    # A port changed by hand: the apply would add ours next to it, under the same name.
+    world.cluster.refuse_once["Service"] = ApiError(422, 'spec.ports[1].name: Duplicate "http"')
+
+    await world.reconciler.run_pass(KEY)
+
+    assert world.cluster.deleted == ["Service"]
+    assert world.cluster.revisions[-1] == ("Service", None)  # applied again, afresh
+    assert world.status().phase is Phase.PROGRESSING  # not reported as a refusal
+    assert world.reasons() == ["RolloutStarted"]
+
+
+async def test_a_refused_deployment_is_reported_and_never_deleted() -> None:
+    world = World()
+    world.seen()
+    world.cluster.refuse_once["Deployment"] = ApiError(422, "env[0].name: Required value")
+
+    await world.reconciler.run_pass(KEY)
+
+    assert world.cluster.deleted == []  # a refused Deployment is reported, never deleted
+    assert world.status().message.startswith("the API server refused the Deployment: env[0]")

@@ -312,12 +312,14 @@ def test_a_rollout_applied_but_not_recorded_is_adopted() -> None:
 def test_a_refused_deployment_is_reported_once() -> None:
     previous = serving("1")
     decision = step(previous, at("2"), rolled_out("1"))
-    first = refused(previous, decision, "env[0].name: Required value", T0)
+    first = refused(previous, decision, "Deployment", "env[0].name: Required value", T0)
     assert first.pin is None
     assert first.status.phase is Phase.DEGRADED
     assert "env[0].name: Required value" in first.status.message
     assert reasons(first) == ["AliasMoved", "DeploymentRefused"]
-    again = refused(first.status, step(first.status, at("2"), rolled_out("1")), "same", T0)
+    again = refused(
+        first.status, step(first.status, at("2"), rolled_out("1")), "Deployment", "same", T0
+    )
     assert reasons(again) == []
 
 
@@ -374,7 +376,9 @@ def test_a_failed_rollout_is_progress_while_rolling_back_then_a_stall() -> None:
 
 def test_refused_and_invalid_specs_stall_at_the_generation_seen() -> None:
     previous = serving("1")
-    refused_ = refused(previous, step(previous, at("2"), rolled_out("1")), "bad env", T0)
+    refused_ = refused(
+        previous, step(previous, at("2"), rolled_out("1")), "Deployment", "bad env", T0
+    )
     assert truths(refused_.status)["Stalled"] == (True, "DeploymentRefused")
     invalid = invalid_spec(previous, 7, "model: bad", T0)
     assert truths(invalid.status)["Stalled"] == (True, "InvalidSpec")
