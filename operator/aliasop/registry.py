@@ -98,6 +98,18 @@ class MlflowRegistry:
         self._ready_run_ids[(tracking_uri, uri.name, version)] = run_id
         return ResolvedVersion(version=version, run_id=run_id)
 
+    async def version_tags(self, tracking_uri: str, name: str, version: str) -> dict[str, str]:
+        """The tags of one model version, as they are now (tags change: never cached)."""
+        body = await self._get(
+            tracking_uri, "model-versions/get", {"name": name, "version": version}
+        )
+        if body is None:
+            raise RegistryProblem(
+                Reason.VERSION_NOT_FOUND, f"version {version} of {name!r} does not exist"
+            )
+        tags = body.get("model_version", {}).get("tags") or []
+        return {tag["key"]: str(tag.get("value", "")) for tag in tags}
+
     async def _get(
         self, tracking_uri: str, endpoint: str, params: dict[str, str]
     ) -> dict[str, Any] | None:
