@@ -8,15 +8,20 @@ Concurrent identical lookups share one request.
 from __future__ import annotations
 
 import asyncio
+import functools
+import re
 import ssl
 from collections.abc import Collection
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import yaml
 
 from aliasop.metrics import REGISTRY_REQUESTS
 from aliasop.models import ModelUri, Reason, RegistryProblem, ResolvedVersion
 from aliasop.settings import RegistryAccess
+from aliasop.signatures import SignatureInputs, Unreadable
 
 _READY = "READY"
 INVALID_HOST = "Invalid Host header"  # the start of MLflow 3's refusal of an unknown Host
@@ -42,6 +47,9 @@ class MlflowRegistry:
         # READY is final for a version, so its run id never needs asking again. A deleted
         # version drops its aliases, which the (uncached) alias lookup sees.
         self._ready_run_ids: dict[tuple[str, str, str], str] = {}
+        # A version's files never change either: its signature inputs (or the one request for
+        # them under way) per (tracking URI, model, version). Failures are not kept.
+        self._signature_inputs: dict[tuple[str, str, str], asyncio.Future[SignatureInputs]] = {}
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -110,6 +118,21 @@ class MlflowRegistry:
         tags = body.get("model_version", {}).get("tags") or []
         return {tag["key"]: str(tag.get("value", "")) for tag in tags}
 
+    async def signature_inputs(self, tracking_uri: str, name: str, version: str) -> SignatureInputs:
+        """`signature.inputs` of a version's MLmodel (a JSON string); None when it has no
+        signature; Unreadable when the server does not serve the version's files (they are
+        not in storage MLflow proxies) or they lack an MLmodel. Asked once per version, and
+        concurrent callers share the requests."""
+        key = (tracking_uri, name, version)
+        task = self._signature_inputs.get(key)
+        if task is None:
+            if len(self._signature_inputs) >= _RUN_ID_CACHE_SIZE:
+                self._signature_inputs.clear()
+            task = asyncio.ensure_future(self._read_signature_inputs(tracking_uri, name, version))
+            self._signature_inputs[key] = task
+            task.add_done_callback(functools.partial(self._forget_failure, key))
+        return await asyncio.shield(task)
+
     async def _get(
         self, tracking_uri: str, endpoint: str, params: dict[str, str]
     ) -> dict[str, Any] | None:
@@ -160,6 +183,69 @@ class MlflowRegistry:
             f"{error_code or ''}".rstrip(),
         )
 
+    async def _read_signature_inputs(
+        self, tracking_uri: str, name: str, version: str
+    ) -> SignatureInputs:
+        body = await self._get(
+            tracking_uri, "model-versions/get-download-uri", {"name": name, "version": version}
+        )
+        if body is None:
+            raise RegistryProblem(
+                Reason.VERSION_NOT_FOUND, f"version {version} of {name!r} does not exist"
+            )
+        location = str(body.get("artifact_uri", ""))
+        url = _proxied_artifact_url(tracking_uri, location, "MLmodel")
+        if url is None:
+            scheme = urlsplit(location).scheme
+            where = f"in {scheme}: storage" if scheme else "on a path"
+            return Unreadable(
+                f"keeps its files {where}, which MLflow does not serve to aliasop "
+                f"(it reads {_PROXIED}: locations only)"
+            )
+        mlmodel = await self._get_text(url, name)
+        if mlmodel is None:
+            return Unreadable(f"has no MLmodel file in {location}")
+        return _inputs_of(mlmodel)
+
+    async def _get_text(self, url: str, model: str) -> str | None:
+        """GET a file MLflow serves (text, not JSON); None when it is not there. Errors are
+        reported as `_request` reports them."""
+        server = url.partition(_ARTIFACTS_ROUTE)[0]
+        trusted = origin_of(url) in self._credential_origins
+        try:
+            async with self._slots:
+                response = await self._http.get(url, headers=self._credentials if trusted else None)
+        except httpx.HTTPError as exc:
+            REGISTRY_REQUESTS.labels(endpoint=_ARTIFACTS_ENDPOINT, result="unreachable").inc()
+            raise RegistryProblem(
+                Reason.REGISTRY_UNAVAILABLE,
+                f"MLflow at {server} did not answer: {type(exc).__name__} {exc}".strip(),
+            ) from None
+        REGISTRY_REQUESTS.labels(
+            endpoint=_ARTIFACTS_ENDPOINT, result=str(response.status_code)
+        ).inc()
+        if response.status_code == 200:
+            return response.text
+        if response.status_code == 404:
+            return None
+        if response.status_code in (401, 403):
+            raise RegistryProblem(
+                Reason.REGISTRY_ACCESS_DENIED, _access_denied(server, response, trusted, model)
+            )
+        raise RegistryProblem(
+            Reason.REGISTRY_UNAVAILABLE,
+            f"MLflow at {server} answered HTTP {response.status_code} "
+            f"{_error_code(response) or ''}".rstrip(),
+        )
+
+    def _forget_failure(
+        self, key: tuple[str, str, str], task: asyncio.Future[SignatureInputs]
+    ) -> None:
+        """Drop a failed lookup, so the next call asks again."""
+        failed = task.cancelled() or task.exception() is not None
+        if failed and self._signature_inputs.get(key) is task:
+            del self._signature_inputs[key]
+
 
 def _tls(access: RegistryAccess) -> ssl.SSLContext | bool:
     """How MLflow's certificate is checked: against the given CA bundle, else the system's;
@@ -206,3 +292,33 @@ def _error_code(response: httpx.Response) -> str | None:
     except ValueError:
         return None
     return code if isinstance(code, str) else None
+
+
+_PROXIED = "mlflow-artifacts"  # artifacts the tracking server serves itself
+_ARTIFACTS_ROUTE = "/api/2.0/mlflow-artifacts/artifacts/"
+_ARTIFACTS_ENDPOINT = "mlflow-artifacts/artifacts"  # the metrics label
+
+
+def _proxied_artifact_url(tracking_uri: str, location: str, file: str) -> str | None:
+    """Where MLflow serves `file` of an mlflow-artifacts: location, as MLflow's own client
+    finds it (MlflowArtifactsRepository.resolve_uri: the tracking URI's scheme and path, the
+    location's host if it names one); None for any other location."""
+    artifacts = urlsplit(location)
+    if artifacts.scheme != _PROXIED:
+        return None
+    tracking = urlsplit(tracking_uri)
+    path = re.sub("/+", "/", f"{tracking.path}/{_ARTIFACTS_ROUTE}/{artifacts.path}/{file}")
+    return urlunsplit((tracking.scheme, artifacts.netloc or tracking.netloc, path, "", ""))
+
+
+def _inputs_of(mlmodel: str) -> SignatureInputs:
+    """`signature.inputs` of an MLmodel file; None when it has no signature (or no inputs)."""
+    try:
+        document = yaml.safe_load(mlmodel)
+    except yaml.YAMLError:
+        return Unreadable("has an MLmodel file that is not YAML")
+    signature = document.get("signature") if isinstance(document, dict) else None
+    inputs = signature.get("inputs") if isinstance(signature, dict) else None
+    if inputs is None or isinstance(inputs, str):
+        return inputs
+    return Unreadable("has signature inputs that are not a JSON string")
