@@ -30,7 +30,7 @@ class DirectResolver:
     async def resolve(self, tracking_uri: str, uri: ModelUri) -> ResolvedVersion:
         return await self._registry.resolve(tracking_uri, uri)
 
-    async def refresh_model(self, model: str) -> int:
+    async def model_changed(self, model: str, aliases: bool) -> int:
         return 0
 
 

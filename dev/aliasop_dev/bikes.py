@@ -8,6 +8,7 @@ Needs the `serving` extra (mlflow, scikit-learn).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,23 +64,32 @@ class RegisteredVersion:
 
 
 def train_and_register(
-    tracking_uri: str, name: str, kind: str = "linear", seed: int = 7
+    tracking_uri: str,
+    name: str,
+    kind: str = "linear",
+    seed: int = 7,
+    drop: Sequence[str] = (),
+    optional: Sequence[str] = (),
 ) -> RegisteredVersion:
     """Train one regressor, log it to MLflow and register a version.
 
     `linear` is a plain ridge regression; `hourly` one-hot encodes the calendar first, so it
     learns the commute peaks and predicts differently. (Tree models are avoided: MLflow's
     skops serialisation refuses to load them unless their types are explicitly trusted.)
+    `drop` leaves features out of the model and its signature; `optional` adds inputs to the
+    signature that clients may send or not (the model does not use them).
     """
     import mlflow
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types import ColSpec, Schema
     from sklearn.compose import ColumnTransformer
     from sklearn.linear_model import Ridge
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import OneHotEncoder
 
     features, target = bike_rentals(seed=seed)
-    calendar = ["hour", "weekday", "season", "weather"]
+    features = features.drop(columns=list(drop))
+    calendar = [c for c in ("hour", "weekday", "season", "weather") if c in features]
     model: Any = (
         make_pipeline(
             ColumnTransformer(
@@ -96,12 +106,17 @@ def train_and_register(
     predictions = [float(p) for p in model.predict(example)]
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_experiment(f"aliasop-{name}")
+    signature = infer_signature(features, model.predict(features))
+    if optional:
+        assert signature.inputs is not None
+        extra = [ColSpec("double", column, required=False) for column in optional]
+        signature = ModelSignature(Schema([*signature.inputs.inputs, *extra]), signature.outputs)
     with mlflow.start_run() as run:
         mlflow.log_params({"kind": kind, "seed": seed})
         info = mlflow.sklearn.log_model(
             model,
             name="model",
-            signature=infer_signature(features, model.predict(features)),
+            signature=signature,
             input_example=example,
             registered_model_name=name,
         )

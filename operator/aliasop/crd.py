@@ -60,6 +60,7 @@ def structural(schema: Schema, defs: dict[str, Schema] | None = None) -> Schema:
         "maximum",
         "minLength",
         "maxLength",
+        "maxProperties",
         "enum",
     ):
         if key in schema:

@@ -9,17 +9,17 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from aliasop.metrics import WEBHOOK_DELIVERIES
-from aliasop.webhooks import DeliveryVerifier, WebhookRejected
+from aliasop.webhooks import DeliveryVerifier, Entity, WebhookRejected
 
 WEBHOOK_PATH = "/webhooks/mlflow"
 logger = logging.getLogger(__name__)
 
 
 def build_app(
-    refresh_model: Callable[[str], Awaitable[int]], verifier: DeliveryVerifier | None
+    model_changed: Callable[[str, bool], Awaitable[int]], verifier: DeliveryVerifier | None
 ) -> web.Application:
-    """`/metrics`, and `/webhooks/mlflow`, which has `refresh_model` fetch the model a
-    verified delivery names."""
+    """`/metrics`, and `/webhooks/mlflow`, which tells `model_changed` (the resolver's) of
+    the model a verified delivery names, and whether its aliases changed."""
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -37,7 +37,7 @@ def build_app(
         if change is None:
             WEBHOOK_DELIVERIES.labels(result="ignored").inc()
             return web.json_response({"refreshed": 0})
-        refreshed = await refresh_model(change.model)
+        refreshed = await model_changed(change.model, change.entity is Entity.ALIAS)
         WEBHOOK_DELIVERIES.labels(result="accepted").inc()
         return web.json_response({"refreshed": refreshed})
 

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from aliasop.models import ModelUri, ResolvedVersion
+from aliasop.signatures import Unreadable
 
 ResourceKey = tuple[str, str]  # (namespace, name) of a ModelDeployment
 ModelKey = tuple[str, str]  # (tracking URI, registered model name)
@@ -59,9 +60,24 @@ class Reporter(Protocol):
     ) -> None: ...
 
 
+class ReleaseFacts(Protocol):
+    """What the release gates read of a model version in the registry."""
+
+    async def version_tags(self, tracking_uri: str, name: str, version: str) -> dict[str, str]:
+        """Its tags as they are now."""
+        ...
+
+    async def signature_inputs(
+        self, tracking_uri: str, name: str, version: str
+    ) -> str | Unreadable | None:
+        """Its MLmodel's `signature.inputs`; None without a signature; Unreadable when the
+        registry cannot show its MLmodel."""
+        ...
+
+
 class Resolver(Protocol):
     """Alias -> version. `watch` says which model each tracked resource needs resolved and
-    how often; `unwatch` forgets a resource; `refresh_model` is a webhook's news."""
+    how often; `unwatch` forgets a resource; `model_changed` is a webhook's news."""
 
     def watch(self, resource: ResourceKey, model: ModelKey, interval: float) -> None: ...
 
@@ -71,6 +87,7 @@ class Resolver(Protocol):
         """Raises RegistryProblem when there is no servable version."""
         ...
 
-    async def refresh_model(self, model: str) -> int:
-        """`model` changed: fetch it now wherever it is watched; returns how many watches."""
+    async def model_changed(self, model: str, aliases: bool) -> int:
+        """`model` changed (its `aliases`, or else its versions): act on it wherever it is
+        watched; returns how many watches."""
         ...

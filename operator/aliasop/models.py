@@ -107,14 +107,30 @@ class ServingSpec(_CamelModel):
     )
 
 
+class SignaturePolicy(StrEnum):
+    COMPATIBLE = "Compatible"  # a version whose inputs break what clients send is held back
+    IGNORE = "Ignore"
+
+
 class RolloutSpec(_CamelModel):
-    """How a new version rolls out, and what happens when it fails."""
+    """How a new version rolls out, what it must pass first, and what happens when it fails."""
 
     progress_deadline_seconds: int = Field(
         600, ge=30, le=86400, description="Seconds a rollout may take before it counts as failed."
     )
     auto_rollback: bool = Field(
         True, description="Roll back to the last good version when a rollout fails."
+    )
+    signature_policy: SignaturePolicy = Field(
+        SignaturePolicy.COMPATIBLE,
+        description="Compatible: a version whose model signature drops or retypes an input "
+        "the serving version takes, or requires a new one, does not roll out. Ignore: no check.",
+    )
+    required_tags: dict[str, Annotated[str, Field(max_length=5000)]] = Field(
+        default_factory=dict,
+        max_length=20,
+        description="Model-version tags a version must carry to roll out, e.g. "
+        "{validation_status: approved}; checked each poll and on MLflow's tag webhooks.",
     )
 
 
@@ -187,6 +203,9 @@ class ConditionType(StrEnum):
     PROGRESSING = "Progressing"
     DEGRADED = "Degraded"
     REGISTRY_AVAILABLE = "RegistryAvailable"
+    # Release gates: the alias's version passes them before it rolls out.
+    SIGNATURE_COMPATIBLE = "SignatureCompatible"
+    APPROVED = "Approved"
 
 
 class Reason(StrEnum):
@@ -210,6 +229,8 @@ class Reason(StrEnum):
     # What else can go wrong.
     REGISTRY_AVAILABLE = "RegistryAvailable"
     INVALID_SPEC = "InvalidSpec"
+    SIGNATURE_INCOMPATIBLE = "SignatureIncompatible"
+    WAITING_FOR_APPROVAL = "WaitingForApproval"
     DEPLOYMENT_REFUSED = "DeploymentRefused"
     KUBERNETES_API_ERROR = "KubernetesApiError"
     # Conditions that are as they should be, or on their way.
@@ -220,6 +241,9 @@ class Reason(StrEnum):
     SERVING = "Serving"
     PAUSED = "Paused"
     IDLE = "Idle"
+    COMPATIBLE = "Compatible"
+    NOT_COMPARED = "NotCompared"
+    APPROVED = "Approved"
 
 
 class Condition(_CamelModel):

@@ -30,25 +30,38 @@ from aliasop.builders import (
     get_tracking_uri,
 )
 from aliasop.clock import Clock
-from aliasop.interfaces import ApiError, Children, ModelKey, Reporter, Resolver, ResourceKey
+from aliasop.interfaces import (
+    ApiError,
+    Children,
+    ModelKey,
+    ReleaseFacts,
+    Reporter,
+    Resolver,
+    ResourceKey,
+)
 from aliasop.models import (
     ModelDeploymentSpec,
     ModelDeploymentStatus,
     RegistryProblem,
     ResolvedVersion,
+    SignaturePolicy,
 )
 from aliasop.rollout import (
     Decision,
     EventType,
+    Gates,
     ObservedDeployment,
     api_failing,
+    candidate,
     decide,
     invalid_spec,
     observe_deployment,
     refused,
     status_to_store,
+    unapproved_tags,
 )
 from aliasop.scheduler import Scheduler
+from aliasop.signatures import compare
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
@@ -166,6 +179,7 @@ class Reconciler:
         self,
         tracker: Tracker,
         resolver: Resolver,
+        facts: ReleaseFacts,
         children: Children,
         reporter: Reporter,
         clock: Clock,
@@ -177,6 +191,7 @@ class Reconciler:
     ) -> None:
         self.tracker = tracker
         self._resolver = resolver
+        self._facts = facts
         self._children = children
         self._reporter = reporter
         self._clock = clock
@@ -273,6 +288,14 @@ class Reconciler:
         )
         resolution = await self._resolve(tracking_uri, spec)
         observed = self.observed.deployment(key)
+        gates = Gates()
+        if isinstance(resolution, ResolvedVersion):
+            try:
+                gates = await self._check_gates(
+                    spec, tracking_uri, tracked.status, resolution, observed
+                )
+            except RegistryProblem as problem:
+                resolution = problem
         owner = Owner(name=name, namespace=namespace, uid=tracked.uid)
         decision = decide(
             spec,
@@ -282,6 +305,7 @@ class Reconciler:
             observed,
             self._clock.now(),
             selector=get_selector(owner),
+            gates=gates,
         )
         if decision.pin is not None:
             kind = "Deployment"
@@ -297,6 +321,41 @@ class Reconciler:
                     raise
                 decision = refused(tracked.status, decision, kind, exc.message, self._clock.now())
         return decision, float(spec.poll_interval_seconds)
+
+    async def _check_gates(
+        self,
+        spec: ModelDeploymentSpec,
+        tracking_uri: str,
+        status: ModelDeploymentStatus,
+        resolved: ResolvedVersion,
+        observed: ObservedDeployment | None,
+    ) -> Gates:
+        """The release gates of the version a rollout would start to: its approval tags
+        (asked each time: tags change) and its signature against the serving version's
+        (cached: versions are immutable). Nothing to check: Gates()."""
+        version = candidate(spec, status, resolved, observed)
+        if version is None:
+            return Gates()
+        name = spec.model_uri.name
+        unapproved: tuple[str, ...] = ()
+        if spec.rollout.required_tags:
+            tags = await self._facts.version_tags(tracking_uri, name, version)
+            unapproved = unapproved_tags(spec.rollout.required_tags, tags)
+        if spec.rollout.signature_policy is SignaturePolicy.IGNORE:
+            return Gates(version, unapproved, signature_note="signaturePolicy is Ignore")
+        if observed is None:  # nothing serves: no client to break
+            return Gates(version, unapproved)
+        serving, wanted = await asyncio.gather(
+            self._facts.signature_inputs(tracking_uri, name, observed.version),
+            self._facts.signature_inputs(tracking_uri, name, version),
+        )
+        comparison = compare(
+            serving_version=observed.version,
+            serving_inputs=serving,
+            candidate_version=version,
+            candidate_inputs=wanted,
+        )
+        return Gates(version, unapproved, comparison.problems, comparison.note)
 
     async def _apply_service(
         self, key: ResourceKey, service: dict[str, Any], tracked: Tracked

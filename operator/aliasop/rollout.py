@@ -108,6 +108,49 @@ class Decision:
     events: list[Event] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Gates:
+    """What the release gates found for the candidate (see `candidate`): the reconciler asks
+    the registry, `decide` holds the rollout back when a gate is shut."""
+
+    version: str | None = None  # the candidate checked; None: there was none to check
+    unapproved: tuple[str, ...] = ()  # requiredTags entries it lacks: "key=value (is: x)"
+    breaking: tuple[str, ...] = ()  # how its inputs break what clients send the serving one
+    signature_note: str = ""  # why the signatures were not compared, when they were not
+
+    @property
+    def shut(self) -> bool:
+        return bool(self.unapproved or self.breaking)
+
+
+def unapproved_tags(required: Mapping[str, str], tags: Mapping[str, str]) -> tuple[str, ...]:
+    """The `required` entries `tags` lacks, each with what the tag is instead."""
+    return tuple(
+        f"{key}={value} (is: {tags.get(key, 'unset')})"
+        for key, value in sorted(required.items())
+        if tags.get(key) != value
+    )
+
+
+def candidate(
+    spec: ModelDeploymentSpec,
+    status: ModelDeploymentStatus,
+    resolved: ResolvedVersion | None,
+    observed: ObservedDeployment | None,
+) -> str | None:
+    """The version a rollout would start to now, before the release gates: the alias's,
+    unless paused, unresolved, already running, or a version that failed and was rolled back
+    (tried again only once the alias moves away and back)."""
+    current = observed.version if observed is not None else None
+    if resolved is None or spec.paused:
+        return None
+    if resolved.version == current:
+        return None
+    if resolved.version == status.failed_version:
+        return None
+    return resolved.version
+
+
 @dataclass
 class _Draft:
     """A decision being made: the next status, and the Events it has earned so far."""
@@ -134,6 +177,7 @@ class _Target:
     version: str | None
     start_reason: Reason | None = None
     failure: str | None = None  # why the rollout failed in this pass, for the status message
+    held: str | None = None  # a candidate a release gate holds back
 
 
 def decide(
@@ -144,8 +188,10 @@ def decide(
     observed: ObservedDeployment | None,
     now: datetime,
     selector: str | None = None,
+    gates: Gates = Gates(),  # frozen: one shared default is safe
 ) -> Decision:
-    """`selector`: the serving pods' label selector, reported for the scale subresource."""
+    """`selector`: the serving pods' label selector, reported for the scale subresource.
+    `gates`: what the release gates found for the candidate."""
     draft = _Draft(spec, status.model_copy(deep=True), now.replace(microsecond=0))
     draft.status.observed_generation = generation
     draft.status.replicas = observed.replicas if observed is not None else 0
@@ -155,11 +201,11 @@ def decide(
 
     _record_resolution(draft, resolved)
     _adopt_unrecorded_rollout(draft, observed)
-    target = _choose_target(draft, resolved, observed)
+    target = _choose_target(draft, resolved, observed, gates)
     _detect_failed_rollout(draft, target, observed)
     pin = _pin(draft, target, resolved, problem, observed)
     _record_progress(draft, target, pin, observed)
-    _set_phase_and_conditions(draft, target, problem, observed)
+    _set_phase_and_conditions(draft, target, problem, observed, gates)
     return Decision(status=draft.status, pin=pin, events=draft.events)
 
 
@@ -190,18 +236,19 @@ def _adopt_unrecorded_rollout(draft: _Draft, observed: ObservedDeployment | None
 
 
 def _choose_target(
-    draft: _Draft, resolved: ResolvedVersion | None, observed: ObservedDeployment | None
+    draft: _Draft,
+    resolved: ResolvedVersion | None,
+    observed: ObservedDeployment | None,
+    gates: Gates,
 ) -> _Target:
-    """Step 2: the alias's version, unless paused, unresolved, already running, or a version
-    that failed and was rolled back."""
+    """Step 2: the candidate, when the release gates let it through; else what runs."""
     current = observed.version if observed is not None else None
-    if (
-        resolved is not None
-        and not draft.spec.paused
-        and resolved.version not in (draft.status.failed_version, current)
-    ):
-        return _Target(resolved.version, Reason.CREATED if current is None else Reason.ALIAS_MOVED)
-    return _Target(current)
+    version = candidate(draft.spec, draft.status, resolved, observed)
+    if version is None:
+        return _Target(current)
+    if gates.version == version and gates.shut:
+        return _Target(current, held=version)
+    return _Target(version, Reason.CREATED if current is None else Reason.ALIAS_MOVED)
 
 
 def _detect_failed_rollout(
@@ -283,6 +330,7 @@ def _set_phase_and_conditions(
     target: _Target,
     problem: RegistryProblem | None,
     observed: ObservedDeployment | None,
+    gates: Gates,
 ) -> None:
     """Step 5: phase, message and conditions, with an Event for each condition that turns
     bad (RolloutFailed was announced where it happened, with its own message)."""
@@ -298,9 +346,18 @@ def _set_phase_and_conditions(
             f"{st.serving_version}. It is tried again when {draft.spec.model_uri} moves away "
             "and back"
         )
+    current = observed.version if observed is not None else None
+    held_by_signature = target.held is not None and gates.breaking
+    waiting = target.held is not None and not gates.breaking  # for approval
     degraded: tuple[Reason, str] | None = None
     if problem is not None and not unreachable:
         degraded = (problem.kind, problem.message)
+    elif held_by_signature:
+        degraded = (
+            Reason.SIGNATURE_INCOMPATIBLE,
+            f"version {target.held} is held back: its inputs break what clients send "
+            f"version {current}: {'; '.join(gates.breaking)}",
+        )
     elif failure is not None:
         degraded = (Reason.ROLLOUT_FAILED, failure)
 
@@ -319,6 +376,9 @@ def _set_phase_and_conditions(
         st.phase, st.message = Phase.PROGRESSING, f"rolling out version {target.version}"
     else:
         st.phase, st.message = Phase.READY, f"version {target.version} is serving"
+    if waiting:
+        approval = f"version {target.held} waits for approval: {', '.join(gates.unapproved)}"
+        st.message = approval if target.version is None else f"{st.message}; {approval}"
 
     if problem is not None and unreachable:
         if st.phase is not Phase.PENDING:
@@ -350,9 +410,49 @@ def _set_phase_and_conditions(
         Reason.ROLLING_OUT if rolling else Reason.IDLE,
         st.message,
     )
-    _set_kstatus_conditions(draft, target, rolling, degraded, problem)
+    _set_gate_conditions(draft, target, gates, current)
+    _set_kstatus_conditions(draft, target, rolling, degraded, problem, waiting)
     for condition in st.conditions:
         condition.observed_generation = st.observed_generation
+
+
+def _set_gate_conditions(draft: _Draft, target: _Target, gates: Gates, current: str | None) -> None:
+    """SignatureCompatible and (with requiredTags) Approved, for the candidate checked; once
+    there is none (it rolled out, or the alias moved back), a shut gate opens again."""
+    st = draft.status
+    if gates.version is not None:
+        if gates.breaking:
+            signature = (False, Reason.SIGNATURE_INCOMPATIBLE, "; ".join(gates.breaking))
+        elif gates.signature_note:
+            signature = (True, Reason.NOT_COMPARED, gates.signature_note)
+        else:
+            checked = f"version {gates.version} takes what clients send version {current}"
+            signature = (True, Reason.COMPATIBLE, checked if current else "nothing serves yet")
+        draft.set_condition(ConditionType.SIGNATURE_COMPATIBLE, *signature)
+    _reopen(draft, ConditionType.SIGNATURE_COMPATIBLE, gates)
+
+    if not draft.spec.rollout.required_tags:
+        st.conditions = [c for c in st.conditions if c.type != ConditionType.APPROVED]
+        return
+    if gates.version is not None and gates.unapproved:
+        before = st.condition(ConditionType.APPROVED)
+        message = f"version {gates.version} waits for {', '.join(gates.unapproved)}"
+        draft.set_condition(ConditionType.APPROVED, False, Reason.WAITING_FOR_APPROVAL, message)
+        if before is None or before.is_true or before.message != message:
+            draft.post(EventType.NORMAL, Reason.WAITING_FOR_APPROVAL, message)
+    elif gates.version is not None:
+        tags = ", ".join(f"{k}={v}" for k, v in sorted(draft.spec.rollout.required_tags.items()))
+        draft.set_condition(
+            ConditionType.APPROVED, True, Reason.APPROVED, f"version {gates.version}: {tags}"
+        )
+    _reopen(draft, ConditionType.APPROVED, gates)
+
+
+def _reopen(draft: _Draft, type_: ConditionType, gates: Gates) -> None:
+    """No candidate to check any more: a gate that was shut is open again."""
+    existing = draft.status.condition(type_)
+    if gates.version is None and existing is not None and not existing.is_true:
+        draft.set_condition(type_, True, Reason.AS_EXPECTED, "no version waits to roll out")
 
 
 def _set_kstatus_conditions(
@@ -361,6 +461,7 @@ def _set_kstatus_conditions(
     rolling: bool,
     stall: tuple[Reason, str] | None,
     problem: RegistryProblem | None,
+    waiting: bool,
 ) -> None:
     """Reconciling, Stalled and Ready, by kstatus's rules: it reports Failed only when a
     person must act (Stalled), InProgress only while progress is being made (Reconciling),
@@ -368,6 +469,8 @@ def _set_kstatus_conditions(
     st = draft.status
     if rolling:
         reconciling = (Reason.ROLLING_OUT, f"rolling out version {target.version}")
+    elif waiting:  # for a person's approval: no progress, and no failure either
+        reconciling = (Reason.IDLE, "")
     elif target.version is None and stall is None:
         reason = problem.kind if problem is not None else Reason.RESOLVING
         reconciling = (reason, f"resolving {draft.spec.model_uri}: {st.message}")
@@ -381,12 +484,16 @@ def _set_kstatus_conditions(
     # while the registry is unreachable (serving is intact).
     if stall is not None:
         ready = (False, stall[0])
+    elif waiting and target.version is None:
+        ready = (False, Reason.WAITING_FOR_APPROVAL)
     elif rolling or target.version is None:
         ready = (False, Reason.ROLLING_OUT if rolling else Reason.RESOLVING)
     elif draft.spec.paused:
         ready = (True, Reason.PAUSED)
     elif problem is not None:
         ready = (True, problem.kind)
+    elif waiting:
+        ready = (True, Reason.WAITING_FOR_APPROVAL)
     else:
         ready = (True, Reason.SERVING)
     draft.set_condition(ConditionType.READY, ready[0], ready[1], st.message)

@@ -46,7 +46,7 @@ class Runtime:
             verifier = (
                 DeliveryVerifier(secret, settings.webhook_tolerance_seconds) if secret else None
             )
-            app = build_app(self.resolver.refresh_model, verifier)
+            app = build_app(self.resolver.model_changed, verifier)
             self._http = await serve(app, settings.http_port)
         self.scheduler.start(self.reconciler.run_pass)
         trim = find_malloc_trim()
@@ -82,6 +82,7 @@ def build_runtime(settings: Settings, make_resolver: ResolverFactory = AliasWatc
     reconciler = Reconciler(
         Tracker(scheduler, resolver, cluster),
         resolver,
+        facts=registry,
         children=cluster,
         reporter=cluster,
         clock=SystemClock(),

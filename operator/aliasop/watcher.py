@@ -63,11 +63,18 @@ class AliasWatcher:
             if watch.task is not None:
                 watch.task.cancel()
 
-    async def refresh_model(self, model: str) -> int:
-        """Fetch `model` now on every server it is watched on (a webhook said it changed);
-        returns how many watches that was."""
+    async def model_changed(self, model: str, aliases: bool) -> int:
+        """A webhook said `model` changed, on every server it is watched on: its `aliases`
+        (fetch them now; resources whose alias moved are woken), or else something of its
+        versions, such as a tag (wake every resource watching it). Returns how many watches
+        that was."""
         keys = [key for key in self._watches if key[1] == model]
-        await asyncio.gather(*(self.refresh(key) for key in keys))
+        if aliases:
+            await asyncio.gather(*(self.refresh(key) for key in keys))
+        else:
+            for key in keys:
+                for resource in list(self._watches[key].intervals):
+                    self._wake(resource)
         return len(keys)
 
     async def resolve(self, tracking_uri: str, uri: ModelUri) -> ResolvedVersion:

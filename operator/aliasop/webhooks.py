@@ -21,7 +21,13 @@ from enum import StrEnum
 SIGNATURE_HEADER = "X-MLflow-Signature"
 TIMESTAMP_HEADER = "X-MLflow-Timestamp"
 DELIVERY_ID_HEADER = "X-MLflow-Delivery-Id"
-ALIAS_ENTITY = "model_version_alias"
+
+
+class Entity(StrEnum):
+    """The MLflow webhook entities aliasop listens to."""
+
+    ALIAS = "model_version_alias"  # created (set or moved), deleted
+    TAG = "model_version_tag"  # set, deleted: the approval gate's news
 
 
 class Rejection(StrEnum):
@@ -39,10 +45,12 @@ class WebhookRejected(Exception):
 
 
 @dataclass(frozen=True)
-class AliasChange:
+class RegistryChange:
+    """What a delivery says changed: an alias or a version tag of `model`."""
+
     model: str
-    alias: str
-    action: str  # created | deleted
+    entity: Entity
+    action: str  # created | set | deleted
 
 
 def sign(secret: str, delivery_id: str, timestamp: str, body: str) -> str:
@@ -61,8 +69,8 @@ class DeliveryVerifier:
         self._now = now
         self._seen: OrderedDict[str, float] = OrderedDict()  # delivery id -> its timestamp
 
-    def verify(self, headers: Mapping[str, str], body: bytes) -> AliasChange | None:
-        """The alias change a delivery reports; None for events that are not alias changes.
+    def verify(self, headers: Mapping[str, str], body: bytes) -> RegistryChange | None:
+        """The change a delivery reports; None for events aliasop does not listen to.
         Raises WebhookRejected for anything not provably from MLflow, recent and new."""
         delivery_id = headers.get(DELIVERY_ID_HEADER, "")
         stamp = headers.get(TIMESTAMP_HEADER, "")
@@ -83,7 +91,7 @@ class DeliveryVerifier:
         if delivery_id in self._seen:
             raise WebhookRejected(Rejection.REPLAYED, f"delivery {delivery_id} seen before")
         self._seen[delivery_id] = sent_at
-        return _alias_change(text)
+        return _registry_change(text)
 
     @property
     def remembered(self) -> int:
@@ -97,14 +105,15 @@ class DeliveryVerifier:
             self._seen.popitem(last=False)
 
 
-def _alias_change(text: str) -> AliasChange | None:
+def _registry_change(text: str) -> RegistryChange | None:
     try:
         payload = json.loads(text)
-        if payload.get("entity") != ALIAS_ENTITY:
+        if payload.get("entity") not in tuple(Entity):
             return None
-        data = payload["data"]
-        return AliasChange(
-            model=str(data["name"]), alias=str(data["alias"]), action=payload["action"]
+        return RegistryChange(
+            model=str(payload["data"]["name"]),
+            entity=Entity(payload["entity"]),
+            action=str(payload["action"]),
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         raise WebhookRejected(Rejection.MALFORMED, "not an MLflow webhook payload") from None

@@ -9,10 +9,19 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from mlflow import MlflowClient
 
 from aliasop_dev import bikes, local
 
-from resources import READER, READER_PASSWORD, WEBHOOK_SECRET, NeverReady, Versions, View
+from resources import (
+    READER,
+    READER_PASSWORD,
+    WEBHOOK_SECRET,
+    NeverReady,
+    Versions,
+    View,
+    endpoint,
+)
 from support import REPO, Cluster, TcpProxy
 
 OPERATOR_NAMESPACE = "aliasop-system"
@@ -176,3 +185,22 @@ def proxy(mlflow_uri: str) -> Iterator[TcpProxy]:
     proxy = TcpProxy(int(mlflow_uri.rsplit(":", 1)[1])).start()
     yield proxy
     proxy.stop()
+
+
+@pytest.fixture
+def mlflow_webhook(mlflow_uri: str, operator: local.LocalProcess) -> Iterator[None]:
+    """An MLflow webhook to the operator for alias and version-tag changes."""
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    webhook = client.create_webhook(
+        name=f"aliasop-{uuid.uuid4().hex[:6]}",
+        url=endpoint(operator, "/webhooks/mlflow"),
+        events=[
+            "model_version_alias.created",
+            "model_version_alias.deleted",
+            "model_version_tag.set",
+            "model_version_tag.deleted",
+        ],
+        secret=WEBHOOK_SECRET,
+    )
+    yield
+    client.delete_webhook(webhook.webhook_id)

@@ -100,6 +100,16 @@ class View:
         return container
 
 
+def endpoint(operator: local.LocalProcess, path: str) -> str:
+    """A URL of the operator's HTTP port (/metrics, /webhooks/mlflow)."""
+    return f"http://127.0.0.1:{operator.env['ALIASOP_HTTP_PORT']}{path}"
+
+
+def deliveries(operator: local.LocalProcess) -> dict[str, float]:
+    """MLflow webhook deliveries the operator counted, by result."""
+    return counts_by(operator, "aliasop_webhook_deliveries_total", "result")
+
+
 def counts_by(operator: local.LocalProcess, metric: str, label: str) -> dict[str, float]:
     """A counter of the operator's /metrics, summed per value of one of its labels."""
     text = httpx.get(f"http://127.0.0.1:{operator.env['ALIASOP_HTTP_PORT']}/metrics").text

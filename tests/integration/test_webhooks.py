@@ -5,40 +5,18 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
-from mlflow import MlflowClient
 
 from aliasop.webhooks import DELIVERY_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from aliasop_dev import bikes, local
 
-from resources import WEBHOOK_SECRET, Versions, View, counts_by
+from resources import WEBHOOK_SECRET, Versions, View, deliveries, endpoint
 from support import wait_for
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("operator")]
-
-
-def endpoint(operator: local.LocalProcess, path: str) -> str:
-    return f"http://127.0.0.1:{operator.env['ALIASOP_HTTP_PORT']}{path}"
-
-
-def deliveries(operator: local.LocalProcess) -> dict[str, float]:
-    return counts_by(operator, "aliasop_webhook_deliveries_total", "result")
-
-
-@pytest.fixture
-def mlflow_webhook(mlflow_uri: str, operator: local.LocalProcess) -> Iterator[None]:
-    client = MlflowClient(tracking_uri=mlflow_uri)
-    webhook = client.create_webhook(
-        name=f"aliasop-{uuid.uuid4().hex[:6]}",
-        url=endpoint(operator, "/webhooks/mlflow"),
-        events=["model_version_alias.created", "model_version_alias.deleted"],
-        secret=WEBHOOK_SECRET,
-    )
-    yield
-    client.delete_webhook(webhook.webhook_id)
 
 
 @pytest.mark.usefixtures("mlflow_webhook")

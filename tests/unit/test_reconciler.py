@@ -8,6 +8,7 @@ it wants with `run_pass` and sees what the scheduler would run next.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -113,8 +114,27 @@ class FakeResolver:
             raise self.answer
         return self.answer
 
-    async def refresh_model(self, model: str) -> int:
+    async def model_changed(self, model: str, aliases: bool) -> int:
         return 0
+
+
+@dataclass
+class FakeFacts:
+    """Model-version tags and signature inputs by version; counts the signature look-ups."""
+
+    tags: dict[str, dict[str, str]] = field(default_factory=dict)
+    signatures: dict[str, str | None] = field(default_factory=dict)
+    signature_lookups: int = 0
+    problem: RegistryProblem | None = None
+
+    async def version_tags(self, tracking_uri: str, name: str, version: str) -> dict[str, str]:
+        if self.problem is not None:
+            raise self.problem
+        return self.tags.get(version, {})
+
+    async def signature_inputs(self, tracking_uri: str, name: str, version: str) -> str | None:
+        self.signature_lookups += 1
+        return self.signatures.get(version)
 
 
 @dataclass
@@ -131,6 +151,7 @@ class World:
 
     cluster: FakeCluster = field(default_factory=FakeCluster)
     resolver: FakeResolver = field(default_factory=FakeResolver)
+    facts: FakeFacts = field(default_factory=FakeFacts)
     clock: FakeClock = field(default_factory=FakeClock)
     scheduler: Scheduler[ResourceKey] = field(default_factory=Scheduler)
 
@@ -138,6 +159,7 @@ class World:
         self.reconciler = Reconciler(
             Tracker(self.scheduler, self.resolver, self.cluster),
             self.resolver,
+            facts=self.facts,
             children=self.cluster,
             reporter=self.cluster,
             clock=self.clock,
@@ -414,3 +436,57 @@ async def test_a_refused_deployment_is_reported_and_never_deleted() -> None:
 
     assert world.cluster.deleted == []  # a refused Deployment is reported, never deleted
     assert world.status().message.startswith("the API server refused the Deployment: env[0]")
+
+
+def inputs(*columns: str) -> str:
+    return json.dumps([{"type": "double", "name": c, "required": True} for c in columns])
+
+
+async def test_the_release_gates_hold_a_version_until_it_passes_them() -> None:
+    world = World()
+    world.seen(rollout={"requiredTags": {"validation_status": "approved"}})
+    world.facts.tags["1"] = {"validation_status": "approved"}
+    await world.reconciler.run_pass(KEY)
+    world.rolled_out("1")
+    await world.reconciler.run_pass(KEY)
+    assert world.cluster.versions_applied()[-1] == "1"
+
+    world.resolver.answer = ResolvedVersion("2", "run2")  # the alias moves to version 2 ...
+    world.facts.signatures.update({"1": inputs("hour", "wind"), "2": inputs("hour")})
+    await world.reconciler.run_pass(KEY)
+    assert world.cluster.versions_applied()[-1] == "1"  # ... which drops a column: held
+    assert world.status().phase is Phase.DEGRADED
+    assert "column 'wind' (double) is gone" in world.status().message
+
+    world.resolver.answer = ResolvedVersion("3", "run3")  # then to 3, which adds an option
+    world.facts.signatures["3"] = json.dumps(
+        [*json.loads(inputs("hour", "wind")), {"type": "long", "name": "x", "required": False}]
+    )
+    await world.reconciler.run_pass(KEY)
+    assert world.cluster.versions_applied()[-1] == "1"  # compatible, but not approved yet
+    assert "version 3 waits for approval" in world.status().message
+    assert world.status().phase is Phase.READY
+
+    world.facts.tags["3"] = {"validation_status": "approved"}
+    await world.reconciler.run_pass(KEY)
+    assert world.cluster.versions_applied()[-1] == "3"
+    assert world.reasons()[-1] == "RolloutStarted"
+
+
+async def test_a_registry_problem_of_the_gates_is_reported_as_one() -> None:
+    world = World()
+    world.seen(rollout={"requiredTags": {"stage": "prod"}})
+    world.facts.problem = RegistryProblem(Reason.REGISTRY_ACCESS_DENIED, "HTTP 403")
+    await world.reconciler.run_pass(KEY)
+    assert world.cluster.applied == []
+    assert world.status().phase is Phase.DEGRADED and world.status().message == "HTTP 403"
+
+
+async def test_no_candidate_no_lookups() -> None:
+    world = World()
+    world.seen()
+    await world.reconciler.run_pass(KEY)  # nothing serves yet: no signature to compare
+    world.rolled_out("1")
+    for _ in range(3):
+        await world.reconciler.run_pass(KEY)
+    assert world.facts.signature_lookups == 0

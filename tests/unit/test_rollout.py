@@ -2,6 +2,7 @@
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from aliasop.models import (
     ConditionType,
@@ -15,8 +16,10 @@ from aliasop.models import (
 )
 from aliasop.rollout import (
     Decision,
+    Gates,
     ObservedDeployment,
     api_failing,
+    candidate,
     decide,
     invalid_spec,
     observe_deployment,
@@ -390,3 +393,87 @@ def test_refused_and_invalid_specs_stall_at_the_generation_seen() -> None:
     assert {c.observed_generation for c in invalid.status.conditions} == {7}
     assert reasons(invalid) == ["InvalidSpec"]
     assert reasons(invalid_spec(invalid.status, 7, "model: bad", T0)) == []
+
+
+def gated(version: str, **found: Any) -> Gates:
+    return Gates(version=version, **found)
+
+
+def test_an_unapproved_version_waits_while_the_current_one_serves() -> None:
+    status = serving("1")
+    waiting = "validation_status=approved (is: pending)"
+    held = decide(
+        spec(rollout={"requiredTags": {"validation_status": "approved"}}),
+        1, status, at("2"), rolled_out("1"), T0, gates=gated("2", unapproved=(waiting,)),
+    )  # fmt: skip
+    assert held.pin is not None and held.pin.version == "1"
+    assert held.status.phase is Phase.READY
+    assert "version 2 waits for approval: validation_status=approved" in held.status.message
+    approved = held.status.condition(ConditionType.APPROVED)
+    assert approved is not None and (approved.is_true, approved.reason) == (
+        False,
+        "WaitingForApproval",
+    )
+    assert truths(held.status) == {
+        "Ready": (True, "WaitingForApproval"),  # a person's choice: kstatus Current
+        "Reconciling": (False, "Idle"),
+        "Stalled": (False, "AsExpected"),
+    }
+    assert reasons(held) == ["AliasMoved", "WaitingForApproval"]
+    again = decide(
+        spec(rollout={"requiredTags": {"validation_status": "approved"}}),
+        1, held.status, at("2"), rolled_out("1"), T0, gates=gated("2", unapproved=(waiting,)),
+    )  # fmt: skip
+    assert reasons(again) == []  # said once
+
+    go = decide(
+        spec(rollout={"requiredTags": {"validation_status": "approved"}}),
+        1, again.status, at("2"), rolled_out("1"), T0, gates=gated("2"),
+    )  # fmt: skip
+    assert go.pin is not None and go.pin.version == "2"
+    assert reasons(go) == ["RolloutStarted"]
+    assert go.status.condition(ConditionType.APPROVED).is_true  # type: ignore[union-attr]
+
+
+def test_an_unapproved_first_version_deploys_nothing_yet() -> None:
+    d = decide(
+        spec(rollout={"requiredTags": {"stage": "prod"}}),
+        1, ModelDeploymentStatus(), at("1"), None, T0,
+        gates=gated("1", unapproved=("stage=prod (is: none)",)),
+    )  # fmt: skip
+    assert d.pin is None
+    assert d.status.phase is Phase.PENDING
+    assert truths(d.status)["Ready"] == (False, "WaitingForApproval")
+    assert truths(d.status)["Reconciling"] == (False, "Idle")
+
+
+def test_a_version_that_breaks_the_inputs_is_held_back_and_stalls() -> None:
+    status = serving("1")
+    breaking = ("column 'wind' (double) is gone",)
+    held = step(status, at("2"), rolled_out("1"))  # for comparison: without gates it rolls
+    assert held.pin is not None and held.pin.version == "2"
+    held = decide(
+        spec(), 1, status, at("2"), rolled_out("1"), T0, gates=gated("2", breaking=breaking)
+    )
+    assert held.pin is not None and held.pin.version == "1"
+    assert held.status.phase is Phase.DEGRADED
+    assert "column 'wind' (double) is gone" in held.status.message
+    assert truths(held.status)["Stalled"] == (True, "SignatureIncompatible")
+    compatible = held.status.condition(ConditionType.SIGNATURE_COMPATIBLE)
+    assert compatible is not None and not compatible.is_true
+    assert "wind" in compatible.message
+    assert reasons(held) == ["AliasMoved", "SignatureIncompatible"]
+    assert held.status.serving_version == "1"
+
+    back = step(held.status, at("1"), rolled_out("1"))  # the alias moves back: no candidate
+    assert truths(back.status)["Stalled"] == (False, "AsExpected")
+    assert back.status.condition(ConditionType.SIGNATURE_COMPATIBLE).is_true  # type: ignore[union-attr]
+
+
+def test_the_candidate_is_the_alias_version_unless_it_runs_failed_or_is_paused() -> None:
+    status = serving("1")
+    assert candidate(spec(), status, at("2"), rolled_out("1")) == "2"
+    assert candidate(spec(), status, at("1"), rolled_out("1")) is None
+    assert candidate(spec(paused=True), status, at("2"), rolled_out("1")) is None
+    failed = status.model_copy(update={"failed_version": "2"})
+    assert candidate(spec(), failed, at("2"), rolled_out("1")) is None

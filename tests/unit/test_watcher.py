@@ -104,6 +104,20 @@ async def test_a_resource_moving_to_another_model_leaves_the_old_watch() -> None
     watcher = AliasWatcher(registry, wake=lambda resource: None)  # type: ignore[arg-type]
     watcher.watch(("ns", "a"), (SERVER, "bikes"), interval=60)
     watcher.watch(("ns", "a"), (SERVER, "trains"), interval=60)
-    assert await watcher.refresh_model("bikes") == 0
-    assert await watcher.refresh_model("trains") == 1
+    assert await watcher.model_changed("bikes", aliases=True) == 0
+    assert await watcher.model_changed("trains", aliases=True) == 1
     watcher.unwatch(("ns", "a"))
+
+
+async def test_a_tag_change_wakes_every_resource_watching_the_model() -> None:
+    registry, woken = FakeRegistry(), Woken(asyncio.Event())
+    watcher = AliasWatcher(registry, wake=woken)  # type: ignore[arg-type]
+    watcher.watch(("ns", "a"), (SERVER, "bikes"), interval=60)
+    watcher.watch(("ns", "b"), (SERVER, "bikes"), interval=60)
+    watcher.watch(("ns", "c"), (SERVER, "trains"), interval=60)
+    requests = registry.requests
+    assert await watcher.model_changed("bikes", aliases=False) == 1
+    assert sorted(woken) == [("ns", "a"), ("ns", "b")]
+    assert registry.requests == requests  # the aliases did not change: nothing fetched
+    for name in "abc":
+        watcher.unwatch(("ns", name))

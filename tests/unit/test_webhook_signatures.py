@@ -6,8 +6,9 @@ from aliasop.webhooks import (
     DELIVERY_ID_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
-    AliasChange,
     DeliveryVerifier,
+    Entity,
+    RegistryChange,
     Rejection,
     WebhookRejected,
     sign,
@@ -51,7 +52,9 @@ def rejection(check: DeliveryVerifier, headers: dict[str, str], body: bytes) -> 
 
 
 def test_a_signed_recent_delivery_is_accepted() -> None:
-    assert verifier().verify(*delivery()) == AliasChange("bikes", "champion", "created")
+    assert verifier().verify(*delivery()) == RegistryChange("bikes", Entity.ALIAS, "created")
+    tag = verifier().verify(*delivery(entity="model_version_tag"))
+    assert tag == RegistryChange("bikes", Entity.TAG, "created")
 
 
 def test_other_events_are_ignored() -> None:
