@@ -75,6 +75,20 @@ class ReleaseFacts(Protocol):
         ...
 
 
+class RegistryWrites(Protocol):
+    """What the operator tells the registry (ALIASOP_REGISTRY_WRITE_BACK)."""
+
+    async def set_version_tag(
+        self, tracking_uri: str, name: str, version: str, key: str, value: str
+    ) -> None: ...
+
+    async def delete_version_tag(
+        self, tracking_uri: str, name: str, version: str, key: str
+    ) -> None: ...
+
+    async def set_alias(self, tracking_uri: str, name: str, alias: str, version: str) -> None: ...
+
+
 class Resolver(Protocol):
     """Alias -> version. `watch` says which model each tracked resource needs resolved and
     how often; `unwatch` forgets a resource; `model_changed` is a webhook's news."""

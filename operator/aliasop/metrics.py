@@ -23,6 +23,10 @@ ROLLOUTS = Counter("aliasop_rollouts_total", "Rollout transitions, by event reas
 RECONCILE_ERRORS = Counter(
     "aliasop_reconcile_errors_total", "Reconciliations that failed on a Kubernetes API error."
 )
+REGISTRY_WRITE_FAILURES = Counter(
+    "aliasop_registry_write_failures_total",
+    "Tags and aliases the operator could not write to MLflow (ALIASOP_REGISTRY_WRITE_BACK).",
+)
 WATCHED = Gauge("aliasop_watched_resources", "ModelDeployments the operator is following.")
 WEBHOOK_DELIVERIES = Counter(
     "aliasop_webhook_deliveries_total",

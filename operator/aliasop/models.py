@@ -22,6 +22,7 @@ PLURAL = "modeldeployments"
 SINGULAR = "modeldeployment"
 SHORT_NAMES = ["mdep"]
 CATEGORY = "aliasop"  # `kubectl get aliasop`
+TAG_PREFIX = "aliasop/"  # model-version tags aliasop writes: aliasop/<namespace>/<name>
 
 # MLflow registered-model names may contain dots (catalog.schema.model) and dashes; aliases are
 # word characters and dashes. Slashes, spaces and "@" are refused so a URI parses one way only.
@@ -112,6 +113,11 @@ class SignaturePolicy(StrEnum):
     IGNORE = "Ignore"
 
 
+class OnFailure(StrEnum):
+    KEEP_ALIAS = "KeepAlias"  # the alias keeps pointing at the version that failed
+    REVERT_ALIAS = "RevertAlias"  # an automatic rollback moves the alias back too
+
+
 class RolloutSpec(_CamelModel):
     """How a new version rolls out, what it must pass first, and what happens when it fails."""
 
@@ -125,6 +131,12 @@ class RolloutSpec(_CamelModel):
         SignaturePolicy.COMPATIBLE,
         description="Compatible: a version whose model signature drops or retypes an input "
         "the serving version takes, or requires a new one, does not roll out. Ignore: no check.",
+    )
+    on_failure: OnFailure = Field(
+        OnFailure.KEEP_ALIAS,
+        description="RevertAlias: an automatic rollback also moves the alias back to the "
+        "version that serves, so the registry never claims a release that did not happen "
+        "(needs the operator's registry writes, ALIASOP_REGISTRY_WRITE_BACK).",
     )
     required_tags: dict[str, Annotated[str, Field(max_length=5000)]] = Field(
         default_factory=dict,
@@ -230,6 +242,7 @@ class Reason(StrEnum):
     REGISTRY_AVAILABLE = "RegistryAvailable"
     INVALID_SPEC = "InvalidSpec"
     SIGNATURE_INCOMPATIBLE = "SignatureIncompatible"
+    ALIAS_NOT_REVERTED = "AliasNotReverted"
     WAITING_FOR_APPROVAL = "WaitingForApproval"
     DEPLOYMENT_REFUSED = "DeploymentRefused"
     KUBERNETES_API_ERROR = "KubernetesApiError"
@@ -294,6 +307,9 @@ class ModelDeploymentStatus(_CamelModel):
         None,
         description="Version rolled back after a failed rollout; not retried until the alias "
         "moves away and back.",
+    )
+    held_version: str | None = Field(
+        None, description="Version the alias points at that a release gate holds back."
     )
     replicas: int | None = Field(
         None, description="Serving pods (all versions) as the Deployment counts them."

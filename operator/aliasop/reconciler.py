@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -34,6 +34,7 @@ from aliasop.interfaces import (
     ApiError,
     Children,
     ModelKey,
+    RegistryWrites,
     ReleaseFacts,
     Reporter,
     Resolver,
@@ -42,12 +43,14 @@ from aliasop.interfaces import (
 from aliasop.models import (
     ModelDeploymentSpec,
     ModelDeploymentStatus,
+    Reason,
     RegistryProblem,
     ResolvedVersion,
     SignaturePolicy,
 )
 from aliasop.rollout import (
     Decision,
+    Event,
     EventType,
     Gates,
     ObservedDeployment,
@@ -56,7 +59,9 @@ from aliasop.rollout import (
     decide,
     invalid_spec,
     observe_deployment,
+    record_key,
     refused,
+    registry_records,
     status_to_store,
     unapproved_tags,
 )
@@ -185,6 +190,7 @@ class Reconciler:
         clock: Clock,
         defaults: ServingDefaults,
         *,
+        writes: RegistryWrites | None = None,
         concurrency: int,
         status_refresh_seconds: float,
         retry_backoff_max_seconds: float,
@@ -192,6 +198,8 @@ class Reconciler:
         self.tracker = tracker
         self._resolver = resolver
         self._facts = facts
+        self._writes = writes  # None: the registry is not told what serves
+        self._background: set[asyncio.Task[None]] = set()
         self._children = children
         self._reporter = reporter
         self._clock = clock
@@ -216,6 +224,7 @@ class Reconciler:
         tracked = self.tracker.get(key)
         gone = deleted or bool(meta.get("deletionTimestamp"))
         if tracked is not None and (gone or tracked.uid != meta["uid"]):
+            self._forget_serving(key, tracked)
             self.tracker.untrack(key)
             tracked = None
         if gone:
@@ -320,7 +329,69 @@ class Reconciler:
                 if exc.status not in _INVALID:
                     raise
                 decision = refused(tracked.status, decision, kind, exc.message, self._clock.now())
+        decision = await self._tell_registry(key, spec, tracking_uri, tracked, decision)
         return decision, float(spec.poll_interval_seconds)
+
+    async def _tell_registry(
+        self,
+        key: ResourceKey,
+        spec: ModelDeploymentSpec,
+        tracking_uri: str,
+        tracked: Tracked,
+        decision: Decision,
+    ) -> Decision:
+        """Tag the versions this pass changed the fate of (where they serve, what was rolled
+        or held back), and move the alias back after a rollback if the spec says so. Best
+        effort: the registry's answers do not change what serves."""
+        name = spec.model_uri.name
+        if decision.revert_alias_to is not None and self._writes is None:
+            problem = "onFailure: RevertAlias needs the operator's ALIASOP_REGISTRY_WRITE_BACK"
+            warning = Event(EventType.WARNING, Reason.ALIAS_NOT_REVERTED, problem)
+            return replace(decision, events=[*decision.events, warning])
+        if self._writes is None:
+            return decision
+        try:
+            for write in registry_records(tracked.status, decision.status, "/".join(key)):
+                if write.value is None:
+                    await self._writes.delete_version_tag(
+                        tracking_uri, name, write.version, write.key
+                    )
+                else:
+                    await self._writes.set_version_tag(
+                        tracking_uri, name, write.version, write.key, write.value
+                    )
+            if decision.revert_alias_to is not None:
+                alias = spec.model_uri.alias
+                await self._writes.set_alias(tracking_uri, name, alias, decision.revert_alias_to)
+        except RegistryProblem as problem:
+            tracked.logger.warning(f"the registry was not told: {problem.message}")
+            metrics.REGISTRY_WRITE_FAILURES.inc()
+        return decision
+
+    def _forget_serving(self, key: ResourceKey, tracked: Tracked) -> None:
+        """The resource is gone: its serving version no longer serves there (in the
+        background: the watch that reports the deletion must not wait for MLflow)."""
+        writes, version = self._writes, tracked.status.serving_version
+        if writes is None or version is None:
+            return
+        try:
+            spec = ModelDeploymentSpec.model_validate(tracked.resource["spec"])
+        except ValidationError:
+            return
+        forget = writes.delete_version_tag(
+            get_tracking_uri(spec, self._defaults),
+            spec.model_uri.name,
+            version,
+            record_key("/".join(key)),
+        )
+
+        async def quietly() -> None:
+            with contextlib.suppress(RegistryProblem):
+                await forget
+
+        task = asyncio.create_task(quietly())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _check_gates(
         self,

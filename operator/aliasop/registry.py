@@ -20,7 +20,7 @@ import yaml
 
 from aliasop.metrics import REGISTRY_REQUESTS
 from aliasop.models import ModelUri, Reason, RegistryProblem, ResolvedVersion
-from aliasop.settings import RegistryAccess
+from aliasop.settings import RegistryAccess, RegistryWriter
 from aliasop.signatures import SignatureInputs, Unreadable
 
 _READY = "READY"
@@ -35,12 +35,15 @@ class MlflowRegistry:
         concurrency: int,
         access: RegistryAccess | None = None,
         credential_origins: Collection[str] = (),
+        writer: RegistryWriter | None = None,
     ) -> None:
         """`access`: credentials and TLS, sent to the servers in `credential_origins` only
-        (scheme://host:port): a spec naming another tracking server must not receive them."""
+        (scheme://host:port): a spec naming another tracking server must not receive them.
+        `writer`: the credentials of writes (tags, aliases), to the same servers."""
         access = access if access is not None else RegistryAccess()
         self._http = httpx.AsyncClient(timeout=timeout_seconds, verify=_tls(access))
         self._credentials = access.headers()
+        self._writer_credentials = writer.headers() if writer is not None else {}
         self._credential_origins = {origin_of(uri) for uri in credential_origins}
         self._slots = asyncio.Semaphore(concurrency)
         self._in_flight: dict[tuple[Any, ...], asyncio.Future[dict[str, Any] | None]] = {}
@@ -149,38 +152,98 @@ class MlflowRegistry:
             task.add_done_callback(lambda _: self._in_flight.pop(key, None))
         return await asyncio.shield(task)
 
+    async def set_version_tag(
+        self, tracking_uri: str, name: str, version: str, key: str, value: str
+    ) -> None:
+        await self._write("POST", tracking_uri, "model-versions/set-tag", name, version, key, value)
+
+    async def delete_version_tag(
+        self, tracking_uri: str, name: str, version: str, key: str
+    ) -> None:
+        """Delete a tag; one that is not there is fine."""
+        await self._write("DELETE", tracking_uri, "model-versions/delete-tag", name, version, key)
+
+    async def set_alias(self, tracking_uri: str, name: str, alias: str, version: str) -> None:
+        body = {"name": name, "alias": alias, "version": version}
+        url = f"{tracking_uri.rstrip('/')}/api/2.0/mlflow/registered-models/alias"
+        await self._send(
+            "POST", url, tracking_uri, "registered-models/alias", name, body=body, writing=True
+        )
+
+    async def _write(
+        self,
+        method: str,
+        tracking_uri: str,
+        endpoint: str,
+        name: str,
+        version: str,
+        key: str,
+        value: str | None = None,
+    ) -> None:
+        body = {"name": name, "version": version, "key": key}
+        if value is not None:
+            body["value"] = value
+        url = f"{tracking_uri.rstrip('/')}/api/2.0/mlflow/{endpoint}"
+        await self._send(method, url, tracking_uri, endpoint, name, body=body, writing=True)
+
     async def _request(
         self, tracking_uri: str, endpoint: str, params: dict[str, str]
     ) -> dict[str, Any] | None:
         url = f"{tracking_uri.rstrip('/')}/api/2.0/mlflow/{endpoint}"
-        trusted = origin_of(tracking_uri) in self._credential_origins
+        response = await self._send(
+            "GET", url, tracking_uri, endpoint, params.get("name", ""), params=params
+        )
+        if response is None:
+            return None
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        server: str,
+        endpoint: str,
+        model: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: dict[str, str] | None = None,
+        writing: bool = False,
+    ) -> httpx.Response | None:
+        """Send one request to MLflow at `server`; the response when it succeeded, None when
+        MLflow says the object does not exist. Credentials go to trusted servers only: the
+        writer's when `writing`. Other answers raise RegistryProblem, saying what they mean."""
+        trusted = origin_of(url) in self._credential_origins
+        credentials = self._writer_credentials if writing else self._credentials
         try:
             async with self._slots:
-                response = await self._http.get(
-                    url, params=params, headers=self._credentials if trusted else None
+                response = await self._http.request(
+                    method,
+                    url,
+                    params=params,
+                    json=body,
+                    headers=credentials if trusted else None,
                 )
         except httpx.HTTPError as exc:
             REGISTRY_REQUESTS.labels(endpoint=endpoint, result="unreachable").inc()
             raise RegistryProblem(
                 Reason.REGISTRY_UNAVAILABLE,
-                f"MLflow at {tracking_uri} did not answer: {type(exc).__name__} {exc}".strip(),
+                f"MLflow at {server} did not answer: {type(exc).__name__} {exc}".strip(),
             ) from None
         REGISTRY_REQUESTS.labels(endpoint=endpoint, result=str(response.status_code)).inc()
         if response.status_code == 200:
-            body: dict[str, Any] = response.json()
-            return body
+            return response
         error_code = _error_code(response)
         if response.status_code == 404 or error_code == "RESOURCE_DOES_NOT_EXIST":
             return None
         if response.status_code in (401, 403):
             raise RegistryProblem(
                 Reason.REGISTRY_ACCESS_DENIED,
-                _access_denied(tracking_uri, response, trusted, params.get("name", "")),
+                _access_denied(server, response, trusted, model, writing),
             )
         raise RegistryProblem(
             Reason.REGISTRY_UNAVAILABLE,
-            f"MLflow at {tracking_uri} answered HTTP {response.status_code} "
-            f"{error_code or ''}".rstrip(),
+            f"MLflow at {server} answered HTTP {response.status_code} {error_code or ''}".rstrip(),
         )
 
     async def _read_signature_inputs(
@@ -208,35 +271,10 @@ class MlflowRegistry:
         return _inputs_of(mlmodel)
 
     async def _get_text(self, url: str, model: str) -> str | None:
-        """GET a file MLflow serves (text, not JSON); None when it is not there. Errors are
-        reported as `_request` reports them."""
+        """GET a file MLflow serves (text, not JSON); None when it is not there."""
         server = url.partition(_ARTIFACTS_ROUTE)[0]
-        trusted = origin_of(url) in self._credential_origins
-        try:
-            async with self._slots:
-                response = await self._http.get(url, headers=self._credentials if trusted else None)
-        except httpx.HTTPError as exc:
-            REGISTRY_REQUESTS.labels(endpoint=_ARTIFACTS_ENDPOINT, result="unreachable").inc()
-            raise RegistryProblem(
-                Reason.REGISTRY_UNAVAILABLE,
-                f"MLflow at {server} did not answer: {type(exc).__name__} {exc}".strip(),
-            ) from None
-        REGISTRY_REQUESTS.labels(
-            endpoint=_ARTIFACTS_ENDPOINT, result=str(response.status_code)
-        ).inc()
-        if response.status_code == 200:
-            return response.text
-        if response.status_code == 404:
-            return None
-        if response.status_code in (401, 403):
-            raise RegistryProblem(
-                Reason.REGISTRY_ACCESS_DENIED, _access_denied(server, response, trusted, model)
-            )
-        raise RegistryProblem(
-            Reason.REGISTRY_UNAVAILABLE,
-            f"MLflow at {server} answered HTTP {response.status_code} "
-            f"{_error_code(response) or ''}".rstrip(),
-        )
+        response = await self._send("GET", url, server, _ARTIFACTS_ENDPOINT, model)
+        return response.text if response is not None else None
 
     def _forget_failure(
         self, key: tuple[str, str, str], task: asyncio.Future[SignatureInputs]
@@ -265,9 +303,18 @@ def origin_of(uri: str) -> str:
     return f"{url.scheme}://{url.host}:{port}"
 
 
-def _access_denied(tracking_uri: str, response: httpx.Response, trusted: bool, model: str) -> str:
+def _access_denied(
+    tracking_uri: str, response: httpx.Response, trusted: bool, model: str, writing: bool = False
+) -> str:
     """What a 401 or 403 from MLflow means, and what to do about it."""
     said = f"MLflow at {tracking_uri} answered HTTP {response.status_code}"
+    if writing and trusted and response.status_code == 401:
+        return (
+            f"{said}: it refused the operator's writer credentials (ALIASOP_REGISTRY_WRITER_*"
+            ", in the Secret aliasop-mlflow-writer)"
+        )
+    if writing and trusted and INVALID_HOST not in response.text:
+        return f"{said}: the operator's MLflow writer may not edit model {model!r} (needs EDIT)"
     if response.status_code == 401:
         if not trusted:
             return (

@@ -22,11 +22,13 @@ from aliasop.builders import (
     get_child_revision,
 )
 from aliasop.models import (
+    TAG_PREFIX,
     Condition,
     ConditionType,
     HistoryEntry,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
+    OnFailure,
     Outcome,
     Phase,
     Reason,
@@ -106,6 +108,49 @@ class Decision:
     status: ModelDeploymentStatus
     pin: PinnedVersion | None  # the version to render; None leaves the Deployment untouched
     events: list[Event] = field(default_factory=list)
+    revert_alias_to: str | None = None  # onFailure: RevertAlias, after a rollback
+
+
+@dataclass(frozen=True)
+class TagWrite:
+    """A model-version tag the registry is told (value None: deleted)."""
+
+    version: str
+    key: str
+    value: str | None
+
+
+def record_key(resource: str) -> str:
+    """The model-version tag that says what became of a version at `resource`
+    (namespace/name)."""
+    return f"{TAG_PREFIX}{resource}"
+
+
+def registry_records(
+    previous: ModelDeploymentStatus, new: ModelDeploymentStatus, resource: str
+) -> list[TagWrite]:
+    """What the registry is told of what happened to `resource` (namespace/name) in a pass:
+    the version that serves there now (and the one that stopped), a version rolled back,
+    a version a release gate held back. One tag per version and resource, its value the
+    latest word; written on transitions only."""
+    key = record_key(resource)
+    writes: list[TagWrite] = []
+    if new.serving_version != previous.serving_version:
+        if previous.serving_version is not None:
+            writes.append(TagWrite(previous.serving_version, key, None))
+        if new.serving_version is not None:
+            writes.append(TagWrite(new.serving_version, key, "serving"))
+    if new.failed_version is not None and new.failed_version != previous.failed_version:
+        writes.append(TagWrite(new.failed_version, key, f"rolled back: {new.message}"))
+    gate = new.condition(ConditionType.SIGNATURE_COMPATIBLE)
+    if (
+        new.held_version is not None
+        and gate is not None
+        and not gate.is_true
+        and new.held_version != previous.held_version
+    ):
+        writes.append(TagWrite(new.held_version, key, f"held back: {gate.message}"))
+    return writes
 
 
 @dataclass(frozen=True)
@@ -159,6 +204,7 @@ class _Draft:
     status: ModelDeploymentStatus
     now: datetime
     events: list[Event] = field(default_factory=list)
+    revert_alias_to: str | None = None
 
     def post(self, type_: EventType, reason: Reason, message: str) -> None:
         self.events.append(Event(type_, reason, message))
@@ -206,7 +252,8 @@ def decide(
     pin = _pin(draft, target, resolved, problem, observed)
     _record_progress(draft, target, pin, observed)
     _set_phase_and_conditions(draft, target, problem, observed, gates)
-    return Decision(status=draft.status, pin=pin, events=draft.events)
+    draft.status.held_version = target.held
+    return Decision(draft.status, pin, draft.events, draft.revert_alias_to)
 
 
 def _record_resolution(draft: _Draft, resolved: ResolvedVersion | None) -> None:
@@ -275,10 +322,14 @@ def _detect_failed_rollout(
     if draft.spec.rollout.auto_rollback and st.last_good_version is not None:
         st.failed_version = failed
         target.version, target.start_reason = st.last_good_version, Reason.ROLLBACK
-        target.failure += (
-            f"; rolled back to version {target.version}. It is tried again when {uri} moves "
-            "away and back"
-        )
+        if draft.spec.rollout.on_failure is OnFailure.REVERT_ALIAS:
+            draft.revert_alias_to = target.version
+            target.failure += f"; rolled back to version {target.version}, and {uri} with it"
+        else:
+            target.failure += (
+                f"; rolled back to version {target.version}. It is tried again when {uri} "
+                "moves away and back"
+            )
 
 
 def _pin(

@@ -72,6 +72,7 @@ def build_runtime(settings: Settings, make_resolver: ResolverFactory = AliasWatc
         concurrency=settings.registry_concurrency,
         access=settings.registry_access,
         credential_origins=settings.credential_origins,
+        writer=settings.registry_writer,
     )
     scheduler: Scheduler[ResourceKey] = Scheduler()
     resolver = make_resolver(registry, scheduler.wake)
@@ -87,6 +88,7 @@ def build_runtime(settings: Settings, make_resolver: ResolverFactory = AliasWatc
         reporter=cluster,
         clock=SystemClock(),
         defaults=ServingDefaults(image=settings.serving_image, tracking_uri=settings.tracking_uri),
+        writes=registry if settings.registry_write_back else None,
         concurrency=settings.api_concurrency,
         status_refresh_seconds=settings.status_refresh_seconds,
         retry_backoff_max_seconds=settings.retry_backoff_max_seconds,

@@ -42,13 +42,33 @@ class RegistryAccess(BaseSettings):
         return self
 
     def headers(self) -> dict[str, str]:
-        """The Authorization header MLflow clients send: the token, else basic auth."""
-        if self.token.get_secret_value():
-            return {"Authorization": f"Bearer {self.token.get_secret_value()}"}
-        if self.username:
-            pair = f"{self.username}:{self.password.get_secret_value()}".encode()
-            return {"Authorization": f"Basic {base64.b64encode(pair).decode()}"}
-        return {}
+        return _authorization(self.token, self.username, self.password)
+
+
+class RegistryWriter(BaseSettings):
+    """The MLflow identity the operator writes to the registry with (model-version tags, and
+    aliases for onFailure: RevertAlias): separate from the reading one, as writing needs EDIT
+    on the model. From `ALIASOP_REGISTRY_WRITER_*` (the optional Secret
+    `aliasop-mlflow-writer` in the shipped Deployment); empty: no credentials. Never logged."""
+
+    model_config = SettingsConfigDict(env_prefix="ALIASOP_REGISTRY_WRITER_", frozen=True)
+
+    token: SecretStr = Field(SecretStr(""), description="Bearer token.")
+    username: str = Field("", description="Basic-auth user.")
+    password: SecretStr = Field(SecretStr(""), description="Basic-auth password.")
+
+    def headers(self) -> dict[str, str]:
+        return _authorization(self.token, self.username, self.password)
+
+
+def _authorization(token: SecretStr, username: str, password: SecretStr) -> dict[str, str]:
+    """The Authorization header MLflow clients send: the token, else basic auth."""
+    if token.get_secret_value():
+        return {"Authorization": f"Bearer {token.get_secret_value()}"}
+    if username:
+        pair = f"{username}:{password.get_secret_value()}".encode()
+        return {"Authorization": f"Basic {base64.b64encode(pair).decode()}"}
+    return {}
 
 
 class Settings(BaseSettings):
@@ -66,6 +86,15 @@ class Settings(BaseSettings):
     registry_access: RegistryAccess = Field(
         default_factory=RegistryAccess,
         description="Credentials and TLS of MLflow requests, from MLFLOW_TRACKING_* variables.",
+    )
+    registry_write_back: bool = Field(
+        False,
+        description="Tell the registry what serves: tag each model version with where it "
+        "serves, was rolled back or held back (aliasop/<namespace>/<name>).",
+    )
+    registry_writer: RegistryWriter = Field(
+        default_factory=RegistryWriter,
+        description="Credentials of registry writes, from ALIASOP_REGISTRY_WRITER_*.",
     )
     registry_credential_origins: str = Field(
         "",

@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from aliasop.models import TAG_PREFIX
+
 SIGNATURE_HEADER = "X-MLflow-Signature"
 TIMESTAMP_HEADER = "X-MLflow-Timestamp"
 DELIVERY_ID_HEADER = "X-MLflow-Delivery-Id"
@@ -110,6 +112,8 @@ def _registry_change(text: str) -> RegistryChange | None:
         payload = json.loads(text)
         if payload.get("entity") not in tuple(Entity):
             return None
+        if str(payload["data"].get("key", "")).startswith(TAG_PREFIX):
+            return None  # aliasop's own record (ALIASOP_REGISTRY_WRITE_BACK): nothing to do
         return RegistryChange(
             model=str(payload["data"]["name"]),
             entity=Entity(payload["entity"]),

@@ -89,6 +89,9 @@ def operator(
     process.env["MLFLOW_TRACKING_USERNAME"] = READER
     process.env["MLFLOW_TRACKING_PASSWORD"] = READER_PASSWORD
     process.env["ALIASOP_REGISTRY_CREDENTIAL_ORIGINS"] = auth_mlflow_uri
+    # The registry is told what serves (test_registry_records.py); the plain MLflow server
+    # takes writes without credentials.
+    process.env["ALIASOP_REGISTRY_WRITE_BACK"] = "true"
     process.start()
     try:
         process.wait_ready(f"http://127.0.0.1:{port}/healthz", timeout=60)

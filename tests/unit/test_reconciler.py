@@ -138,6 +138,30 @@ class FakeFacts:
 
 
 @dataclass
+class FakeWrites:
+    """The registry's writes: tags by (version, key), and the alias moves asked for."""
+
+    tags: dict[tuple[str, str], str] = field(default_factory=dict)
+    aliases: list[tuple[str, str]] = field(default_factory=list)  # (alias, version)
+    problem: RegistryProblem | None = None
+
+    async def set_version_tag(
+        self, tracking_uri: str, name: str, version: str, key: str, value: str
+    ) -> None:
+        if self.problem is not None:
+            raise self.problem
+        self.tags[(version, key)] = value
+
+    async def delete_version_tag(
+        self, tracking_uri: str, name: str, version: str, key: str
+    ) -> None:
+        self.tags.pop((version, key), None)
+
+    async def set_alias(self, tracking_uri: str, name: str, alias: str, version: str) -> None:
+        self.aliases.append((alias, version))
+
+
+@dataclass
 class FakeClock:
     at: datetime = T0
 
@@ -152,6 +176,7 @@ class World:
     cluster: FakeCluster = field(default_factory=FakeCluster)
     resolver: FakeResolver = field(default_factory=FakeResolver)
     facts: FakeFacts = field(default_factory=FakeFacts)
+    writes: FakeWrites | None = None  # None: write-back off
     clock: FakeClock = field(default_factory=FakeClock)
     scheduler: Scheduler[ResourceKey] = field(default_factory=Scheduler)
 
@@ -164,6 +189,7 @@ class World:
             reporter=self.cluster,
             clock=self.clock,
             defaults=ServingDefaults(image="serving:test", tracking_uri=TRACKING_URI),
+            writes=self.writes,
             concurrency=4,
             status_refresh_seconds=300,
             retry_backoff_max_seconds=10,
@@ -490,3 +516,63 @@ async def test_no_candidate_no_lookups() -> None:
     for _ in range(3):
         await world.reconciler.run_pass(KEY)
     assert world.facts.signature_lookups == 0
+
+
+def stuck(world: World, version: str) -> None:
+    """The watch shows `version`'s rollout past its progress deadline."""
+    deployment = world.child("Deployment")
+    deployment["metadata"]["generation"] = 1
+    deployment["spec"]["template"]["metadata"]["labels"][VERSION_LABEL] = version
+    deployment["status"] = {
+        "observedGeneration": 1,
+        "replicas": 3,
+        "updatedReplicas": 1,
+        "availableReplicas": 2,
+        "conditions": [{"type": "Progressing", "reason": "ProgressDeadlineExceeded"}],
+    }
+    world.reconciler.child_seen(deployment, deleted=False)
+
+
+async def test_the_registry_is_told_where_versions_serve_and_what_was_rolled_back() -> None:
+    world = World(writes=FakeWrites())
+    assert world.writes is not None
+    world.seen(rollout={"onFailure": "RevertAlias"})
+    await world.reconciler.run_pass(KEY)
+    world.rolled_out("1")
+    await world.reconciler.run_pass(KEY)
+    assert world.writes.tags == {("1", "aliasop/ml/bikes"): "serving"}
+
+    world.resolver.answer = ResolvedVersion("2", "run2")
+    await world.reconciler.run_pass(KEY)
+    stuck(world, "2")
+    await world.reconciler.run_pass(KEY)  # failed: rolled back, the alias moved back
+    assert world.writes.aliases == [("champion", "1")]
+    assert world.writes.tags[("2", "aliasop/ml/bikes")].startswith("rolled back: version 2")
+    assert world.writes.tags[("1", "aliasop/ml/bikes")] == "serving"
+
+    world.seen(deleted=True)  # gone: version 1 serves there no more
+    await asyncio.sleep(0)  # the background removal runs
+    assert ("1", "aliasop/ml/bikes") not in world.writes.tags
+
+
+async def test_revert_alias_without_registry_writes_says_why_not() -> None:
+    world = World()
+    world.seen(rollout={"onFailure": "RevertAlias"})
+    await world.reconciler.run_pass(KEY)
+    world.rolled_out("1")
+    await world.reconciler.run_pass(KEY)
+    world.resolver.answer = ResolvedVersion("2", "run2")
+    await world.reconciler.run_pass(KEY)
+    stuck(world, "2")
+    await world.reconciler.run_pass(KEY)
+    assert world.reasons()[-1] == "AliasNotReverted"
+    assert world.cluster.versions_applied()[-1] == "1"  # rolled back all the same
+
+
+async def test_a_registry_that_refuses_the_writes_changes_nothing_that_serves() -> None:
+    world = World(writes=FakeWrites(problem=RegistryProblem(Reason.REGISTRY_ACCESS_DENIED, "403")))
+    world.seen()
+    await world.reconciler.run_pass(KEY)
+    world.rolled_out("1")
+    assert await world.reconciler.run_pass(KEY) == 30
+    assert world.status().phase is Phase.READY

@@ -18,12 +18,14 @@ from aliasop.rollout import (
     Decision,
     Gates,
     ObservedDeployment,
+    TagWrite,
     api_failing,
     candidate,
     decide,
     invalid_spec,
     observe_deployment,
     refused,
+    registry_records,
     status_to_store,
 )
 
@@ -477,3 +479,43 @@ def test_the_candidate_is_the_alias_version_unless_it_runs_failed_or_is_paused()
     assert candidate(spec(paused=True), status, at("2"), rolled_out("1")) is None
     failed = status.model_copy(update={"failed_version": "2"})
     assert candidate(spec(), failed, at("2"), rolled_out("1")) is None
+
+
+def test_the_registry_is_told_what_serves_what_was_rolled_back_and_held_back() -> None:
+    created = step(ModelDeploymentStatus(), at("1"), None).status
+    assert registry_records(ModelDeploymentStatus(), created, "ml/bikes") == []  # not yet
+    on_one = step(created, at("1"), rolled_out("1")).status
+    assert registry_records(created, on_one, "ml/bikes") == [
+        TagWrite("1", "aliasop/ml/bikes", "serving")
+    ]
+    to_two = step(on_one, at("2"), rolled_out("1")).status
+    on_two = step(to_two, at("2"), rolled_out("2")).status
+    assert registry_records(to_two, on_two, "ml/bikes") == [
+        TagWrite("1", "aliasop/ml/bikes", None),  # no longer serves there
+        TagWrite("2", "aliasop/ml/bikes", "serving"),
+    ]
+    to_three = step(on_two, at("3"), rolled_out("2")).status
+    failed = step(to_three, at("3"), replace(rolling("3"), deadline_exceeded=True)).status
+    [rolled_back] = registry_records(to_three, failed, "ml/bikes")
+    assert rolled_back.version == "3" and rolled_back.value is not None
+    assert rolled_back.value.startswith("rolled back: version 3 did not become available")
+
+    breaking = gated("4", breaking=("column 'wind' (double) is gone",))
+    held = decide(spec(), 1, on_two, at("4"), rolled_out("2"), T0, gates=breaking).status
+    [held_back] = registry_records(on_two, held, "ml/bikes")
+    assert (held_back.version, held_back.value) == (
+        "4",
+        "held back: column 'wind' (double) is gone",
+    )
+    again = decide(spec(), 1, held, at("4"), rolled_out("2"), T0, gates=breaking).status
+    assert registry_records(held, again, "ml/bikes") == []  # on transitions only
+
+
+def test_revert_alias_asks_for_the_alias_back_with_the_rollback() -> None:
+    to_two = step(serving("1"), at("2"), rolled_out("1")).status
+    stuck = replace(rolling("2"), deadline_exceeded=True)
+    kept = step(to_two, at("2"), stuck)
+    assert kept.revert_alias_to is None
+    reverted = step(to_two, at("2"), stuck, rollout={"onFailure": "RevertAlias"})
+    assert reverted.revert_alias_to == "1"
+    assert "rolled back to version 1, and models:/bikes@champion with it" in reverted.status.message

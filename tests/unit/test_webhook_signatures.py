@@ -61,6 +61,24 @@ def test_other_events_are_ignored() -> None:
     assert verifier().verify(*delivery(entity="model_version")) is None
 
 
+def test_the_operators_own_tags_are_ignored() -> None:
+    """ALIASOP_REGISTRY_WRITE_BACK's tag writes come back as deliveries: no loop."""
+    own = json.dumps(
+        {
+            "entity": "model_version_tag",
+            "action": "set",
+            "timestamp": "t",
+            "data": {"name": "bikes", "version": "2", "key": "aliasop/ml/bikes", "value": "x"},
+        }
+    )
+    headers = {
+        DELIVERY_ID_HEADER: "own-1",
+        TIMESTAMP_HEADER: str(int(NOW)),
+        SIGNATURE_HEADER: sign(SECRET, "own-1", str(int(NOW)), own),
+    }
+    assert verifier().verify(headers, own.encode()) is None
+
+
 def test_forged_stale_replayed_and_unsigned_deliveries_are_refused() -> None:
     check = verifier()
     assert rejection(check, *delivery(secret="guess")) is Rejection.BAD_SIGNATURE
