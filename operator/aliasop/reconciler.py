@@ -416,12 +416,14 @@ class Reconciler:
             return Gates(version, unapproved, signature_note="signaturePolicy is Ignore")
         if observed is None:  # nothing serves: no client to break
             return Gates(version, unapproved)
+        # Clients call what serves; mid-rollout, what the Deployment rolls to.
+        serving_version = status.serving_version or observed.version
         serving, wanted = await asyncio.gather(
-            self._facts.signature_inputs(tracking_uri, name, observed.version),
+            self._facts.signature_inputs(tracking_uri, name, serving_version),
             self._facts.signature_inputs(tracking_uri, name, version),
         )
         comparison = compare(
-            serving_version=observed.version,
+            serving_version=serving_version,
             serving_inputs=serving,
             candidate_version=version,
             candidate_inputs=wanted,
