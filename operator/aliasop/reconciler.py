@@ -428,7 +428,7 @@ class Reconciler:
             candidate_version=version,
             candidate_inputs=wanted,
         )
-        return Gates(version, unapproved, comparison.problems, comparison.note)
+        return Gates(version, unapproved, comparison.problems, comparison.note, serving_version)
 
     async def _apply_service(
         self, key: ResourceKey, service: dict[str, Any], tracked: Tracked

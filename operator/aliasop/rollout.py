@@ -161,6 +161,7 @@ class Gates:
     version: str | None = None  # the candidate checked; None: there was none to check
     unapproved: tuple[str, ...] = ()  # requiredTags entries it lacks: "key=value (is: x)"
     breaking: tuple[str, ...] = ()  # how its inputs break what clients send the serving one
+    serving: str | None = None  # the version its signature was compared with
     signature_note: str = ""  # why the signatures were not compared, when they were not
 
     @property
@@ -407,7 +408,7 @@ def _set_phase_and_conditions(
         degraded = (
             Reason.SIGNATURE_INCOMPATIBLE,
             f"version {target.held} is held back: its inputs break what clients send "
-            f"version {current}: {'; '.join(gates.breaking)}",
+            f"version {gates.serving or current}: {'; '.join(gates.breaking)}",
         )
     elif failure is not None:
         degraded = (Reason.ROLLOUT_FAILED, failure)
@@ -477,8 +478,9 @@ def _set_gate_conditions(draft: _Draft, target: _Target, gates: Gates, current: 
         elif gates.signature_note:
             signature = (True, Reason.NOT_COMPARED, gates.signature_note)
         else:
-            checked = f"version {gates.version} takes what clients send version {current}"
-            signature = (True, Reason.COMPATIBLE, checked if current else "nothing serves yet")
+            against = gates.serving or current
+            checked = f"version {gates.version} takes what clients send version {against}"
+            signature = (True, Reason.COMPATIBLE, checked if against else "nothing serves yet")
         draft.set_condition(ConditionType.SIGNATURE_COMPATIBLE, *signature)
     _reopen(draft, ConditionType.SIGNATURE_COMPATIBLE, gates)
 
