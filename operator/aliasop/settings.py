@@ -14,18 +14,32 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from aliasop import __version__
 
 
-class RegistryAccess(BaseSettings):
-    """How the operator authenticates to MLflow and checks its TLS certificate: MLflow's own
-    `MLFLOW_TRACKING_*` variables, as every MLflow client reads them (the shipped Deployment
-    takes them from the optional Secret `aliasop-mlflow`). Never logged."""
+class MlflowIdentity(BaseSettings):
+    """An MLflow identity: a bearer token, else a basic-auth user and password. Never
+    logged."""
+
+    token: SecretStr = Field(SecretStr(""), description="Bearer token.")
+    username: str = Field("", description="Basic-auth user.")
+    password: SecretStr = Field(SecretStr(""), description="Basic-auth password.")
+
+    def headers(self) -> dict[str, str]:
+        """The Authorization header MLflow clients send: the token, else basic auth."""
+        if self.token.get_secret_value():
+            return {"Authorization": f"Bearer {self.token.get_secret_value()}"}
+        if self.username:
+            pair = f"{self.username}:{self.password.get_secret_value()}".encode()
+            return {"Authorization": f"Basic {base64.b64encode(pair).decode()}"}
+        return {}
+
+
+class RegistryAccess(MlflowIdentity):
+    """How the operator reads MLflow: MLflow's own `MLFLOW_TRACKING_*` variables, as every
+    MLflow client reads them (TOKEN, USERNAME, PASSWORD, SERVER_CERT_PATH, CLIENT_CERT_PATH,
+    INSECURE_TLS; the shipped Deployment takes them from the optional Secret
+    `aliasop-mlflow`)."""
 
     model_config = SettingsConfigDict(env_prefix="MLFLOW_TRACKING_", frozen=True)
 
-    token: SecretStr = Field(SecretStr(""), description="Bearer token (MLFLOW_TRACKING_TOKEN).")
-    username: str = Field("", description="Basic-auth user (MLFLOW_TRACKING_USERNAME).")
-    password: SecretStr = Field(
-        SecretStr(""), description="Basic-auth password (MLFLOW_TRACKING_PASSWORD)."
-    )
     server_cert_path: str = Field(
         "", description="CA bundle to verify MLflow's certificate with, instead of the system's."
     )
@@ -41,34 +55,14 @@ class RegistryAccess(BaseSettings):
             )
         return self
 
-    def headers(self) -> dict[str, str]:
-        return _authorization(self.token, self.username, self.password)
 
-
-class RegistryWriter(BaseSettings):
+class RegistryWriter(MlflowIdentity):
     """The MLflow identity the operator writes to the registry with (model-version tags, and
     aliases for onFailure: RevertAlias): separate from the reading one, as writing needs EDIT
-    on the model. From `ALIASOP_REGISTRY_WRITER_*` (the optional Secret
-    `aliasop-mlflow-writer` in the shipped Deployment); empty: no credentials. Never logged."""
+    on the model. From `ALIASOP_REGISTRY_WRITER_*` (TOKEN, USERNAME, PASSWORD; the optional
+    Secret `aliasop-mlflow-writer` in the shipped Deployment); empty: no credentials."""
 
     model_config = SettingsConfigDict(env_prefix="ALIASOP_REGISTRY_WRITER_", frozen=True)
-
-    token: SecretStr = Field(SecretStr(""), description="Bearer token.")
-    username: str = Field("", description="Basic-auth user.")
-    password: SecretStr = Field(SecretStr(""), description="Basic-auth password.")
-
-    def headers(self) -> dict[str, str]:
-        return _authorization(self.token, self.username, self.password)
-
-
-def _authorization(token: SecretStr, username: str, password: SecretStr) -> dict[str, str]:
-    """The Authorization header MLflow clients send: the token, else basic auth."""
-    if token.get_secret_value():
-        return {"Authorization": f"Bearer {token.get_secret_value()}"}
-    if username:
-        pair = f"{username}:{password.get_secret_value()}".encode()
-        return {"Authorization": f"Basic {base64.b64encode(pair).decode()}"}
-    return {}
 
 
 class Settings(BaseSettings):
