@@ -17,6 +17,10 @@ from aliasop.models import GROUP, KIND, VERSION, ModelDeploymentSpec
 Manifest = dict[str, Any]
 
 MANAGED_BY = "aliasop"
+FIELD_MANAGER = "aliasop"  # of server-side apply
+# Holds a Deployment's replicas for a moment when a spec stops setting them (see
+# get_replicas_handover).
+HANDOVER_FIELD_MANAGER = "aliasop-replicas-handover"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 VERSION_LABEL = f"{GROUP}/model-version"
 MODEL_URI_ANNOTATION = f"{GROUP}/model-uri"
@@ -159,6 +163,19 @@ def get_deployment(
         "kind": "Deployment",
         "metadata": _child_metadata(owner, pod_labels),
         "spec": deployment_spec,
+    }
+
+
+def get_replicas_handover(owner: Owner, replicas: int) -> Manifest:
+    """Applied as HANDOVER_FIELD_MANAGER before a Deployment whose spec stopped setting
+    `replicas`: without it, the apply that no longer sets them would leave the field without
+    an owner, and the API server would reset it to 1 (kubernetes/kubernetes#67135) until an
+    HPA scales back up. With it, the count stays until whoever scales next takes it over."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": owner.name, "namespace": owner.namespace},
+        "spec": {"replicas": replicas},
     }
 
 

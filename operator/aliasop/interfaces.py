@@ -33,10 +33,13 @@ class ApiUnreachable(ConnectionError):
 class Children(Protocol):
     """The Deployment and Service a ModelDeployment owns."""
 
-    async def apply(self, manifest: dict[str, Any], current_revision: str | None) -> None:
-        """Server-side apply; may skip it when the object is still as the last apply of the
-        same manifest left it (`current_revision`, see builders.get_child_revision; None: the
-        object does not exist). Raises ApiError or ApiUnreachable."""
+    async def apply(
+        self, manifest: dict[str, Any], current_revision: str | None, field_manager: str = ...
+    ) -> None:
+        """Server-side apply (as aliasop's field manager unless told); may skip it when the
+        object is still as the last apply of the same manifest left it (`current_revision`,
+        see builders.get_child_revision; None: the object does not exist). Raises ApiError or
+        ApiUnreachable."""
 
     async def delete(self, manifest: dict[str, Any]) -> None:
         """Delete the object `manifest` names; one already gone is fine."""

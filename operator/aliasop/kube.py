@@ -20,11 +20,10 @@ from typing import Any
 import aiohttp
 import kopf
 
-from aliasop.builders import get_child_revision
+from aliasop.builders import FIELD_MANAGER, get_child_revision
 from aliasop.interfaces import ApiError, ApiUnreachable
 from aliasop.models import GROUP, PLURAL, VERSION, rfc3339
 
-FIELD_MANAGER = "aliasop"
 _APPLY = "application/apply-patch+yaml"  # JSON is YAML, so a JSON body is fine
 _MERGE = "application/merge-patch+json"
 _PLURALS = {"Deployment": "deployments", "Service": "services"}
@@ -80,17 +79,28 @@ class Cluster:
         if self._session is not None:
             await self._session.close()
 
-    async def apply(self, manifest: dict[str, Any], current_revision: str | None) -> None:
+    async def apply(
+        self,
+        manifest: dict[str, Any],
+        current_revision: str | None,
+        field_manager: str = FIELD_MANAGER,
+    ) -> None:
         """Server-side apply as field manager `aliasop`: fields others own are left alone.
 
         Skipped when this manifest was applied last and the object is still as that apply
-        left it: `current_revision` is its revision as last watched (None: there is none)."""
+        left it: `current_revision` is its revision as last watched (None: there is none).
+        Applies as another `field_manager` are never skipped nor remembered."""
         meta = manifest["metadata"]
         key = (manifest["kind"], meta["namespace"], meta["name"])
         digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
-        if current_revision is not None and self._applied.get(key) == (digest, current_revision):
+        remembered = field_manager == FIELD_MANAGER
+        as_left = current_revision is not None and self._applied.get(key) == (
+            digest,
+            current_revision,
+        )
+        if remembered and as_left:
             return
-        path = f"{self._path(manifest)}?fieldManager={FIELD_MANAGER}&force=true"
+        path = f"{self._path(manifest)}?fieldManager={field_manager}&force=true"
         self._applying += 1
         self._nothing_applying.clear()
         try:
@@ -100,7 +110,8 @@ class Cluster:
             self._applying -= 1
             if not self._applying:
                 self._nothing_applying.set()
-        self._applied[key] = (digest, get_child_revision(applied))
+        if remembered:
+            self._applied[key] = (digest, get_child_revision(applied))
 
     async def delete(self, manifest: dict[str, Any]) -> None:
         """Delete the object `manifest` names at once (its dependents, such as a Service's

@@ -20,11 +20,13 @@ from pydantic import ValidationError
 
 from aliasop import metrics
 from aliasop.builders import (
+    HANDOVER_FIELD_MANAGER,
     Owner,
     ServingDefaults,
     get_child_revision,
     get_deployment,
     get_owner_name,
+    get_replicas_handover,
     get_selector,
     get_service,
     get_tracking_uri,
@@ -319,6 +321,12 @@ class Reconciler:
         if decision.pin is not None:
             kind = "Deployment"
             try:
+                if spec.replicas is None and observed is not None and observed.replicas_applied:
+                    await self._children.apply(
+                        get_replicas_handover(owner, observed.desired_replicas),
+                        current_revision=None,
+                        field_manager=HANDOVER_FIELD_MANAGER,
+                    )
                 await self._children.apply(
                     get_deployment(owner, spec, decision.pin, self._defaults),
                     current_revision=observed.revision if observed is not None else None,

@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from aliasop.builders import (
+    FIELD_MANAGER,
     RUN_ID_ANNOTATION,
     VERSION_LABEL,
     PinnedVersion,
@@ -44,6 +45,7 @@ class ObservedDeployment:
     version: str
     run_id: str
     revision: str  # builders.get_child_revision: changes when someone edits it
+    replicas_applied: bool  # aliasop's server-side apply owns spec.replicas
     generation: int
     observed_generation: int
     desired_replicas: int
@@ -81,6 +83,7 @@ def observe_deployment(deployment: Mapping[str, Any]) -> ObservedDeployment:
         version=(template_meta.get("labels") or {}).get(VERSION_LABEL, ""),
         run_id=(template_meta.get("annotations") or {}).get(RUN_ID_ANNOTATION, ""),
         revision=get_child_revision(deployment),
+        replicas_applied=_owns_replicas(meta.get("managedFields") or []),
         generation=meta.get("generation") or 0,
         observed_generation=status.get("observedGeneration") or 0,
         desired_replicas=spec.get("replicas", 1),
@@ -88,6 +91,16 @@ def observe_deployment(deployment: Mapping[str, Any]) -> ObservedDeployment:
         updated_replicas=status.get("updatedReplicas") or 0,
         available_replicas=status.get("availableReplicas") or 0,
         deadline_exceeded=progressing.get("reason") == "ProgressDeadlineExceeded",
+    )
+
+
+def _owns_replicas(managed_fields: list[dict[str, Any]]) -> bool:
+    """Whether aliasop's apply set spec.replicas last (the Deployment's managedFields)."""
+    return any(
+        entry.get("manager") == FIELD_MANAGER
+        and entry.get("operation") == "Apply"
+        and "f:replicas" in ((entry.get("fieldsV1") or {}).get("f:spec") or {})
+        for entry in managed_fields
     )
 
 

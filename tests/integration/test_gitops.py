@@ -292,3 +292,46 @@ def test_kubectl_explains_nested_fields(installed: Cluster) -> None:
     assert "Container port serving HTTP" in explained
     conditions = installed.kubectl("explain", "mdep.status.conditions.reason").stdout
     assert "Why, in one CamelCase word" in conditions
+
+
+def test_replicas_handed_to_an_hpa_do_not_drop_for_a_moment(
+    serving_v1: Callable[..., View],
+) -> None:
+    """kubernetes/kubernetes#67135: an apply that stops setting replicas resets them to 1."""
+    bikes_view = serving_v1(replicas=3)
+    namespace, apps = bikes_view.namespace, bikes_view.apps
+    seen: list[int] = []
+    stopped = threading.Event()
+
+    def record() -> None:
+        while not stopped.is_set():
+            for event in watch.Watch().stream(
+                apps.list_namespaced_deployment,
+                namespace,
+                field_selector="metadata.name=bikes",
+                timeout_seconds=2,
+            ):
+                seen.append(event["object"].spec.replicas)
+
+    recorder = threading.Thread(target=record, daemon=True)
+    recorder.start()
+    try:
+        wait_for(lambda: seen, 10, message="the watch")
+        generation = bikes_view.mdep()["metadata"]["generation"]
+        bikes_view.custom.patch_namespaced_custom_object(
+            "aliasop.io", "v1alpha1", namespace, "modeldeployments", "bikes",
+            [{"op": "remove", "path": "/spec/replicas"}],
+        )  # fmt: skip
+        wait_for(
+            lambda: bikes_view.status().get("observedGeneration", 0) > generation,
+            30,
+            message="the pass that stops setting replicas",
+        )
+        resolved = bikes_view.status()["lastResolvedTime"]
+        wait_for(lambda: bikes_view.status()["lastResolvedTime"] != resolved, 20, message="more")
+    finally:
+        stopped.set()
+        recorder.join(timeout=10)
+    assert set(seen) == {3}, seen
+    deployment = bikes_view.deployment()
+    assert deployment is not None and deployment.spec.replicas == 3

@@ -46,6 +46,7 @@ class FakeCluster:
 
     applied: list[dict[str, Any]] = field(default_factory=list)
     revisions: list[tuple[str, str | None]] = field(default_factory=list)  # (kind, as watched)
+    managers: list[str] = field(default_factory=list)  # the field manager of each apply
     statuses: list[dict[str, Any]] = field(default_factory=list)
     events: list[tuple[str, str]] = field(default_factory=list)  # (type, reason)
     forgotten: list[ResourceKey] = field(default_factory=list)
@@ -61,12 +62,15 @@ class FakeCluster:
                 self.wrote.clear()
                 await self.wrote.wait()
 
-    async def apply(self, manifest: dict[str, Any], current_revision: str | None) -> None:
+    async def apply(
+        self, manifest: dict[str, Any], current_revision: str | None, field_manager: str = "aliasop"
+    ) -> None:
         if self.refuse is not None:
             raise self.refuse
         if manifest["kind"] in self.refuse_once:
             raise self.refuse_once.pop(manifest["kind"])
         self.applied.append(manifest)
+        self.managers.append(field_manager)
         self.revisions.append((manifest["kind"], current_revision))
         self.wrote.set()
 
@@ -576,3 +580,36 @@ async def test_a_registry_that_refuses_the_writes_changes_nothing_that_serves() 
     world.rolled_out("1")
     assert await world.reconciler.run_pass(KEY) == 30
     assert world.status().phase is Phase.READY
+
+
+async def test_replicas_left_out_of_the_spec_are_handed_over_not_reset() -> None:
+    """kubernetes/kubernetes#67135: an apply that stops setting replicas would reset them to
+    1; a hand-over apply keeps the count until whoever scales next takes it."""
+    world = World()
+    world.seen(generation=1, replicas=3)
+    await world.reconciler.run_pass(KEY)
+    deployment = world.child("Deployment")
+    deployment["metadata"]["managedFields"] = [
+        {
+            "manager": "aliasop",
+            "operation": "Apply",
+            "fieldsV1": {"f:spec": {"f:replicas": {}, "f:template": {}}},
+        }
+    ]
+    deployment["metadata"]["generation"] = 1
+    deployment["status"] = {"observedGeneration": 1, "replicas": 3}
+    world.reconciler.child_seen(deployment, deleted=False)
+    world.cluster.applied.clear()
+    world.cluster.managers.clear()
+
+    world.seen(generation=2, replicas=None)  # replicas handed to an HPA
+    await world.reconciler.run_pass(KEY)
+
+    assert world.cluster.managers[:2] == ["aliasop-replicas-handover", "aliasop"]
+    assert world.cluster.applied[0]["spec"] == {"replicas": 3}
+    assert "replicas" not in world.cluster.applied[1]["spec"]
+
+    world.cluster.managers.clear()
+    world.reconciler.child_seen(world.child("Deployment"), deleted=False)  # handed over
+    await world.reconciler.run_pass(KEY)
+    assert "aliasop-replicas-handover" not in world.cluster.managers  # once only

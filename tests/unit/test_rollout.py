@@ -41,6 +41,7 @@ def rolled_out(version: str, replicas: int = 2) -> ObservedDeployment:
         version=version,
         run_id=f"run{version}",
         revision="1",
+        replicas_applied=True,
         generation=1,
         observed_generation=1,
         desired_replicas=replicas,
@@ -287,6 +288,16 @@ def test_observe_deployment_reads_the_api_shape() -> None:
         }
     )
     assert (observed.version, observed.run_id) == ("3", "abc")
+    assert not observed.replicas_applied
+    owned = {
+        "manager": "aliasop",
+        "operation": "Apply",
+        "fieldsV1": {"f:spec": {"f:replicas": {}}},
+    }
+    deployment = {"metadata": {"managedFields": [owned]}, "spec": {}}
+    assert observe_deployment(deployment).replicas_applied
+    owned["manager"] = "kube-controller-manager"  # an HPA scaled it since
+    assert not observe_deployment(deployment).replicas_applied
     assert observed.rolled_out and not observed.deadline_exceeded
     assert not replace(observed, observed_generation=3).rolled_out
 
