@@ -37,11 +37,13 @@ def health(mdep: dict[str, Any]) -> Health:
     """What kstatus (sigs.k8s.io/cli-utils) and Argo CD's Lua VM (gopher-lua, with the
     shipped health.lua) compute for the object, each by its real code."""
 
-    def run(*command: str) -> str:
-        if not (TOOLS / command[0]).exists():
-            pytest.fail(f"{TOOLS / command[0]} is missing: run tests/tools/build.sh")
+    tool = TOOLS / "gitops-health"
+    if not tool.exists():
+        pytest.fail(f"{tool} is missing: run tests/tools/build.sh")
+
+    def run(*subcommand: str) -> str:
         result = subprocess.run(
-            [str(TOOLS / command[0]), *command[1:]],
+            [str(tool), *subcommand],
             input=json.dumps(mdep),
             capture_output=True,
             text=True,
@@ -51,7 +53,7 @@ def health(mdep: dict[str, Any]) -> Health:
         status: str = json.loads(result.stdout.splitlines()[0])["status"]
         return status
 
-    return Health(kstatus=run("kstatus"), argocd=run("lua-health", str(HEALTH_LUA)))
+    return Health(kstatus=run("kstatus"), argocd=run("argocd", str(HEALTH_LUA)))
 
 
 class History:
