@@ -322,7 +322,7 @@ def test_replicas_handed_to_an_hpa_do_not_drop_for_a_moment(
         generation = bikes_view.mdep()["metadata"]["generation"]
         bikes_view.custom.patch_namespaced_custom_object(
             "aliasop.io", "v1alpha1", namespace, "modeldeployments", "bikes",
-            [{"op": "remove", "path": "/spec/replicas"}],
+            {"spec": {"replicas": None}},  # a merge patch: null removes the field
         )  # fmt: skip
         wait_for(
             lambda: bikes_view.status().get("observedGeneration", 0) > generation,
