@@ -6,13 +6,15 @@ changing the version in the template is what makes Kubernetes roll the pods.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aliasop.models import GROUP, KIND, VERSION, ModelDeploymentSpec
+from aliasop.models import GROUP, INSTANCE_LABEL, KIND, NAME_LABEL, VERSION, ModelDeploymentSpec
+from aliasop.models import MANAGED_BY_LABEL as MANAGED_BY_LABEL
 
 Manifest = dict[str, Any]
 
@@ -21,7 +23,6 @@ FIELD_MANAGER = "aliasop"  # of server-side apply
 # Holds a Deployment's replicas for a moment when a spec stops setting them (see
 # get_replicas_handover).
 HANDOVER_FIELD_MANAGER = "aliasop-replicas-handover"
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 VERSION_LABEL = f"{GROUP}/model-version"
 MODEL_URI_ANNOTATION = f"{GROUP}/model-uri"
 RUN_ID_ANNOTATION = f"{GROUP}/run-id"
@@ -58,8 +59,8 @@ class ServingDefaults:
 def get_selector_labels(owner: Owner) -> dict[str, str]:
     # Immutable once the Deployment exists: never put the version here.
     return {
-        "app.kubernetes.io/name": "model-server",
-        "app.kubernetes.io/instance": owner.name,
+        NAME_LABEL: "model-server",
+        INSTANCE_LABEL: owner.name,
         MANAGED_BY_LABEL: MANAGED_BY,
     }
 
@@ -96,7 +97,10 @@ def get_deployment(
 ) -> Manifest:
     uri = spec.model_uri
     serving = spec.serving
-    pod_labels = {**get_selector_labels(owner), VERSION_LABEL: pin.version}
+    labels = {**get_selector_labels(owner), VERSION_LABEL: pin.version}
+    # The spec's own pod labels and annotations go first so that aliasop's win (the CRD refuses
+    # them anyway): the selector must keep selecting the pods.
+    pod_labels = {**serving.pod_labels, **labels}
     env: list[dict[str, Any]] = [
         {"name": "MLFLOW_TRACKING_URI", "value": get_tracking_uri(spec, defaults)},
         *(e.model_dump(by_alias=True, exclude_none=True) for e in serving.env),
@@ -135,13 +139,17 @@ def get_deployment(
             "metadata": {
                 "labels": pod_labels,
                 "annotations": {
+                    **serving.pod_annotations,
                     MODEL_URI_ANNOTATION: uri.pinned(pin.version),
                     RUN_ID_ANNOTATION: pin.run_id,
                     ALIAS_ANNOTATION: uri.alias,
                 },
             },
             "spec": {
+                # A ServiceAccount gives the pods a cloud identity (IRSA, Workload Identity)
+                # without the Kubernetes API token in the serving container.
                 "automountServiceAccountToken": False,
+                **_pod_settings(spec),
                 "securityContext": {
                     "runAsNonRoot": True,
                     "runAsUser": 10001,
@@ -161,9 +169,24 @@ def get_deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _child_metadata(owner, pod_labels),
+        "metadata": _child_metadata(owner, labels),
         "spec": deployment_spec,
     }
+
+
+def _pod_settings(spec: ModelDeploymentSpec) -> Manifest:
+    """The pod spec fields of `spec.serving` that are set, as the API server validated them."""
+    serving = spec.serving
+    settings: Manifest = {
+        "serviceAccountName": serving.service_account_name,
+        "nodeSelector": serving.node_selector,
+        "tolerations": serving.tolerations,
+        "affinity": serving.affinity,
+        "topologySpreadConstraints": serving.topology_spread_constraints,
+        "imagePullSecrets": serving.image_pull_secrets,
+        "priorityClassName": serving.priority_class_name,
+    }
+    return {key: copy.deepcopy(value) for key, value in settings.items() if value}
 
 
 def get_replicas_handover(owner: Owner, replicas: int) -> Manifest:

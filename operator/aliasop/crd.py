@@ -6,6 +6,10 @@ This module turns pydantic's JSON schema into one and adds what only a CRD can s
 
 from __future__ import annotations
 
+import copy
+import functools
+import json
+from importlib import resources
 from typing import Any
 
 import yaml
@@ -15,6 +19,9 @@ from aliasop.models import (
     GROUP,
     KIND,
     PLURAL,
+    POD_SPEC_SCHEMA,
+    RESERVED_PREFIX,
+    SELECTOR_LABEL_KEYS,
     SHORT_NAMES,
     SINGULAR,
     VERSION,
@@ -25,6 +32,11 @@ from aliasop.models import (
 
 Schema = dict[str, Any]
 
+# Kubernetes' own schemas of the PodSpec fields serving passes through, as structural CRD
+# schemas: made by `make k8s-schemas` (dev/aliasop_dev/k8s_schemas.py) from an API server's
+# OpenAPI document.
+CORE_V1_SCHEMAS = ("schemas", "core_v1.json")
+
 # Children are named after the resource: a Service name must be a DNS-1035 label.
 NAME_RULE = {
     "rule": "self.metadata.name.size() <= 63 && "
@@ -34,9 +46,78 @@ NAME_RULE = {
 }
 
 
+# The keys of labels and annotations, as Kubernetes validates them: an optional DNS subdomain
+# and "/", then a name of at most 63 characters.
+KEY_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+
+
+def _keys_rule(what: str) -> Schema:
+    return {
+        "rule": f"self.all(k, k.size() <= 317 && k.matches(r'{KEY_PATTERN}'))",
+        "message": f"{what} keys must be qualified names: an optional DNS subdomain prefix and "
+        "'/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a "
+        "letter or digit",
+    }
+
+
+def _reserved_rules(what: str, reserved: tuple[str, ...], why: str) -> list[Schema]:
+    """One rule per reserved key, and one for the reserved prefix: each message names what
+    is refused (a messageExpression naming the offending keys costs more than a CRD may)."""
+    rules: list[Schema] = [
+        {
+            "rule": f"!('{key}' in self)",
+            "message": f"{what} may not set {key}: {why}",
+            "reason": "FieldValueForbidden",
+        }
+        for key in reserved
+    ]
+    rules.append(
+        {
+            "rule": f"!self.exists(k, k.startsWith('{RESERVED_PREFIX}'))",
+            "message": f"{what} may not set keys under {RESERVED_PREFIX}: {why}",
+            "reason": "FieldValueForbidden",
+        }
+    )
+    return rules
+
+
+# Pod labels must not break the Deployment's selector, nor claim aliasop's own labels.
+POD_LABEL_RULES = [
+    _keys_rule("podLabels"),
+    *_reserved_rules(
+        "podLabels",
+        SELECTOR_LABEL_KEYS,
+        f"aliasop sets the labels that select the serving pods, and those under {RESERVED_PREFIX}",
+    ),
+]
+POD_ANNOTATION_RULES = [
+    _keys_rule("podAnnotations"),
+    *_reserved_rules("podAnnotations", (), f"aliasop sets the annotations under {RESERVED_PREFIX}"),
+]
+NODE_SELECTOR_RULES = [_keys_rule("nodeSelector")]
+
+
+@functools.cache
+def _pod_spec_schemas() -> dict[str, Schema]:
+    text = resources.files("aliasop").joinpath(*CORE_V1_SCHEMAS).read_text()
+    fields: dict[str, Schema] = json.loads(text)["podSpecFields"]
+    return fields
+
+
+def pod_spec_schema(field: str) -> Schema:
+    """Kubernetes' structural schema of the core/v1 PodSpec field `field`."""
+    return copy.deepcopy(_pod_spec_schemas()[field])
+
+
 def structural(schema: Schema, defs: dict[str, Schema] | None = None) -> Schema:
     """Rewrite one pydantic JSON schema node (recursively) as a structural CRD schema."""
     defs = schema.get("$defs", {}) if defs is None else defs
+    if POD_SPEC_SCHEMA in schema:  # typed loosely in the model: Kubernetes' schema, our words
+        kubernetes = pod_spec_schema(schema[POD_SPEC_SCHEMA])
+        return {**kubernetes, "description": schema.get("description", kubernetes["description"])}
     if "$ref" in schema:  # a nested model; the field's own description is the better one
         nested = structural(defs[schema["$ref"].rsplit("/", 1)[-1]], defs)
         return {**nested, "description": schema.get("description", nested.get("description"))}
@@ -114,6 +195,13 @@ def build_crd() -> dict[str, Any]:
     spec_schema = _model_schema(ModelDeploymentSpec)
     spec_schema["properties"]["serving"]["default"] = {}
     spec_schema["properties"]["rollout"]["default"] = {}
+    serving = spec_schema["properties"]["serving"]["properties"]
+    for field, rules in (
+        ("podLabels", POD_LABEL_RULES),
+        ("podAnnotations", POD_ANNOTATION_RULES),
+        ("nodeSelector", NODE_SELECTOR_RULES),
+    ):
+        serving[field]["x-kubernetes-validations"] = rules
     column = "jsonPath"
     return {
         "apiVersion": "apiextensions.k8s.io/v1",

@@ -87,6 +87,31 @@ class EnvVar(_CamelModel):
     )
 
 
+# Labels of the serving pods that aliasop sets: those of the Deployment's selector, and every
+# label and annotation under aliasop.io/. Pod labels and annotations of a spec may not set them.
+NAME_LABEL = "app.kubernetes.io/name"
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+SELECTOR_LABEL_KEYS = (NAME_LABEL, INSTANCE_LABEL, MANAGED_BY_LABEL)
+RESERVED_PREFIX = f"{GROUP}/"
+
+# A label value (and a nodeSelector's), as Kubernetes validates it.
+LabelValue = Annotated[
+    str,
+    StringConstraints(max_length=63, pattern=r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"),
+]
+# A DNS-1123 subdomain: the name of a ServiceAccount or a PriorityClass.
+DNS_SUBDOMAIN_PATTERN = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)?$"
+
+# Fields typed loosely here whose CRD schema is Kubernetes' own: the schema of the core/v1
+# PodSpec field this names (aliasop.crd takes it from aliasop/schemas/core_v1.json).
+POD_SPEC_SCHEMA = "x-aliasop-pod-spec-schema"
+
+
+def _pod_spec_schema(field: str) -> dict[str, Any]:
+    return {POD_SPEC_SCHEMA: field}
+
+
 class ServingSpec(_CamelModel):
     """The serving pods: image, port, scoring server and container settings."""
 
@@ -105,6 +130,62 @@ class ServingSpec(_CamelModel):
         max_length=253,
         pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$",
         description="Secret with MLFLOW_TRACKING_* keys, given to serving pods through envFrom.",
+    )
+    # Pod settings: placement, identity, image pulls, labels and annotations of serving pods.
+    service_account_name: str = Field(
+        "",
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="ServiceAccount the serving pods run as (cloud identity for artifact "
+        "access, such as IRSA or Workload Identity); empty means the namespace's default. "
+        "Its token is not mounted into the serving container.",
+    )
+    node_selector: dict[str, LabelValue] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Node labels a node must carry to run serving pods (core/v1 "
+        "PodSpec.nodeSelector).",
+    )
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Taints the serving pods tolerate (core/v1 Toleration).",
+        json_schema_extra=_pod_spec_schema("tolerations"),
+    )
+    affinity: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Node affinity, pod affinity and anti-affinity of the serving pods "
+        "(core/v1 Affinity).",
+        json_schema_extra=_pod_spec_schema("affinity"),
+    )
+    topology_spread_constraints: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="How serving pods spread across zones, nodes and other topology domains "
+        "(core/v1 TopologySpreadConstraint).",
+        json_schema_extra=_pod_spec_schema("topologySpreadConstraints"),
+    )
+    image_pull_secrets: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Secrets, in the namespace, to pull the serving image with (core/v1 "
+        "LocalObjectReference).",
+        json_schema_extra=_pod_spec_schema("imagePullSecrets"),
+    )
+    priority_class_name: str = Field(
+        "",
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="PriorityClass of the serving pods; empty means the cluster's default.",
+    )
+    pod_labels: dict[str, LabelValue] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Extra labels of the serving pods. Not the keys of the Deployment's "
+        "selector (app.kubernetes.io/name, app.kubernetes.io/instance, "
+        "app.kubernetes.io/managed-by) nor any key under aliasop.io/.",
+    )
+    pod_annotations: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Extra annotations of the serving pods; not under aliasop.io/.",
     )
 
 

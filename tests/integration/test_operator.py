@@ -42,6 +42,7 @@ def test_create_deploys_the_alias_version(
         "Progressing": "False",
         "Degraded": "False",
         "RegistryAvailable": "True",
+        "SignatureCompatible": "True",  # nothing served before it: nothing to break
     }
     wait_for(lambda: "RolloutSucceeded" in bikes_view.events(), 30, message="RolloutSucceeded")
 

@@ -1,4 +1,7 @@
+from typing import Any
+
 from aliasop.builders import (
+    ALIAS_ANNOTATION,
     MODEL_URI_ANNOTATION,
     RUN_ID_ANNOTATION,
     VERSION_LABEL,
@@ -6,9 +9,10 @@ from aliasop.builders import (
     PinnedVersion,
     ServingDefaults,
     get_deployment,
+    get_selector_labels,
     get_service,
 )
-from aliasop.models import ModelDeploymentSpec
+from aliasop.models import RESERVED_PREFIX, SELECTOR_LABEL_KEYS, ModelDeploymentSpec
 
 OWNER = Owner(name="bikes", namespace="ml", uid="uid-1")
 DEFAULTS = ServingDefaults(image="serving:1", tracking_uri="http://mlflow:5000")
@@ -96,3 +100,117 @@ def test_service_selects_every_version() -> None:
     service = get_service(OWNER, spec(serving={"port": 9000}))
     assert VERSION_LABEL not in service["spec"]["selector"]
     assert service["spec"]["ports"][0]["port"] == 9000
+
+
+# Every pod setting of spec.serving, as a user writes them (core/v1 shapes).
+POD_SETTINGS: dict[str, Any] = {
+    "serviceAccountName": "model-reader",
+    "nodeSelector": {"type": "kwok"},
+    "tolerations": [
+        {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}
+    ],
+    "affinity": {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [
+                            {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]}
+                        ]
+                    }
+                ]
+            }
+        }
+    },
+    "topologySpreadConstraints": [
+        {
+            "maxSkew": 1,
+            "topologyKey": "topology.kubernetes.io/zone",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": {"app.kubernetes.io/instance": "bikes"}},
+        }
+    ],
+    "imagePullSecrets": [{"name": "registry"}],
+    "priorityClassName": "serving-high",
+}
+
+
+def test_pod_settings_are_rendered_into_the_pod_template() -> None:
+    serving = {
+        **POD_SETTINGS,
+        "podLabels": {"team": "ml", "example.com/cost-center": "42"},
+        "podAnnotations": {"prometheus.io/scrape": "true"},
+    }
+    deployment = get_deployment(
+        OWNER, spec(serving=serving), PinnedVersion("4", "run4"), DEFAULTS
+    )
+    template = deployment["spec"]["template"]
+    pod = template["spec"]
+    assert {key: pod[key] for key in POD_SETTINGS} == POD_SETTINGS
+    # A ServiceAccount is for a cloud identity; the API token stays out of the pods.
+    assert pod["automountServiceAccountToken"] is False
+    assert template["metadata"]["labels"] == {
+        "team": "ml",
+        "example.com/cost-center": "42",
+        **get_selector_labels(OWNER),
+        VERSION_LABEL: "4",
+    }
+    assert template["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true",
+        MODEL_URI_ANNOTATION: "models:/bikes/4",
+        RUN_ID_ANNOTATION: "run4",
+        ALIAS_ANNOTATION: "champion",
+    }
+    # The Deployment's own labels are aliasop's: pod labels are for the pods.
+    assert "team" not in deployment["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"] == get_selector_labels(OWNER)
+
+
+def test_pod_settings_left_unset_are_not_rendered() -> None:
+    pod = get_deployment(OWNER, spec(), PinnedVersion("1", ""), DEFAULTS)["spec"]["template"][
+        "spec"
+    ]
+    assert not set(POD_SETTINGS) & set(pod)
+    assert pod["automountServiceAccountToken"] is False
+
+
+def test_pod_labels_and_annotations_never_override_aliasops() -> None:
+    """The CRD refuses these keys; were one to get through, the selector still selects."""
+    hostile = spec(
+        serving={
+            "podLabels": {
+                "app.kubernetes.io/instance": "other",
+                "app.kubernetes.io/managed-by": "someone",
+                VERSION_LABEL: "9",
+            },
+            "podAnnotations": {MODEL_URI_ANNOTATION: "models:/other/1"},
+        }
+    )
+    template = get_deployment(OWNER, hostile, PinnedVersion("4", "run4"), DEFAULTS)["spec"][
+        "template"
+    ]
+    assert template["metadata"]["labels"] == {**get_selector_labels(OWNER), VERSION_LABEL: "4"}
+    assert template["metadata"]["annotations"][MODEL_URI_ANNOTATION] == "models:/bikes/4"
+
+
+def test_the_reserved_keys_are_the_ones_aliasop_sets() -> None:
+    """What the CRD refuses in podLabels (aliasop.crd) covers every label aliasop sets."""
+    labels = get_deployment(OWNER, spec(), PinnedVersion("4", ""), DEFAULTS)["spec"]["template"][
+        "metadata"
+    ]["labels"]
+    assert set(get_selector_labels(OWNER)) == set(SELECTOR_LABEL_KEYS)
+    assert all(key in SELECTOR_LABEL_KEYS or key.startswith(RESERVED_PREFIX) for key in labels)
+    for key in (MODEL_URI_ANNOTATION, RUN_ID_ANNOTATION, ALIAS_ANNOTATION, VERSION_LABEL):
+        assert key.startswith(RESERVED_PREFIX)
+
+
+def test_the_rendered_pod_settings_are_copies() -> None:
+    """Whoever changes a rendered manifest does not change the spec it came from."""
+    serving_spec = spec(serving=POD_SETTINGS)
+    pod = get_deployment(OWNER, serving_spec, PinnedVersion("1", ""), DEFAULTS)["spec"][
+        "template"
+    ]["spec"]
+    pod["tolerations"].clear()
+    pod["affinity"]["nodeAffinity"] = {}
+    assert serving_spec.serving.tolerations == POD_SETTINGS["tolerations"]
+    assert serving_spec.serving.affinity == POD_SETTINGS["affinity"]
