@@ -141,9 +141,7 @@ def test_pod_settings_are_rendered_into_the_pod_template() -> None:
         "podLabels": {"team": "ml", "example.com/cost-center": "42"},
         "podAnnotations": {"prometheus.io/scrape": "true"},
     }
-    deployment = get_deployment(
-        OWNER, spec(serving=serving), PinnedVersion("4", "run4"), DEFAULTS
-    )
+    deployment = get_deployment(OWNER, spec(serving=serving), PinnedVersion("4", "run4"), DEFAULTS)
     template = deployment["spec"]["template"]
     pod = template["spec"]
     assert {key: pod[key] for key in POD_SETTINGS} == POD_SETTINGS
@@ -207,9 +205,9 @@ def test_the_reserved_keys_are_the_ones_aliasop_sets() -> None:
 def test_the_rendered_pod_settings_are_copies() -> None:
     """Whoever changes a rendered manifest does not change the spec it came from."""
     serving_spec = spec(serving=POD_SETTINGS)
-    pod = get_deployment(OWNER, serving_spec, PinnedVersion("1", ""), DEFAULTS)["spec"][
-        "template"
-    ]["spec"]
+    pod = get_deployment(OWNER, serving_spec, PinnedVersion("1", ""), DEFAULTS)["spec"]["template"][
+        "spec"
+    ]
     pod["tolerations"].clear()
     pod["affinity"]["nodeAffinity"] = {}
     assert serving_spec.serving.tolerations == POD_SETTINGS["tolerations"]
