@@ -9,7 +9,7 @@ CLUSTER_BIN := $(ALIASOP_CACHE)/cluster/$(K8S_VERSION)/bin
 # The demo talks to the test cluster with the kubectl built for it.
 CLUSTER_ENV := PATH="$(CLUSTER_BIN):$$PATH" KUBECONFIG="$(ALIASOP_CACHE)/kubeconfig"
 
-.PHONY: install cluster-build tools-build cluster-up cluster-down test test-unit test-integration lint crds demo demo-down bench bench-serving clean
+.PHONY: install cluster-build tools-build cluster-up cluster-down test test-unit test-integration lint crds k8s-schemas demo demo-down bench bench-serving clean
 
 install: $(VENV)/.installed
 
@@ -35,6 +35,12 @@ cluster-down:
 
 crds: install
 	$(BIN)/aliasop crd > crds/aliasop.io_modeldeployments.yaml
+
+# Kubernetes' core/v1 schemas of the pod settings, from the test cluster's API server; then
+# the CRD that embeds them.
+k8s-schemas: install cluster-up
+	$(CLUSTER_ENV) $(BIN)/python -m aliasop_dev.k8s_schemas
+	$(MAKE) crds
 
 test: install cluster-build tools-build
 	$(BIN)/pytest tests
