@@ -41,6 +41,8 @@ def test_the_wheel_holds_the_operator_and_no_development_tooling(tmp_path: Path)
     shipped_tooling = {name for name in files if PurePosixPath(name).stem in DEV_MODULES}
     assert not shipped_tooling, sorted(shipped_tooling)
     assert {"__init__.py", "cli.py", "models.py", "rollout.py", "py.typed"} <= files
+    # The CRD's core/v1 schemas: `aliasop crd` reads them from the installed package.
+    assert PurePosixPath("aliasop/schemas/core_v1.json") in names
     assert "aliasop-dev" not in entry_points and "aliasop = aliasop.cli:main" in entry_points
 
 
