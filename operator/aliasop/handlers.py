@@ -20,9 +20,14 @@ from aliasop.runtime import Runtime
 async def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
     """The pod's service account, else the kubeconfig ($KUBECONFIG or ~/.kube/config); kopf
     and aliasop's own calls (kube.Cluster) share these credentials, renewed at each re-login."""
-    info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+    def login_afresh() -> kopf.ConnectionInfo | None:
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+    info = login_afresh()
     if info is not None:
-        memo.runtime.cluster.connect(info)
+        # aliasop's calls log in afresh on a 401 too (a rotated token), as kopf's do.
+        memo.runtime.cluster.connect(info, relogin=login_afresh)
     return info
 
 

@@ -14,7 +14,7 @@ import datetime
 import hashlib
 import json
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -28,6 +28,18 @@ _APPLY = "application/apply-patch+yaml"  # JSON is YAML, so a JSON body is fine
 _MERGE = "application/merge-patch+json"
 _PLURALS = {"Deployment": "deployments", "Service": "services"}
 _EVENT_MESSAGE_LIMIT = 1024  # longer messages are refused
+
+
+_ATTEMPTS = 4  # of one call: a re-login, or waits the API server asks for (429)
+_RETRY_AFTER_MAX_SECONDS = 10.0  # a longer wait is the pass's back-off's to make
+
+
+def _seconds(retry_after: str | None) -> float:
+    """Retry-After in seconds, bounded; 1 when it says none (or a date)."""
+    try:
+        return min(max(float(retry_after or 1), 0.0), _RETRY_AFTER_MAX_SECONDS)
+    except ValueError:
+        return 1.0
 
 
 def _api_error(status: int, reason: str, body: bytes) -> ApiError:
@@ -53,6 +65,8 @@ class Cluster:
         self._ssl: ssl.SSLContext | bool = True
         self._proxy: str | None = None
         self._connected = asyncio.Event()
+        # Logs in afresh (a rotated ServiceAccount token): after a 401, as kopf does itself.
+        self._relogin: Callable[[], kopf.ConnectionInfo | None] | None = None
         # (kind, namespace, name) -> (digest of the manifest last applied, the object's
         # revision right after, see builders.get_child_revision): lets a steady resource skip
         # its applies, and only while nobody has changed the object since.
@@ -62,9 +76,15 @@ class Cluster:
         self._nothing_applying = asyncio.Event()
         self._nothing_applying.set()
 
-    def connect(self, info: kopf.ConnectionInfo) -> None:
-        """Use these credentials from now on: at kopf's login, and again at each re-login
-        (after an expired token made the API server answer 401)."""
+    def connect(
+        self,
+        info: kopf.ConnectionInfo,
+        relogin: Callable[[], kopf.ConnectionInfo | None] | None = None,
+    ) -> None:
+        """Use these credentials from now on: at kopf's login, and again at each re-login.
+        `relogin` gets fresh ones when the API server answers 401 (an expired token)."""
+        if relogin is not None:
+            self._relogin = relogin
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._connections)
@@ -185,7 +205,30 @@ class Cluster:
 
     async def _send(self, method: str, path: str, body: dict[str, Any], content_type: str) -> bytes:
         """Send a request and return the response body; an error status raises ApiError, no
-        answer ApiUnreachable (a timeout: TimeoutError)."""
+        answer ApiUnreachable (a timeout: TimeoutError). A 401 logs in afresh and tries once
+        more; a 429 waits as Retry-After says (bounded), a few times."""
+        attempt = 0
+        while True:
+            attempt += 1
+            status, reason, payload, retry_after = await self._send_once(
+                method, path, body, content_type
+            )
+            if status == 401 and attempt == 1 and self._relogin is not None:
+                info = self._relogin()
+                if info is not None:
+                    self.connect(info)
+                    continue
+            if status == 429 and attempt < _ATTEMPTS:
+                await asyncio.sleep(retry_after)
+                continue
+            if status >= 400:
+                raise _api_error(status, reason, payload)
+            return payload
+
+    async def _send_once(
+        self, method: str, path: str, body: dict[str, Any], content_type: str
+    ) -> tuple[int, str, bytes, float]:
+        """One request: its status, reason, body and how long Retry-After asks to wait."""
         await self._connected.wait()  # kopf logs in before it starts any handler
         assert self._session is not None
         try:
@@ -203,6 +246,5 @@ class Cluster:
             raise TimeoutError(f"no answer within {self._timeout.total:g}s") from None
         except aiohttp.ClientError as exc:
             raise ApiUnreachable(f"{type(exc).__name__}: {exc}") from exc
-        if response.status >= 400:
-            raise _api_error(response.status, response.reason or "", payload)
-        return payload
+        retry_after = _seconds(response.headers.get("Retry-After"))
+        return response.status, response.reason or "", payload, retry_after

@@ -263,3 +263,48 @@ async def test_an_event_names_its_object(
         1024,
     )
     assert event["firstTimestamp"] == event["lastTimestamp"] == "2026-11-26T12:00:05Z"
+
+
+@pytest.mark.timeout(10)
+async def test_a_401_logs_in_afresh_and_carries_on(api: tuple[StandIn, Cluster]) -> None:
+    """An expired token (a rotated ServiceAccount token): kopf re-logs in for its own calls,
+    aliasop's log in afresh the same way."""
+    stand_in, cluster = api
+    tokens: list[str] = []
+
+    async def respond(request: web.Request) -> web.Response:
+        tokens.append(request.headers["Authorization"])
+        if request.headers["Authorization"] != "Bearer fresh":
+            return web.json_response({"message": "Unauthorized"}, status=401)
+        return web.json_response({"metadata": {"generation": 1}})
+
+    stand_in.respond = respond
+    fresh = kopf.ConnectionInfo(server=stand_in.server, token="fresh")
+    cluster.connect(kopf.ConnectionInfo(server=stand_in.server, token="t0ken"), lambda: fresh)
+    await cluster.apply(deployment("a"), current_revision=None)
+    assert tokens == ["Bearer t0ken", "Bearer fresh"]
+
+    cluster.connect(kopf.ConnectionInfo(server=stand_in.server, token="t0ken"), lambda: None)
+    with pytest.raises(ApiError, match="HTTP 401"):  # no fresh credentials: reported
+        await cluster.apply(deployment("b"), current_revision=None)
+
+
+@pytest.mark.timeout(10)
+async def test_a_429_waits_as_retry_after_says_then_gives_up(api: tuple[StandIn, Cluster]) -> None:
+    stand_in, cluster = api
+    answers = [429, 429, 200]
+
+    async def respond(request: web.Request) -> web.Response:
+        status = answers.pop(0) if answers else 429
+        if status == 429:
+            return web.json_response(
+                {"message": "slow down"}, status=429, headers={"Retry-After": "0"}
+            )
+        return web.json_response({"metadata": {"generation": 1}})
+
+    stand_in.respond = respond
+    await cluster.apply(deployment("a"), current_revision=None)
+    assert len(stand_in.requests) == 3  # two waits, then through
+    with pytest.raises(ApiError, match="HTTP 429: slow down"):  # always busy: the pass backs off
+        await cluster.apply(deployment("b"), current_revision=None)
+    assert len(stand_in.requests) == 3 + 4
