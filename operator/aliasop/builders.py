@@ -13,8 +13,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aliasop.models import GROUP, INSTANCE_LABEL, KIND, NAME_LABEL, VERSION, ModelDeploymentSpec
-from aliasop.models import MANAGED_BY_LABEL as MANAGED_BY_LABEL
+from aliasop.models import (
+    GROUP,
+    INSTANCE_LABEL,
+    KIND,
+    MANAGED_BY_LABEL,
+    NAME_LABEL,
+    VERSION,
+    ModelDeploymentSpec,
+)
 
 Manifest = dict[str, Any]
 

@@ -62,9 +62,7 @@ def _run(args: argparse.Namespace, make_resolver: ResolverFactory | None) -> int
     settings = load_settings(
         **{name: value for name, value in options.items() if value is not None}
     )
-    runtime = (
-        build_runtime(settings) if make_resolver is None else build_runtime(settings, make_resolver)
-    )
+    runtime = build_runtime(settings, make_resolver)
     kopf.configure(verbose=False, log_prefix=True)  # "[namespace/name] ..." on each object's lines
     kopf.run(
         standalone=True,  # one instance (manifests/operator.yaml): no kopf peering

@@ -11,8 +11,8 @@ from typing import Any
 
 import kopf
 
-from aliasop.builders import MANAGED_BY, MANAGED_BY_LABEL
-from aliasop.models import GROUP, PLURAL, VERSION
+from aliasop.builders import MANAGED_BY
+from aliasop.models import GROUP, MANAGED_BY_LABEL, PLURAL, VERSION
 from aliasop.runtime import Runtime
 
 

@@ -66,7 +66,8 @@ class Runtime:
             await self._http.cleanup()
 
 
-def build_runtime(settings: Settings, make_resolver: ResolverFactory = AliasWatcher) -> Runtime:
+def build_runtime(settings: Settings, make_resolver: ResolverFactory | None = None) -> Runtime:
+    """`make_resolver`: None for the registry watcher (AliasWatcher)."""
     registry = MlflowRegistry(
         timeout_seconds=settings.registry_timeout_seconds,
         concurrency=settings.registry_concurrency,
@@ -75,7 +76,7 @@ def build_runtime(settings: Settings, make_resolver: ResolverFactory = AliasWatc
         writer=settings.registry_writer,
     )
     scheduler: Scheduler[ResourceKey] = Scheduler()
-    resolver = make_resolver(registry, scheduler.wake)
+    resolver = (make_resolver or AliasWatcher)(registry, scheduler.wake)
     # Connected at kopf's login (handlers.login), with the same credentials as kopf.
     cluster = Cluster(
         settings.api_concurrency, settings.report_concurrency, settings.api_timeout_seconds

@@ -148,6 +148,7 @@ class FakeWrites:
     tags: dict[tuple[str, str], str] = field(default_factory=dict)
     aliases: list[tuple[str, str]] = field(default_factory=list)  # (alias, version)
     problem: RegistryProblem | None = None
+    deleted: asyncio.Event = field(default_factory=asyncio.Event)  # set at every tag deletion
 
     async def set_version_tag(
         self, tracking_uri: str, name: str, version: str, key: str, value: str
@@ -160,6 +161,7 @@ class FakeWrites:
         self, tracking_uri: str, name: str, version: str, key: str
     ) -> None:
         self.tags.pop((version, key), None)
+        self.deleted.set()
 
     async def set_alias(self, tracking_uri: str, name: str, alias: str, version: str) -> None:
         self.aliases.append((alias, version))
@@ -554,8 +556,9 @@ async def test_the_registry_is_told_where_versions_serve_and_what_was_rolled_bac
     assert world.writes.tags[("2", "aliasop/ml/bikes")].startswith("rolled back: version 2")
     assert world.writes.tags[("1", "aliasop/ml/bikes")] == "serving"
 
+    world.writes.deleted.clear()
     world.seen(deleted=True)  # gone: version 1 serves there no more
-    await asyncio.sleep(0)  # the background removal runs
+    await asyncio.wait_for(world.writes.deleted.wait(), 5)  # removed in the background
     assert ("1", "aliasop/ml/bikes") not in world.writes.tags
 
 

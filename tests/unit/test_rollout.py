@@ -463,8 +463,8 @@ def test_an_unapproved_first_version_deploys_nothing_yet() -> None:
 def test_a_version_that_breaks_the_inputs_is_held_back_and_stalls() -> None:
     status = serving("1")
     breaking = ("column 'wind' (double) is gone",)
-    held = step(status, at("2"), rolled_out("1"))  # for comparison: without gates it rolls
-    assert held.pin is not None and held.pin.version == "2"
+    ungated = step(status, at("2"), rolled_out("1"))  # for comparison: without gates it rolls
+    assert ungated.pin is not None and ungated.pin.version == "2"
     held = decide(
         spec(), 1, status, at("2"), rolled_out("1"), T0, gates=gated("2", breaking=breaking)
     )
