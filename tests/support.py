@@ -17,6 +17,9 @@ T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER_SCRIPT = REPO / "tests" / "cluster" / "cluster.sh"
+# Operators a test runs of its own follow the resources it labels with this (their shard);
+# the integration session's operator follows the others only.
+SHARD_LABEL = "aliasop.io/shard"
 # Test namespaces start with this, to tell them from others on a reused cluster.
 TEST_NAMESPACE_PREFIX = "t-"
 

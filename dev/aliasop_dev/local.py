@@ -82,6 +82,18 @@ class LocalProcess:
             self.process.wait()
             self.process = None
 
+    def signal(self, sig: signal.Signals) -> None:
+        """Send `sig` to its process group: SIGSTOP freezes it, SIGCONT thaws it."""
+        assert self.process is not None, "start() first"
+        os.killpg(self.process.pid, sig)
+
+    def wait_exit(self, timeout: float) -> int:
+        """Its exit code, once it has exited on its own."""
+        assert self.process is not None, "start() first"
+        code = self.process.wait(timeout)
+        self.process = None
+        return code
+
     def write_pidfile(self, path: Path) -> None:
         """Remember a process meant to outlive this one, for `stop_pidfile`."""
         assert self.process is not None, "start() first"
@@ -213,15 +225,18 @@ def serving_process(container: dict[str, Any], log: Path) -> LocalProcess:
 
 
 def service_account_kubeconfig(
-    kubectl: list[str], namespace: str, account: str, path: Path
+    kubectl: list[str], namespace: str, account: str, path: Path, bound_secret: str = ""
 ) -> Path:
     """Write a kubeconfig that authenticates as a ServiceAccount (a fresh token), for the
-    cluster `kubectl` (a command prefix, credentials included) talks to."""
+    cluster `kubectl` (a command prefix, credentials included) talks to. A token bound to
+    `bound_secret` (a Secret in `namespace`) dies with that Secret."""
 
     def run(*args: str) -> str:
         return subprocess.run([*kubectl, *args], check=True, capture_output=True, text=True).stdout
 
-    token = run("-n", namespace, "create", "token", account, "--duration=24h").strip()
+    bound = ["--bound-object-kind=Secret", f"--bound-object-name={bound_secret}"]
+    options = ["--duration=24h", *(bound if bound_secret else [])]
+    token = run("-n", namespace, "create", "token", account, *options).strip()
     cluster = json.loads(run("config", "view", "--minify", "--raw", "-o", "json"))["clusters"][0]
     config = {
         "apiVersion": "v1",

@@ -10,7 +10,7 @@ import copy
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aliasop.models import (
@@ -47,6 +47,8 @@ class Owner:
     name: str
     namespace: str
     uid: str
+    # Its labels that the children carry too: those a shard's selector names (sharding).
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -234,7 +236,7 @@ def _child_metadata(owner: Owner, labels: dict[str, str]) -> Manifest:
     return {
         "name": owner.name,
         "namespace": owner.namespace,
-        "labels": labels,
+        "labels": {**owner.labels, **labels},
         "ownerReferences": [
             {
                 "apiVersion": f"{GROUP}/{VERSION}",

@@ -11,7 +11,14 @@ if TYPE_CHECKING:
     from aliasop.runtime import ResolverFactory
 
 # `aliasop run` options that are settings: option name -> Settings field.
-_SETTING_OPTIONS = ("tracking_uri", "serving_image", "http_port")
+_SETTING_OPTIONS = (
+    "tracking_uri",
+    "serving_image",
+    "http_port",
+    "leader_elect",
+    "leader_elect_namespace",
+    "watch_label_selector",
+)
 
 
 def main(argv: Sequence[str] | None = None, make_resolver: ResolverFactory | None = None) -> int:
@@ -34,6 +41,24 @@ def main(argv: Sequence[str] | None = None, make_resolver: ResolverFactory | Non
         "--http-port",
         type=int,
         help="port of /metrics and /webhooks/mlflow (env ALIASOP_HTTP_PORT)",
+    )
+
+    run.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        help="one of several replicas: only the holder of the Lease writes "
+        "(env ALIASOP_LEADER_ELECT)",
+    )
+    run.add_argument(
+        "--leader-elect-namespace",
+        help="namespace of the Lease; default: the pod's, else `default` "
+        "(env ALIASOP_LEADER_ELECT_NAMESPACE)",
+    )
+    run.add_argument(
+        "--watch-label-selector",
+        metavar="SELECTOR",
+        help="follow only the ModelDeployments this label selector picks, e.g. "
+        "aliasop.io/shard=a (env ALIASOP_WATCH_LABEL_SELECTOR)",
     )
 
     commands.add_parser("crd", help="print the ModelDeployment CRD as YAML")
@@ -65,7 +90,7 @@ def _run(args: argparse.Namespace, make_resolver: ResolverFactory | None) -> int
     runtime = build_runtime(settings, make_resolver)
     kopf.configure(verbose=False, log_prefix=True)  # "[namespace/name] ..." on each object's lines
     kopf.run(
-        standalone=True,  # one instance (manifests/operator.yaml): no kopf peering
+        standalone=True,  # no kopf peering: replicas share the work through a Lease
         clusterwide=args.all_namespaces or not args.namespace,
         namespaces=args.namespace,
         liveness_endpoint=args.liveness,

@@ -1,25 +1,46 @@
-"""The operator's HTTP endpoint: Prometheus `/metrics` and MLflow webhooks."""
+"""The operator's HTTP endpoint: Prometheus `/metrics` and MLflow webhooks.
+
+Every replica takes webhook deliveries (the Service sends them to any ready one); a standby
+passes each on to the leader, at the URL the leader's Lease advertises. Readiness does not
+follow leadership: a standby that is never Ready would stall every rolling update of the
+operator's own Deployment.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
+import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from aliasop.leader import LeaderElector
 from aliasop.metrics import WEBHOOK_DELIVERIES
-from aliasop.webhooks import DeliveryVerifier, Entity, WebhookRejected
+from aliasop.webhooks import (
+    DELIVERY_ID_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    DeliveryVerifier,
+    Entity,
+    WebhookRejected,
+)
 
 WEBHOOK_PATH = "/webhooks/mlflow"
+# Marks a delivery a standby passed on: one that reaches a standby again is not passed on.
+FORWARDED_HEADER = "X-Aliasop-Forwarded"
+_FORWARD_TIMEOUT = aiohttp.ClientTimeout(total=10)
 logger = logging.getLogger(__name__)
 
 
 def build_app(
-    model_changed: Callable[[str, bool], Awaitable[int]], verifier: DeliveryVerifier | None
+    model_changed: Callable[[str, bool], Awaitable[int]],
+    verifier: DeliveryVerifier | None,
+    leadership: LeaderElector | None = None,
 ) -> web.Application:
     """`/metrics`, and `/webhooks/mlflow`, which tells `model_changed` (the resolver's) of
-    the model a verified delivery names, and whether its aliases changed."""
+    the model a verified delivery names, and whether its aliases changed; or, on a standby
+    (`leadership` says it does not lead), passes the delivery on to the leader."""
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -37,6 +58,8 @@ def build_app(
         if change is None:
             WEBHOOK_DELIVERIES.labels(result="ignored").inc()
             return web.json_response({"refreshed": 0})
+        if leadership is not None and not leadership.leading:
+            return await _pass_on(request.headers, await request.read(), leadership.leader_url)
         refreshed = await model_changed(change.model, change.entity is Entity.ALIAS)
         WEBHOOK_DELIVERIES.labels(result="accepted").inc()
         return web.json_response({"refreshed": refreshed})
@@ -45,6 +68,36 @@ def build_app(
     app.router.add_get("/metrics", metrics)
     app.router.add_post(WEBHOOK_PATH, webhook)
     return app
+
+
+async def _pass_on(headers: Mapping[str, str], body: bytes, leader_url: str | None) -> web.Response:
+    """A standby's answer to a verified delivery: the leader's, once it has taken it."""
+    if leader_url is None or headers.get(FORWARDED_HEADER):
+        WEBHOOK_DELIVERIES.labels(result="no_leader").inc()
+        # MLflow may deliver again; if not, the next leader's first passes read every alias.
+        return web.json_response(
+            {"error": "this replica stands by, and knows no leader to pass the delivery to"},
+            status=503,
+        )
+    signed = (SIGNATURE_HEADER, TIMESTAMP_HEADER, DELIVERY_ID_HEADER, "Content-Type")
+    passed_on = {name: headers[name] for name in signed if name in headers}
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=_FORWARD_TIMEOUT) as session,
+            session.post(
+                leader_url, data=body, headers={**passed_on, FORWARDED_HEADER: "1"}
+            ) as answer,
+        ):
+            payload, status = await answer.read(), answer.status
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        WEBHOOK_DELIVERIES.labels(result="no_leader").inc()
+        logger.warning(f"could not pass a webhook delivery on to the leader at {leader_url}: {exc}")
+        return web.json_response(
+            {"error": f"this replica stands by, and the leader did not answer: {exc}"},
+            status=503,
+        )
+    WEBHOOK_DELIVERIES.labels(result="passed_on").inc()
+    return web.Response(body=payload, status=status, content_type="application/json")
 
 
 async def serve(app: web.Application, port: int) -> web.AppRunner:

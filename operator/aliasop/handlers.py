@@ -48,6 +48,13 @@ class _NoDiffBase(kopf.DiffBaseStorage):
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.diffbase_storage = _NoDiffBase()
+    # The API server filters the watches: a shard receives its own resources and their
+    # children only, and no operator the Deployments and Services of others.
+    selector = memo.runtime.settings.watch_label_selector
+    settings.watching.label_selectors[GROUP, PLURAL] = selector
+    children = ",".join(filter(None, [f"{MANAGED_BY_LABEL}={MANAGED_BY}", selector]))
+    settings.watching.label_selectors["apps", "deployments"] = children
+    settings.watching.label_selectors["v1", "services"] = children
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per MLflow request
     logging.getLogger("kopf.objects").addFilter(_not_event_handled)
     await memo.runtime.start()

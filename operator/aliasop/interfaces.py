@@ -20,10 +20,17 @@ ModelKey = tuple[str, str]  # (tracking URI, registered model name)
 class ApiError(Exception):
     """The Kubernetes API server answered with an error status."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, missing: tuple[str, str] | None = None) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
         self.message = message
+        # What a 404 says is missing, (resource plural, name), from its Status's details;
+        # None when the answer does not say (a proxy's 404, a path not served).
+        self.missing = missing
+
+
+class NotLeading(Exception):
+    """A write refused before it was sent: this replica does not hold the leader Lease."""
 
 
 class ApiUnreachable(ConnectionError):

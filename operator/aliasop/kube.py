@@ -13,6 +13,7 @@ import asyncio
 import datetime
 import hashlib
 import json
+import logging
 import ssl
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -28,6 +29,7 @@ _APPLY = "application/apply-patch+yaml"  # JSON is YAML, so a JSON body is fine
 _MERGE = "application/merge-patch+json"
 _PLURALS = {"Deployment": "deployments", "Service": "services"}
 _EVENT_MESSAGE_LIMIT = 1024  # longer messages are refused
+_log = logging.getLogger(__name__)
 
 
 _ATTEMPTS = 4  # of one call: a re-login, or waits the API server asks for (429)
@@ -43,12 +45,17 @@ def _seconds(retry_after: str | None) -> float:
 
 
 def _api_error(status: int, reason: str, body: bytes) -> ApiError:
-    """Keep the API's own message (the `message` of its Status object), not the body."""
+    """Keep the API's own message (the `message` of its Status object), not the body, and
+    which object a NotFound names."""
     try:
-        message = json.loads(body).get("message")
+        answer = json.loads(body)
+        message, details = answer.get("message"), answer.get("details") or {}
     except (ValueError, AttributeError):
-        message = None
-    return ApiError(status, str(message or reason))
+        answer, message, details = {}, None, {}
+    missing = None
+    if status == 404 and answer.get("reason") == "NotFound" and details.get("name"):
+        missing = (str(details.get("kind")), str(details["name"]))
+    return ApiError(status, str(message or reason), missing)
 
 
 class Cluster:
@@ -57,7 +64,8 @@ class Cluster:
     ) -> None:
         self._children_lane = asyncio.Semaphore(children_concurrency)
         self._status_lane = asyncio.Semaphore(status_concurrency)
-        self._connections = children_concurrency + status_concurrency
+        # One more for the leader Lease, which must never wait behind applies.
+        self._connections = children_concurrency + status_concurrency + 1
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._session: aiohttp.ClientSession | None = None
         self._server = ""
@@ -71,6 +79,9 @@ class Cluster:
         # revision right after, see builders.get_child_revision): lets a steady resource skip
         # its applies, and only while nobody has changed the object since.
         self._applied: dict[tuple[str, str, str], tuple[str, str]] = {}
+        # Raises NotLeading unless this replica may write (leader.LeaderElector.fence);
+        # None: it always may.
+        self.fence: Callable[[], None] | None = None
         # Applies in flight: status writes wait until there are none.
         self._applying = 0
         self._nothing_applying = asyncio.Event()
@@ -143,7 +154,7 @@ class Cluster:
             async with self._children_lane:
                 await self._send("DELETE", self._path(manifest), body, "application/json")
         except ApiError as exc:
-            if exc.status != 404:
+            if exc.missing != (_PLURALS[manifest["kind"]], meta["name"]):
                 raise
 
     def forget(self, namespace: str, name: str) -> None:
@@ -203,17 +214,50 @@ class Cluster:
         async with self._status_lane:
             await self._send("POST", path, event, "application/json")
 
-    async def _send(self, method: str, path: str, body: dict[str, Any], content_type: str) -> bytes:
+    # --- the leader Lease (leader.Leases): never fenced, never queued behind other calls ---
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            path = f"{_leases_path(namespace)}/{name}"
+            lease = await self._send("GET", path, None, fenced=False)
+        except ApiError as exc:
+            if exc.missing == ("leases", name):
+                return None
+            raise
+        return dict(json.loads(lease))
+
+    async def create_lease(self, namespace: str, lease: dict[str, Any]) -> dict[str, Any]:
+        stored = await self._send("POST", _leases_path(namespace), lease, fenced=False)
+        return dict(json.loads(stored))
+
+    async def replace_lease(
+        self, namespace: str, name: str, lease: dict[str, Any]
+    ) -> dict[str, Any]:
+        path = f"{_leases_path(namespace)}/{name}"
+        return dict(json.loads(await self._send("PUT", path, lease, fenced=False)))
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        content_type: str = "application/json",
+        fenced: bool = True,
+    ) -> bytes:
         """Send a request and return the response body; an error status raises ApiError, no
         answer ApiUnreachable (a timeout: TimeoutError). A 401 logs in afresh and tries once
-        more; a 429 waits as Retry-After says (bounded), a few times."""
+        more; a 429 waits as Retry-After says (bounded), a few times. `fenced`: a write that
+        only the leader may send (the fence is checked right before each attempt)."""
         attempt = 0
         while True:
             attempt += 1
+            if fenced and self.fence is not None:
+                self.fence()
             status, reason, payload, retry_after = await self._send_once(
                 method, path, body, content_type
             )
             if status == 401 and attempt == 1 and self._relogin is not None:
+                _log.info("the API server refused the credentials (401): logging in afresh")
                 info = self._relogin()
                 if info is not None:
                     self.connect(info)
@@ -226,7 +270,7 @@ class Cluster:
             return payload
 
     async def _send_once(
-        self, method: str, path: str, body: dict[str, Any], content_type: str
+        self, method: str, path: str, body: dict[str, Any] | None, content_type: str
     ) -> tuple[int, str, bytes, float]:
         """One request: its status, reason, body and how long Retry-After asks to wait."""
         await self._connected.wait()  # kopf logs in before it starts any handler
@@ -235,7 +279,7 @@ class Cluster:
             async with self._session.request(
                 method,
                 self._server + path,
-                data=json.dumps(body),
+                data=None if body is None else json.dumps(body),
                 headers={**self._headers, "Content-Type": content_type},
                 ssl=self._ssl,
                 proxy=self._proxy,
@@ -248,3 +292,7 @@ class Cluster:
             raise ApiUnreachable(f"{type(exc).__name__}: {exc}") from exc
         retry_after = _seconds(response.headers.get("Retry-After"))
         return response.status, response.reason or "", payload, retry_after
+
+
+def _leases_path(namespace: str) -> str:
+    return f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"

@@ -33,3 +33,6 @@ WEBHOOK_DELIVERIES = Counter(
     "MLflow webhook deliveries, by result (accepted, ignored, bad_signature, stale, ...).",
     ["result"],
 )
+LEADER = Gauge(
+    "aliasop_leader", "1 while this replica leads (writes); 0 while it stands by (--leader-elect)."
+)

@@ -43,6 +43,7 @@ from aliasop.interfaces import (
     ResourceKey,
 )
 from aliasop.models import (
+    PLURAL,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
     Reason,
@@ -68,6 +69,7 @@ from aliasop.rollout import (
     unapproved_tags,
 )
 from aliasop.scheduler import Scheduler
+from aliasop.sharding import shard_labels
 from aliasop.signatures import compare
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
@@ -196,6 +198,7 @@ class Reconciler:
         concurrency: int,
         status_refresh_seconds: float,
         retry_backoff_max_seconds: float,
+        shard_label_keys: frozenset[str] = frozenset(),
     ) -> None:
         self.tracker = tracker
         self._resolver = resolver
@@ -213,6 +216,8 @@ class Reconciler:
         self._slots = asyncio.Semaphore(concurrency)
         self._status_refresh_seconds = status_refresh_seconds
         self._retry_backoff_max_seconds = retry_backoff_max_seconds
+        # Labels of a resource its children carry: those the shard's selector names.
+        self._shard_label_keys = shard_label_keys
 
     # --- what the watch shows ---------------------------------------------------------------
 
@@ -231,11 +236,13 @@ class Reconciler:
             tracked = None
         if gone:
             return
+        identity = _identity(body, self._shard_label_keys)
         if tracked is None:
             status = _stored_status(body.get("status"), logger)
-            self.tracker.track(key, Tracked(_identity(body), status, logger))
-        elif meta.get("generation") != tracked.generation:
-            tracked.resource = _identity(body)
+            self.tracker.track(key, Tracked(identity, status, logger))
+        elif identity["metadata"] != tracked.resource["metadata"]:
+            # A new generation (a spec change), or labels the children carry (no generation).
+            tracked.resource = identity
             self.tracker.wake(key)
 
     def child_seen(self, child: Mapping[str, Any], deleted: bool) -> None:
@@ -267,7 +274,7 @@ class Reconciler:
                 decision, delay = await self._reconcile(key, tracked)
             tracked.status = await self._report(tracked, decision, tracked.refresh_seconds)
         except RETRIED as exc:
-            if isinstance(exc, ApiError) and exc.status == 404:
+            if isinstance(exc, ApiError) and exc.missing == (PLURAL, key[1]):
                 # Deleted while the watch was down: kopf lists again after a gap, but reports
                 # no deletion for what is missing from the list.
                 tracked.logger.warning(f"no longer tracked, the API server has it no more: {exc}")
@@ -307,7 +314,12 @@ class Reconciler:
                 )
             except RegistryProblem as problem:
                 resolution = problem
-        owner = Owner(name=name, namespace=namespace, uid=tracked.uid)
+        owner = Owner(
+            name=name,
+            namespace=namespace,
+            uid=tracked.uid,
+            labels=tracked.resource["metadata"]["labels"],
+        )
         decision = decide(
             spec,
             tracked.generation,
@@ -522,12 +534,13 @@ def _stored_status(stored: Any, logger: Logger) -> ModelDeploymentStatus:
         return ModelDeploymentStatus()
 
 
-def _identity(body: Mapping[str, Any]) -> dict[str, Any]:
+def _identity(body: Mapping[str, Any], shard_label_keys: frozenset[str]) -> dict[str, Any]:
     """What passes read of a ModelDeployment, and what Events name it by."""
     meta = body["metadata"]
+    identity = {key: meta.get(key) for key in ("name", "namespace", "uid", "generation")}
     return {
         "apiVersion": body.get("apiVersion"),
         "kind": body.get("kind"),
-        "metadata": {key: meta.get(key) for key in ("name", "namespace", "uid", "generation")},
+        "metadata": {**identity, "labels": shard_labels(meta.get("labels"), shard_label_keys)},
         "spec": dict(body.get("spec") or {}),
     }

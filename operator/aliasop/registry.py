@@ -11,7 +11,7 @@ import asyncio
 import functools
 import re
 import ssl
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -53,6 +53,9 @@ class MlflowRegistry:
         # A version's files never change either: its signature inputs (or the one request for
         # them under way) per (tracking URI, model, version). Failures are not kept.
         self._signature_inputs: dict[tuple[str, str, str], asyncio.Future[SignatureInputs]] = {}
+        # Raises NotLeading unless this replica may write (leader.LeaderElector.fence);
+        # None: it always may.
+        self.fence: Callable[[], None] | None = None
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -217,6 +220,8 @@ class MlflowRegistry:
         credentials = self._writer_credentials if writing else self._credentials
         try:
             async with self._slots:
+                if writing and self.fence is not None:
+                    self.fence()
                 response = await self._http.request(
                     method,
                     url,

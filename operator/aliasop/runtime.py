@@ -4,23 +4,34 @@ are chosen and put together, started and stopped."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import socket
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 
 from aliasop.builders import ServingDefaults
 from aliasop.clock import SystemClock
-from aliasop.endpoints import build_app, serve
+from aliasop.endpoints import WEBHOOK_PATH, build_app, serve
 from aliasop.interfaces import Resolver, ResourceKey
 from aliasop.kube import Cluster
+from aliasop.leader import LeaderElector, LeaseConfig
 from aliasop.memory import find_malloc_trim, trim_periodically
+from aliasop.metrics import LEADER
 from aliasop.reconciler import Reconciler, Tracker
 from aliasop.registry import MlflowRegistry
 from aliasop.scheduler import Scheduler
 from aliasop.settings import Settings
+from aliasop.sharding import lease_name, selector_keys
 from aliasop.watcher import AliasWatcher
 from aliasop.webhooks import DeliveryVerifier
+
+# The namespace a pod runs in, as its ServiceAccount's token volume tells.
+POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 # Builds the resolver from the registry client and the scheduler's wake-up (AliasWatcher;
 # the benchmark passes a naive one for comparison).
@@ -35,29 +46,46 @@ class Runtime:
     cluster: Cluster
     scheduler: Scheduler[ResourceKey]
     reconciler: Reconciler
+    elector: LeaderElector | None = None  # None: the one replica, always writing
     _http: web.AppRunner | None = None
     _trimming: asyncio.Task[None] | None = None
+    _electing: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Serve /metrics and webhooks, start passes, and trim memory now and then."""
+        """Serve /metrics and webhooks, start passes (a standby once it leads), and trim
+        memory now and then."""
         settings = self.settings
         if settings.http_port:
             secret = settings.webhook_secret.get_secret_value()
             verifier = (
                 DeliveryVerifier(secret, settings.webhook_tolerance_seconds) if secret else None
             )
-            app = build_app(self.resolver.model_changed, verifier)
+            app = build_app(self.resolver.model_changed, verifier, self.elector)
             self._http = await serve(app, settings.http_port)
-        self.scheduler.start(self.reconciler.run_pass)
+        if self.elector is None:
+            self.start_leading()
+        else:
+            self._electing = asyncio.create_task(self.elector.run(), name="leader election")
         trim = find_malloc_trim()
         if settings.memory_trim_seconds and trim is not None:
             self._trimming = asyncio.create_task(
                 trim_periodically(trim, settings.memory_trim_seconds)
             )
 
+    def start_leading(self) -> None:
+        """Run passes: every resource followed so far gets one at once."""
+        LEADER.set(1)
+        self.scheduler.start(self.reconciler.run_pass)
+
     async def stop(self) -> None:
+        """Abandon the passes in flight (the next leader's passes redo what they left
+        undone), then hand the Lease over."""
+        if self._electing is not None:
+            self._electing.cancel()
         self.scheduler.stop()
         self.reconciler.stop()  # untracks every resource: the resolver's polls end too
+        if self.elector is not None:
+            await self.elector.release()
         await self.registry.aclose()
         await self.cluster.aclose()
         if self._trimming is not None:
@@ -93,8 +121,9 @@ def build_runtime(settings: Settings, make_resolver: ResolverFactory | None = No
         concurrency=settings.api_concurrency,
         status_refresh_seconds=settings.status_refresh_seconds,
         retry_backoff_max_seconds=settings.retry_backoff_max_seconds,
+        shard_label_keys=selector_keys(settings.watch_label_selector),
     )
-    return Runtime(
+    runtime = Runtime(
         settings=settings,
         registry=registry,
         resolver=resolver,
@@ -102,3 +131,35 @@ def build_runtime(settings: Settings, make_resolver: ResolverFactory | None = No
         scheduler=scheduler,
         reconciler=reconciler,
     )
+    if settings.leader_elect:
+        elector = LeaderElector(
+            lease_config(settings), cluster, runtime.start_leading, on_lost=_exit_at_once
+        )
+        cluster.fence = registry.fence = elector.fence
+        runtime.elector = elector
+    return runtime
+
+
+def lease_config(settings: Settings) -> LeaseConfig:
+    """The Lease of this operator (or shard), with the defaults its settings leave open."""
+    namespace = settings.leader_elect_namespace
+    if not namespace:
+        in_pod = POD_NAMESPACE_FILE.is_file()
+        namespace = POD_NAMESPACE_FILE.read_text().strip() if in_pod else "default"
+    address, port = settings.advertise_address, settings.http_port
+    return LeaseConfig(
+        namespace=namespace,
+        name=settings.leader_elect_lease_name or lease_name(settings.watch_label_selector),
+        identity=settings.leader_elect_identity or f"{socket.gethostname()}_{uuid.uuid4()}",
+        lease_duration=settings.leader_elect_lease_duration_seconds,
+        renew_deadline=settings.leader_elect_renew_deadline_seconds,
+        retry_period=settings.leader_elect_retry_period_seconds,
+        webhook_url=f"http://{address}:{port}{WEBHOOK_PATH}" if address and port else "",
+    )
+
+
+def _exit_at_once() -> None:
+    """A leader that lost its Lease exits, as controller-runtime's do: it must not write
+    again, and starting afresh (as a standby) is the simple way back."""
+    logging.shutdown()
+    os._exit(1)

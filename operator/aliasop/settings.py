@@ -8,10 +8,11 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aliasop import __version__
+from aliasop.sharding import selector_keys
 
 
 class MlflowIdentity(BaseSettings):
@@ -135,6 +136,64 @@ class Settings(BaseSettings):
     webhook_tolerance_seconds: float = Field(
         300, gt=0, description="Webhook timestamps further than this from now are refused."
     )
+
+    watch_label_selector: str = Field(
+        "",
+        description="Follow only the ModelDeployments this label selector picks (Kubernetes "
+        "syntax, e.g. `aliasop.io/shard=a`): one operator Deployment per shard. Their children "
+        "carry the labels it names, so the API server filters both watches.",
+    )
+    leader_elect: bool = Field(
+        False,
+        description="Run as one of several replicas: only the holder of a coordination.k8s.io "
+        "Lease writes, the others watch and stand by.",
+    )
+    leader_elect_namespace: str = Field(
+        "",
+        description="Namespace of the Lease; empty: the pod's own (its ServiceAccount's), "
+        "else `default`.",
+    )
+    leader_elect_lease_name: str = Field(
+        "",
+        description="Name of the Lease; empty: `aliasop`, or with a watch label selector "
+        "`aliasop-<hash of it>`, so that each shard has its own.",
+    )
+    leader_elect_identity: str = Field(
+        "", description="This replica's name in the Lease; empty: the host name and a suffix."
+    )
+    leader_elect_lease_duration_seconds: float = Field(
+        15.0, gt=0, description="How long a standby waits after the last renewal it saw."
+    )
+    leader_elect_renew_deadline_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A leader that has not renewed for this long stops (the process exits).",
+    )
+    leader_elect_retry_period_seconds: float = Field(
+        2.0, gt=0, description="How often the Lease is renewed, or tried for by a standby."
+    )
+    advertise_address: str = Field(
+        "",
+        description="Where the other replicas reach this one's HTTP port (the pod IP): a "
+        "standby forwards the webhook deliveries it gets to the leader there.",
+    )
+
+    @field_validator("watch_label_selector")
+    @classmethod
+    def _a_label_selector(cls, selector: str) -> str:
+        selector_keys(selector)  # raises ValueError with the requirement it cannot read
+        return selector
+
+    @model_validator(mode="after")
+    def _lease_timings_in_order(self) -> Settings:
+        # As client-go requires: a leader stops before a standby may take over.
+        if not (
+            self.leader_elect_lease_duration_seconds
+            > self.leader_elect_renew_deadline_seconds
+            > self.leader_elect_retry_period_seconds
+        ):
+            raise ValueError("leader election needs lease duration > renew deadline > retry period")
+        return self
 
     @property
     def credential_origins(self) -> list[str]:

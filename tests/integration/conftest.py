@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 from aliasop_dev import bikes, local
 
 from resources import (
+    OPERATOR_NAMESPACE,
     READER,
     READER_PASSWORD,
     WEBHOOK_SECRET,
@@ -22,9 +23,7 @@ from resources import (
     View,
     endpoint,
 )
-from support import REPO, Cluster, TcpProxy
-
-OPERATOR_NAMESPACE = "aliasop-system"
+from support import REPO, SHARD_LABEL, Cluster, TcpProxy
 
 
 @pytest.fixture(scope="session")
@@ -92,6 +91,9 @@ def operator(
     # The registry is told what serves (test_registry_records.py); the plain MLflow server
     # takes writes without credentials.
     process.env["ALIASOP_REGISTRY_WRITE_BACK"] = "true"
+    # Tests that run operators of their own give their resources a shard label, which this
+    # one leaves alone.
+    process.env["ALIASOP_WATCH_LABEL_SELECTOR"] = f"!{SHARD_LABEL}"
     process.start()
     try:
         process.wait_ready(f"http://127.0.0.1:{port}/healthz", timeout=60)

@@ -14,6 +14,8 @@ from aliasop_dev import bikes, local
 
 from support import wait_for
 
+# Where manifests/ installs the operator (its ServiceAccount, and the Lease).
+OPERATOR_NAMESPACE = "aliasop-system"
 # The operator under test and the MLflow webhooks the tests create share this secret.
 WEBHOOK_SECRET = "webhook-secret-for-the-tests"
 # The operator's MLflow user on the basic-auth server (test_registry_auth.py).

@@ -295,7 +295,9 @@ async def test_a_resource_the_api_server_has_no_more_is_untracked() -> None:
     world = World()
     world.seen()
     await world.reconciler.run_pass(KEY)
-    world.cluster.refuse = ApiError(404, 'modeldeployments "bikes" not found')
+    world.cluster.refuse = ApiError(
+        404, 'modeldeployments "bikes" not found', missing=("modeldeployments", "bikes")
+    )
 
     await world.reconciler.run_pass(KEY)
 
@@ -304,6 +306,26 @@ async def test_a_resource_the_api_server_has_no_more_is_untracked() -> None:
     assert world.resolver.watching == {}
     assert world.cluster.forgotten == [KEY]
     assert len(world.cluster.statuses) == 1  # nothing written for it after the 404
+
+
+@pytest.mark.parametrize(
+    "missing",
+    [None, ("namespaces", "default"), ("modeldeployments", "another")],
+    ids=["a 404 that names nothing", "another object", "another resource"],
+)
+async def test_a_404_about_anything_else_is_an_error_not_a_deletion(
+    missing: tuple[str, str] | None,
+) -> None:
+    world = World()
+    world.seen()
+    await world.reconciler.run_pass(KEY)
+    world.cluster.refuse = ApiError(404, "not found", missing=missing)
+
+    delay = await world.reconciler.run_pass(KEY)
+
+    assert world.reconciler.tracker.get(KEY) is not None
+    assert KEY in world.scheduler
+    assert delay > 0  # retried after a back-off
 
 
 async def test_deleted_and_created_again_under_its_name_starts_afresh() -> None:

@@ -1,0 +1,356 @@
+"""Two operator replicas with a leader Lease, a client that survives its token, and shards.
+
+Each test runs operator processes of its own, on a shard of its own (a label the session's
+operator leaves alone), with short Lease timings: lease 4 s, renew deadline 3 s, retry 0.5 s.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from kubernetes import client
+
+from aliasop.sharding import lease_name
+from aliasop_dev import bikes, local
+
+from resources import OPERATOR_NAMESPACE, WEBHOOK_SECRET, Versions, View, counts_by
+from support import SHARD_LABEL, Cluster, wait_for
+
+LEASE_SECONDS = 4.0
+TIMINGS = {
+    "ALIASOP_LEADER_ELECT_LEASE_DURATION_SECONDS": str(LEASE_SECONDS),
+    "ALIASOP_LEADER_ELECT_RENEW_DEADLINE_SECONDS": "3",
+    "ALIASOP_LEADER_ELECT_RETRY_PERIOD_SECONDS": "0.5",
+}
+
+
+class Replicas:
+    """Operator processes of one shard, by identity, and its Lease."""
+
+    def __init__(
+        self, k8s: client.ApiClient, kubeconfig: str, mlflow_uri: str, workdir: Path
+    ) -> None:
+        self.coordination = client.CoordinationV1Api(k8s)
+        self.kubeconfig, self.mlflow_uri, self.workdir = kubeconfig, mlflow_uri, workdir
+        self.shard = f"ha-{uuid.uuid4().hex[:6]}"
+        self.selector = f"{SHARD_LABEL}={self.shard}"
+        self.lease = lease_name(self.selector)
+        self.processes: dict[str, local.LocalProcess] = {}
+
+    def start(self, identity: str, leader_elect: bool = True, **env: str) -> local.LocalProcess:
+        health = local.free_port()
+        process = local.operator(
+            self.workdir / f"{identity}.log",
+            env.pop("KUBECONFIG", self.kubeconfig),
+            self.mlflow_uri,
+            health,
+            webhook_secret=WEBHOOK_SECRET,
+        )
+        process.env.update(
+            ALIASOP_WATCH_LABEL_SELECTOR=self.selector,
+            ALIASOP_LEADER_ELECT=str(leader_elect).lower(),
+            ALIASOP_LEADER_ELECT_NAMESPACE=OPERATOR_NAMESPACE,
+            ALIASOP_LEADER_ELECT_IDENTITY=identity,
+            ALIASOP_ADVERTISE_ADDRESS="127.0.0.1",
+            **TIMINGS,
+            **env,
+        )
+        self.processes[identity] = process.start()
+        process.wait_ready(f"http://127.0.0.1:{health}/healthz", timeout=60)
+        return process
+
+    def holder(self) -> str | None:
+        try:
+            lease = self.coordination.read_namespaced_lease(self.lease, OPERATOR_NAMESPACE)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        holder: str | None = lease.spec.holder_identity
+        return holder
+
+    def wait_leader(self, other_than: str | None = None, timeout: float = 30) -> str:
+        def leader() -> str | None:
+            holder = self.holder()
+            return holder if holder in self.processes and holder != other_than else None
+
+        return wait_for(leader, timeout, interval=0.1, message=f"a leader of {self.lease}")
+
+    def stop(self) -> None:
+        for identity, process in self.processes.items():
+            process.stop()
+            print(f"--- {identity} log tail ---\n{process.tail(30)}")
+        try:
+            self.coordination.delete_namespaced_lease(self.lease, OPERATOR_NAMESPACE)
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+@pytest.fixture
+def replicas(
+    k8s: client.ApiClient, operator_kubeconfig: str, mlflow_uri: str, tmp_path: Path
+) -> Iterator[Replicas]:
+    shard = Replicas(k8s, operator_kubeconfig, mlflow_uri, tmp_path)
+    try:
+        yield shard
+    finally:
+        shard.stop()
+
+
+@pytest.fixture
+def labelled(k8s: client.ApiClient, restricted: str, model_name: str) -> Callable[[str, str], View]:
+    """Create a ModelDeployment of the model's @champion in `shard`: labelled(name, shard)."""
+    api = client.CustomObjectsApi(k8s)
+
+    def create(name: str, shard: str) -> View:
+        body = {
+            "apiVersion": "aliasop.io/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": name, "namespace": restricted, "labels": {SHARD_LABEL: shard}},
+            "spec": {
+                "model": f"models:/{model_name}@champion",
+                "replicas": 2,
+                "pollIntervalSeconds": 5,
+            },
+        }
+        api.create_namespaced_custom_object(
+            "aliasop.io", "v1alpha1", restricted, "modeldeployments", body
+        )
+        return View(k8s, restricted, name)
+
+    return create
+
+
+def rolled_out_once(view: View, version: str) -> None:
+    """`version` serves after one rollout: one ReplicaSet for each of the two versions, and
+    one history entry for it."""
+    status = view.wait_serving(version)
+    assert len(view.replica_sets()) == 2
+    assert [entry["version"] for entry in status["history"]].count(version) == 1
+
+
+def test_a_killed_leader_s_standby_takes_over_and_rolls_out_a_move_made_meanwhile_once(
+    replicas: Replicas,
+    labelled: Callable[[str, str], View],
+    two_versions: Versions,
+    model_name: str,
+    mlflow_uri: str,
+) -> None:
+    v1, v2 = two_versions
+    replicas.start("a")
+    replicas.start("b")
+    view = labelled("bikes", replicas.shard)
+    view.wait_serving(v1.version)
+    leader = replicas.wait_leader()
+    standby = "b" if leader == "a" else "a"
+    assert counts_by(replicas.processes[standby], "aliasop_leader", "") == {"": 0.0}
+
+    replicas.processes[leader].kill()
+    killed = time.monotonic()
+    bikes.set_alias(mlflow_uri, model_name, "champion", v2.version)
+
+    assert replicas.wait_leader(other_than=leader, timeout=LEASE_SECONDS + 10) == standby
+    assert time.monotonic() - killed < LEASE_SECONDS + 3
+    rolled_out_once(view, v2.version)
+
+
+def test_a_frozen_leader_is_replaced_and_writes_nothing_once_it_thaws(
+    replicas: Replicas,
+    labelled: Callable[[str, str], View],
+    two_versions: Versions,
+    model_name: str,
+    mlflow_uri: str,
+) -> None:
+    v1, v2 = two_versions
+    replicas.start("a")
+    replicas.start("b")
+    view = labelled("bikes", replicas.shard)
+    view.wait_serving(v1.version)
+    leader = replicas.wait_leader()
+    frozen = replicas.processes[leader]
+
+    frozen.signal(signal.SIGSTOP)  # the split-brain case: it still believes it leads
+    replicas.wait_leader(other_than=leader, timeout=LEASE_SECONDS + 10)
+    bikes.set_alias(mlflow_uri, model_name, "champion", v2.version)
+    rolled_out_once(view, v2.version)
+    settled = wait_for(lambda: settled_state(view), timeout=60, message="the rollout settled")
+
+    # Its passes and its registry poll are overdue, with v1 in its memory: it would write
+    # now if it could.
+    frozen.signal(signal.SIGCONT)
+    assert frozen.wait_exit(timeout=15) == 1
+    assert "lost Lease" in frozen.output()
+    assert settled_state(view) == settled  # nothing changed: not status, not a child spec
+
+
+def settled_state(view: View) -> tuple[str, int] | None:
+    """The resource's resourceVersion (any status write changes it) and its Deployment's
+    generation (any spec change), once the rollout has finished."""
+    deployment = view.deployment()
+    assert deployment is not None
+    done = (
+        deployment.status.updated_replicas == deployment.status.replicas == 2
+        and deployment.status.observed_generation == deployment.metadata.generation
+    )
+    resource_version = view.mdep()["metadata"]["resourceVersion"]
+    return (resource_version, deployment.metadata.generation) if done else None
+
+
+def test_a_leader_stopped_by_sigterm_hands_over_in_moments_with_its_rollout(
+    replicas: Replicas,
+    labelled: Callable[[str, str], View],
+    two_versions: Versions,
+    model_name: str,
+    mlflow_uri: str,
+) -> None:
+    v1, v2 = two_versions
+    replicas.start("a")
+    replicas.start("b")
+    view = labelled("bikes", replicas.shard)
+    view.wait_serving(v1.version)
+    leader = replicas.wait_leader()
+
+    bikes.set_alias(mlflow_uri, model_name, "champion", v2.version)
+    stopping = time.monotonic()
+    replicas.processes[leader].stop()  # SIGTERM, as a rolling update sends it
+    replicas.wait_leader(other_than=leader, timeout=LEASE_SECONDS)
+    handover = time.monotonic() - stopping
+
+    assert "released Lease" in replicas.processes[leader].output()
+    assert handover < LEASE_SECONDS  # released, not expired
+    rolled_out_once(view, v2.version)
+
+
+def test_a_standby_passes_webhook_deliveries_on_to_the_leader(
+    replicas: Replicas,
+    labelled: Callable[[str, str], View],
+    two_versions: Versions,
+    model_name: str,
+    mlflow_uri: str,
+) -> None:
+    from mlflow import MlflowClient
+
+    v1, v2 = two_versions
+    replicas.start("a")
+    view = labelled("bikes", replicas.shard)
+    view.wait_serving(v1.version)
+    client_ = MlflowClient(tracking_uri=mlflow_uri)
+    replicas.wait_leader()
+    standby = replicas.start("b")
+    webhook = client_.create_webhook(
+        name=f"aliasop-{uuid.uuid4().hex[:6]}",
+        url=f"http://127.0.0.1:{standby.env['ALIASOP_HTTP_PORT']}/webhooks/mlflow",
+        events=["model_version_alias.created"],
+        secret=WEBHOOK_SECRET,
+    )
+    try:
+        bikes.set_alias(mlflow_uri, model_name, "champion", v2.version)
+        wait_for(
+            lambda: counts_by(standby, "aliasop_webhook_deliveries_total", "result").get(
+                "passed_on"
+            ),
+            timeout=30,
+            message="the standby passing the delivery on",
+        )
+        assert (
+            counts_by(replicas.processes["a"], "aliasop_webhook_deliveries_total", "result")[
+                "accepted"
+            ]
+            >= 1
+        )
+    finally:
+        client_.delete_webhook(webhook.webhook_id)
+    view.wait_serving(v2.version)
+
+
+def test_the_operator_carries_on_after_its_token_is_revoked_with_a_fresh_one(
+    replicas: Replicas,
+    installed: Cluster,
+    labelled: Callable[[str, str], View],
+    two_versions: Versions,
+    model_name: str,
+    mlflow_uri: str,
+    tmp_path: Path,
+) -> None:
+    v1, v2 = two_versions
+    kubectl = [installed.kubectl_binary, "--kubeconfig", installed.kubeconfig]
+    secrets = [f"aliasop-token-{uuid.uuid4().hex[:6]}" for _ in range(2)]
+    for secret in secrets:
+        create = ["create", "secret", "generic", secret]
+        subprocess.run([*kubectl, "-n", OPERATOR_NAMESPACE, *create], check=True)
+    kubeconfig = tmp_path / "kubeconfig"
+
+    def token_bound_to(secret: str) -> str:
+        local.service_account_kubeconfig(kubectl, OPERATOR_NAMESPACE, "aliasop", kubeconfig, secret)
+        config: dict[str, Any] = json.loads(kubeconfig.read_text())
+        token: str = config["users"][0]["user"]["token"]
+        return token
+
+    first = token_bound_to(secrets[0])
+    replicas.start("a", leader_elect=False, KUBECONFIG=str(kubeconfig))
+    view = labelled("bikes", replicas.shard)
+    view.wait_serving(v1.version)
+
+    token_bound_to(secrets[1])  # the kubeconfig now holds a fresh token: a rotation
+    subprocess.run([*kubectl, "-n", OPERATOR_NAMESPACE, "delete", "secret", secrets[0]], check=True)
+    server = json.loads(kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+    wait_for(
+        lambda: (
+            httpx.get(
+                f"{server}/version", headers={"Authorization": f"Bearer {first}"}, verify=False
+            ).status_code
+            == 401
+        ),
+        timeout=60,
+        message="the first token refused",
+    )
+    bikes.set_alias(mlflow_uri, model_name, "champion", v2.version)
+
+    view.wait_serving(v2.version)
+    assert "logging in afresh" in replicas.processes["a"].output()  # its own calls, not kopf's
+    subprocess.run([*kubectl, "-n", OPERATOR_NAMESPACE, "delete", "secret", secrets[1]], check=True)
+
+
+def test_two_shards_each_follow_only_their_own_resources(
+    k8s: client.ApiClient,
+    operator_kubeconfig: str,
+    labelled: Callable[[str, str], View],
+    two_versions: Versions,
+    model_name: str,
+    mlflow_uri: str,
+    tmp_path: Path,
+) -> None:
+    v1, v2 = two_versions
+    shards = [Replicas(k8s, operator_kubeconfig, mlflow_uri, tmp_path / str(i)) for i in (1, 2)]
+    try:
+        for shard in shards:
+            shard.start("only")
+        views = [labelled(f"bikes-{i}", shard.shard) for i, shard in enumerate(shards)]
+        for view in views:
+            view.wait_serving(v1.version)
+        for shard, view in zip(shards, views, strict=True):
+            assert shard.holder() == "only"  # each shard has a Lease of its own
+            operator = shard.processes["only"]
+            assert counts_by(operator, "aliasop_watched_resources", "") == {"": 1.0}
+            deployment = view.deployment()
+            assert deployment is not None
+            assert deployment.metadata.labels[SHARD_LABEL] == shard.shard
+
+        shards[1].stop()
+        bikes.set_alias(mlflow_uri, model_name, "champion", v2.version)
+        views[0].wait_serving(v2.version)
+        assert views[1].status()["servingVersion"] == v1.version
+        assert views[1].template_version() == v1.version
+    finally:
+        for shard in shards:
+            shard.stop()
