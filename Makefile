@@ -9,7 +9,7 @@ CLUSTER_BIN := $(ALIASOP_CACHE)/cluster/$(K8S_VERSION)/bin
 # The demo talks to the test cluster with the kubectl built for it.
 CLUSTER_ENV := PATH="$(CLUSTER_BIN):$$PATH" KUBECONFIG="$(ALIASOP_CACHE)/kubeconfig"
 
-.PHONY: install cluster-build tools-build cluster-up cluster-down test test-unit test-integration lint crds k8s-schemas demo demo-down bench bench-serving clean
+.PHONY: install cluster-build tools-build cluster-up cluster-down test test-unit test-integration lint crds k8s-schemas demo demo-down bench bench-ha bench-serving clean
 
 install: $(VENV)/.installed
 
@@ -67,6 +67,10 @@ demo-down:
 
 bench: install cluster-up
 	$(CLUSTER_ENV) $(BIN)/python bench/scale.py
+
+# Failover time of two replicas (leader killed 10 times, stopped 5 times), and shard memory.
+bench-ha: install cluster-up
+	$(CLUSTER_ENV) $(BIN)/python bench/ha.py
 
 bench-serving: install
 	$(BIN)/python bench/serving_ready.py

@@ -112,6 +112,15 @@ class Result:
     floor: list[float]
 
 
+def make_room(core: client.CoreV1Api, pods: int) -> None:
+    """Let the simulated nodes hold `pods` pods (one serving pod per resource)."""
+    for node in core.list_node().items:
+        room = {"pods": str(pods)}
+        core.patch_node_status(
+            node.metadata.name, {"status": {"capacity": room, "allocatable": room}}
+        )
+
+
 def percentiles(values: list[float]) -> str:
     if not values:
         return "n/a | n/a | n/a"
@@ -157,14 +166,6 @@ class Bench:
                 mlflow.register_model(source, name)
             self.mlflow.set_registered_model_alias(name, "champion", "1")
         return names
-
-    def make_room(self, pods: int) -> None:
-        """Let the simulated nodes hold `pods` pods (one serving pod per resource)."""
-        for node in self.core.list_node().items:
-            room = {"pods": str(pods)}
-            self.core.patch_node_status(
-                node.metadata.name, {"status": {"capacity": room, "allocatable": room}}
-            )
 
     def ready_count(self, version: str | None = None) -> int:
         """ModelDeployments Ready (and serving `version`, if given)."""
@@ -250,7 +251,7 @@ class Bench:
         return [t - started for t in seen.values()]
 
     def run(self, mode: str, size: int, models: list[str], workdir: Path) -> Result:
-        self.make_room(size + 200)
+        make_room(self.core, size + 200)
         self.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
         operator = local.operator(
             workdir / f"operator-{mode}-{size}.log",
