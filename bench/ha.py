@@ -9,10 +9,10 @@ Deployment's pod template pins the new version; the dead replica then comes back
 standby.
 
 Shards: N ModelDeployments, half in shard `a` and half in shard `b`; the resident memory of
-an operator that follows them all, then of one that follows shard `a` only.
+an operator that follows none of them, shard `a`, and all of them.
 
     make bench-ha
-    PATH=<cluster bin>:$PATH .venv/bin/python bench/ha.py --kills 10 --terms 5 --size 400
+    PATH=<cluster bin>:$PATH .venv/bin/python bench/ha.py --parts shards --size 1000
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ from aliasop_dev import bikes, local
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "benchmarks.md"
-HEADING = "## High availability (bench/ha.py)"
+FAILOVER = "## Failover (bench/ha.py)"
+SHARDS = "## Shards (bench/ha.py)"
 LEASE_NAMESPACE = "default"
 SHARD_LABEL = "aliasop.io/shard"
 
@@ -154,9 +155,8 @@ class Bench:
             self.coordination.delete_namespaced_lease(lease, LEASE_NAMESPACE)
         return times
 
-    def shard_memory(self, size: int) -> tuple[float, float]:
-        """Resident MiB of an operator following all `size` resources, then of one
-        following the half in shard `a`."""
+    def shard_memory(self, size: int) -> dict[str, float]:
+        """Resident MiB of an operator following none, half and all of `size` resources."""
         namespace = self.namespace()
         model = bikes.train_and_register(self.tracking, f"ha-{uuid.uuid4().hex[:6]}")
         bikes.set_alias(self.tracking, model.name, "champion", "1")
@@ -168,23 +168,31 @@ class Bench:
                     range(size),
                 )
             )
-        memory = []
+        selectors = {  # what the operator follows: its selector
+            f"none (`{SHARD_LABEL}=c`)": f"{SHARD_LABEL}=c",
+            f"shard `a` ({size // 2})": f"{SHARD_LABEL}=a",
+            f"all {size} (`{SHARD_LABEL} in (a,b)`)": f"{SHARD_LABEL} in (a,b)",
+        }
         try:
-            for selector, followed in (
-                (f"{SHARD_LABEL} in (a,b)", size),
-                (f"{SHARD_LABEL}=a", size // 2),
-            ):
-                memory.append(self.resident_mib(namespace, selector, followed))
+            first = self.operator("seed", f"{SHARD_LABEL} in (a,b)")  # makes them all Ready
+            try:
+                wait(lambda: self.ready(namespace) >= size, 900, f"{size} resources Ready")
+            finally:
+                first.stop()
+                self.coordination.delete_namespaced_lease(
+                    lease_name(f"{SHARD_LABEL} in (a,b)"), LEASE_NAMESPACE
+                )
+            return {
+                followed: self.resident_mib(selector) for followed, selector in selectors.items()
+            }
         finally:
             self.core.delete_namespace(namespace)
-        return memory[0], memory[1]
 
-    def resident_mib(self, namespace: str, selector: str, followed: int) -> float:
-        """Of an operator following `selector`, once `followed` resources are Ready."""
+    def resident_mib(self, selector: str) -> float:
+        """Of an operator following `selector`, once its first passes are long done."""
         process = self.operator("memory", selector)
         try:
-            wait(lambda: self.ready(namespace) >= followed, 600, f"{followed} resources")
-            time.sleep(35)  # the operator trims its heap every 30 s
+            time.sleep(45)  # its first passes, then a heap trim (every 30 s)
             assert process.process is not None
             return rss_mib(process.process.pid)
         finally:
@@ -217,35 +225,57 @@ def summary(values: list[float]) -> str:
     return f"{statistics.median(values):.1f} | {max(values):.1f} | {len(values)}"
 
 
-def report(times: dict[str, list[float]], size: int, memory: tuple[float, float]) -> str:
+def failover_section(times: dict[str, list[float]]) -> str:
     rows = "\n".join(
         f"| {how} | {summary(times[f'{how} lease'])} | {summary(times[f'{how} move'])} |"
         for how in ("SIGKILL", "SIGTERM")
     )
-    return f"""{HEADING}
+    return f"""{FAILOVER}
 
 `make bench-ha`, {time.strftime("%Y-%m-%d")}, {describe()}.
 
-Failover: two replicas (`--leader-elect`, the shipped timings: 15 s lease, 10 s renew
-deadline, 2 s retry). Each round stops the leader and moves the alias at once; *lease* is the
-time until the standby holds the Lease, *move* until the Deployment's pod template pins the
-new version (p50 | max | rounds, seconds).
+Two replicas (`--leader-elect`, the shipped timings: 15 s lease, 10 s renew deadline, 2 s
+retry). Each round stops the leader and moves the alias at once; *lease* is the time until
+the standby holds the Lease, *move* until the Deployment's pod template pins the new version
+(p50 | max | rounds, seconds).
 
 | leader stopped by | lease p50 | max | rounds | move p50 | max | rounds |
 |---|---|---|---|---|---|---|
 {rows}
-
-Shards: {size} ModelDeployments, half in shard `a` and half in `b`. Resident memory of an
-operator following all of them: {memory[0]:.0f} MiB; of one following shard `a` only
-({size // 2}): {memory[1]:.0f} MiB.
 """
+
+
+def shards_section(size: int, memory: dict[str, float]) -> str:
+    rows = "\n".join(f"| {followed} | {mib:.0f} |" for followed, mib in memory.items())
+    return f"""{SHARDS}
+
+`make bench-ha`, {time.strftime("%Y-%m-%d")}, {describe()}.
+
+{size} ModelDeployments, half labelled `aliasop.io/shard=a`, half `b`, all Ready. One
+operator at a time follows a selector; its resident memory 35 s after its resources are
+Ready (after a heap trim).
+
+| operator follows | resident MiB |
+|---|---|
+{rows}
+"""
+
+
+def replace_section(document: str, heading: str, section: str) -> str:
+    """`document` with the section under `heading` replaced (or added at the end)."""
+    if heading in document:
+        before, _, rest = document.partition(heading)
+        after = rest[rest.find("\n## ") :] if "\n## " in rest else ""
+        document = before.rstrip() + "\n\n" + after.lstrip("\n")
+    return document.rstrip() + "\n\n" + section
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--parts", nargs="+", default=["failover", "shards"])
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--terms", type=int, default=5)
-    parser.add_argument("--size", type=int, default=400)
+    parser.add_argument("--size", type=int, default=1000)
     args = parser.parse_args()
     kubeconfig = os.environ.get("KUBECONFIG") or str(Path.home() / ".cache/aliasop/kubeconfig")
     workdir = Path(tempfile.mkdtemp(prefix="aliasop-ha-"))
@@ -255,21 +285,21 @@ def main() -> None:
     )
     port = local.free_port()
     server = local.mlflow_server(workdir / "mlflow", port).start()
+    sections = {}
     try:
         server.wait_ready(f"http://127.0.0.1:{port}/health", timeout=120)
         bench = Bench(kubeconfig, f"http://127.0.0.1:{port}", workdir)
-        times = bench.failover(args.kills, args.terms)
-        memory = bench.shard_memory(args.size)
+        if "failover" in args.parts:
+            sections[FAILOVER] = failover_section(bench.failover(args.kills, args.terms))
+        if "shards" in args.parts:
+            sections[SHARDS] = shards_section(args.size, bench.shard_memory(args.size))
     finally:
         server.stop()
-    section = report(times, args.size, memory)
-    previous = OUT.read_text() if OUT.exists() else "# Benchmarks\n"
-    if HEADING in previous:  # replace this section, keep what follows it
-        before, _, rest = previous.partition(HEADING)
-        after = rest[rest.find("\n## ") :] if "\n## " in rest else ""
-        previous = before.rstrip() + "\n\n" + after.lstrip("\n")
-    OUT.write_text(previous.rstrip() + "\n\n" + section)
-    print(section)
+    document = OUT.read_text() if OUT.exists() else "# Benchmarks\n"
+    for heading, section in sections.items():
+        document = replace_section(document, heading, section)
+        print(section)
+    OUT.write_text(document)
 
 
 if __name__ == "__main__":
