@@ -107,12 +107,12 @@ def run_demo() -> int:
     watch = Watch(say)
     watch.until(lambda s: s.get("phase") == "Ready" and s.get("servingVersion") == v1)
     print(kubectl("get", "mdep", "-n", NAMESPACE), flush=True)
-    containers = {v1: _serving_container()}
+    pods = {v1: _serving_pod()}
 
     say.step(f"Moving @{ALIAS} to version {v2} in MLflow: aliasop rolls the pods forward")
     _move_alias(v2, say)
     watch.until(lambda s: s.get("phase") == "Ready" and s.get("servingVersion") == v2)
-    containers[v2] = _serving_container()
+    pods[v2] = _serving_pod()
     print(kubectl("get", "mdep", "-n", NAMESPACE), flush=True)
 
     say.step(f"Moving @{ALIAS} back to version {v1}: aliasop rolls back")
@@ -126,9 +126,9 @@ def run_demo() -> int:
             f"{entry['outcome']:<10} {entry['startedAt']} -> {entry.get('finishedAt')}"
         )
 
-    say.step("Predictions from the serving command aliasop rendered, run as local processes")
-    for version, container in containers.items():
-        _predict(state, version, container, say)
+    say.step("Predictions from the serving pod aliasop rendered, run as local processes")
+    for version, pod in pods.items():
+        _predict(state, version, pod, say)
 
     _next_steps()
     return 0
@@ -250,19 +250,20 @@ def _pods_by_version() -> str:
     return ", ".join(f"v{v}: {n}" for v, n in sorted(counts.items())) or "none"
 
 
-def _serving_container() -> dict[str, Any]:
+def _serving_pod() -> dict[str, Any]:
     deployment = kubectl_json("get", "deployment", MODEL, "-n", NAMESPACE)
-    container: dict[str, Any] = deployment["spec"]["template"]["spec"]["containers"][0]
-    return container
+    pod: dict[str, Any] = deployment["spec"]["template"]["spec"]
+    return pod
 
 
-def _predict(state: Path, version: str, container: dict[str, Any], say: Narrator) -> None:
+def _predict(state: Path, version: str, pod: dict[str, Any], say: Narrator) -> None:
     from aliasop_dev import bikes
 
-    command = " ".join([*container["command"], *container["args"]])
-    say.line(f"version {version}: {command}")
-    process = local.serving_process(container, state / f"serving-v{version}.log").start()
-    port = container["ports"][0]["containerPort"]
+    for container in [*pod["initContainers"], *pod["containers"]]:
+        command = " ".join([*container["command"], *container["args"]])
+        say.line(f"version {version}, {container['name']}: {command}")
+    process = local.serving_pod(pod, state / f"serving-v{version}").start()
+    port = pod["containers"][0]["ports"][0]["containerPort"]
     try:
         process.wait_ready(f"http://127.0.0.1:{port}/ping", timeout=120)
         example = bikes.bike_rentals()[0].head(3)

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -209,19 +209,39 @@ def stop_pidfile(path: Path, timeout: float = 15) -> bool:
     return stop_group(pid, timeout)
 
 
-def serving_process(container: dict[str, Any], log: Path) -> LocalProcess:
-    """The serving container of a Deployment, run as a local process: its command, args and
-    literal env exactly as the API server returned them, with this environment's tools
-    (mlflow, uvicorn) on PATH."""
-    env = {e["name"]: e["value"] for e in container.get("env") or [] if "value" in e}
-    bin_dir = str(Path(sys.executable).parent)
-    env["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
-    return LocalProcess(
-        name=f"serving {container.get('image', '')}",
-        args=[*container.get("command", []), *container.get("args", [])],
-        log=log,
-        env=env,
-    )
+def serving_pod(
+    pod: dict[str, Any], workdir: Path, env: Mapping[str, str] | None = None
+) -> LocalProcess:
+    """A serving pod as the API server returned it, run as local processes: its init
+    containers (the model's download) to completion, then its first container, returned
+    unstarted. Their commands, args and literal env exactly as rendered, plus `env` (what
+    envFrom would add), with this environment's tools (mlflow, uvicorn) on PATH; each volume
+    is a directory under `workdir`, put where an argument names its mount path."""
+    volumes = {volume["name"]: workdir / volume["name"] for volume in pod.get("volumes") or []}
+    for directory in volumes.values():
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def process(container: dict[str, Any]) -> LocalProcess:
+        mounts = {
+            mount["mountPath"]: str(volumes[mount["name"]])
+            for mount in container.get("volumeMounts") or []
+            if mount["name"] in volumes
+        }
+        literal = {e["name"]: e["value"] for e in container.get("env") or [] if "value" in e}
+        bin_dir = str(Path(sys.executable).parent)
+        return LocalProcess(
+            name=f"{container['name']} {container.get('image', '')}",
+            args=[mounts.get(arg, arg) for arg in [*container["command"], *container["args"]]],
+            log=workdir / f"{container['name']}.log",
+            env={**literal, **(env or {}), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
+        )
+
+    for init in pod.get("initContainers") or []:
+        step = process(init).start()
+        code = step.wait_exit(timeout=300)
+        if code != 0:
+            raise RuntimeError(f"init container {init['name']} exited {code}:\n{step.tail()}")
+    return process(pod["containers"][0])
 
 
 def service_account_kubeconfig(

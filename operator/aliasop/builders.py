@@ -35,9 +35,15 @@ MODEL_URI_ANNOTATION = f"{GROUP}/model-uri"
 RUN_ID_ANNOTATION = f"{GROUP}/run-id"
 ALIAS_ANNOTATION = f"{GROUP}/alias"
 SERVING_CONTAINER = "server"
+DOWNLOAD_CONTAINER = "download"
 # Where the scoring server may write under a read-only root filesystem (the image sets
 # HOME=/tmp too, for MLflow's caches).
 WRITABLE_DIRS = {"tmp": "/tmp"}
+# The pinned version's files, downloaded once per pod by the init container (an emptyDir:
+# a restarted server starts from them again without a download).
+MODEL_VOLUME, MODEL_DIR = "model", "/var/lib/aliasop/model"
+# How long a stopping server may take to finish the requests in flight, after its drain.
+IN_FLIGHT_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -83,13 +89,18 @@ def get_tracking_uri(spec: ModelDeploymentSpec, defaults: ServingDefaults) -> st
     return spec.tracking_uri or defaults.tracking_uri
 
 
-def get_serving_args(pinned_uri: str, port: int, workers: int) -> list[str]:
-    """Arguments of `mlflow models serve` for one pinned version."""
+def get_download_args(pinned_uri: str) -> list[str]:
+    """Arguments of `mlflow artifacts download`: one pinned version's files into MODEL_DIR."""
+    return ["artifacts", "download", "--artifact-uri", pinned_uri, "--dst-path", MODEL_DIR]
+
+
+def get_serving_args(port: int, workers: int) -> list[str]:
+    """Arguments of `mlflow models serve` for the downloaded version."""
     return [
         "models",
         "serve",
         "--model-uri",
-        pinned_uri,
+        MODEL_DIR,
         "--env-manager",
         "local",
         "--host",
@@ -114,17 +125,12 @@ def get_deployment(
         {"name": "MLFLOW_TRACKING_URI", "value": get_tracking_uri(spec, defaults)},
         *(e.model_dump(by_alias=True, exclude_none=True) for e in serving.env),
     ]
-    container: Manifest = {
-        "name": SERVING_CONTAINER,
+    # Both containers: the same image, resources (so the pod asks for no more than the
+    # server needs) and hardening; the downloaded files are the server's, read-only.
+    common: Manifest = {
         "image": serving.image or defaults.image,
         "command": ["mlflow"],
-        "args": get_serving_args(uri.pinned(pin.version), serving.port, serving.workers),
         "env": env,
-        "ports": [{"name": "http", "containerPort": serving.port, "protocol": "TCP"}],
-        "readinessProbe": _probe(period=5, failures=3),
-        # Loading a model can take a while; liveness starts counting only once it is up.
-        "startupProbe": _probe(period=5, failures=120),
-        "livenessProbe": _probe(period=10, failures=6),
         "resources": serving.resources.model_dump(exclude_defaults=True),
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -132,10 +138,39 @@ def get_deployment(
             "runAsNonRoot": True,
             "capabilities": {"drop": ["ALL"]},
         },
-        "volumeMounts": [{"name": n, "mountPath": p} for n, p in WRITABLE_DIRS.items()],
+    }
+    writable = [{"name": n, "mountPath": p} for n, p in WRITABLE_DIRS.items()]
+    # A failed download shows as the pod's Init:Error, with the reason in its log, instead
+    # of a serving container that crash-loops.
+    download: Manifest = {
+        "name": DOWNLOAD_CONTAINER,
+        **copy.deepcopy(common),
+        "args": get_download_args(uri.pinned(pin.version)),
+        "volumeMounts": [*writable, {"name": MODEL_VOLUME, "mountPath": MODEL_DIR}],
     }
     if serving.credentials_secret:
-        container["envFrom"] = [{"secretRef": {"name": serving.credentials_secret}}]
+        download["envFrom"] = [{"secretRef": {"name": serving.credentials_secret}}]
+    container: Manifest = {
+        "name": SERVING_CONTAINER,
+        **common,
+        "args": get_serving_args(serving.port, serving.workers),
+        "ports": [{"name": "http", "containerPort": serving.port, "protocol": "TCP"}],
+        "readinessProbe": _probe(period=5, failures=3),
+        # Loading a model can take a while; liveness starts counting only once it is up.
+        "startupProbe": _probe(period=5, failures=120),
+        "livenessProbe": _probe(period=10, failures=6),
+        # A stopping pod leaves the Service's endpoints at once, but kube-proxy and load
+        # balancers learn of it a moment later: it keeps serving that long, then SIGTERM
+        # lets the server finish what is in flight (within the grace period below).
+        "lifecycle": {"preStop": {"sleep": {"seconds": serving.drain_seconds}}},
+        "volumeMounts": [
+            *writable,
+            {"name": MODEL_VOLUME, "mountPath": MODEL_DIR, "readOnly": True},
+        ],
+    }
+    model_volume: Manifest = {"name": MODEL_VOLUME, "emptyDir": {}}
+    if serving.storage.size_limit is not None:
+        model_volume["emptyDir"]["sizeLimit"] = serving.storage.size_limit
     deployment_spec: Manifest = {
         "selector": {"matchLabels": get_selector_labels(owner)},
         "progressDeadlineSeconds": spec.rollout.progress_deadline_seconds,
@@ -166,8 +201,10 @@ def get_deployment(
                     "fsGroup": 10001,
                     "seccompProfile": {"type": "RuntimeDefault"},
                 },
+                "terminationGracePeriodSeconds": serving.drain_seconds + IN_FLIGHT_SECONDS,
+                "initContainers": [download],
                 "containers": [container],
-                "volumes": [{"name": n, "emptyDir": {}} for n in WRITABLE_DIRS],
+                "volumes": [*({"name": n, "emptyDir": {}} for n in WRITABLE_DIRS), model_volume],
             },
         },
     }
@@ -247,6 +284,19 @@ def _child_metadata(owner: Owner, labels: dict[str, str]) -> Manifest:
                 "blockOwnerDeletion": True,
             }
         ],
+    }
+
+
+def get_disruption_budget(owner: Owner, spec: ModelDeploymentSpec) -> Manifest:
+    """The serving pods' PodDisruptionBudget; without `spec.serving.disruptionBudget` it is
+    not applied (and one left from before is deleted)."""
+    budget = spec.serving.disruption_budget
+    limits = budget.model_dump(by_alias=True, exclude_none=True) if budget is not None else {}
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _child_metadata(owner, get_selector_labels(owner)),
+        "spec": {**limits, "selector": {"matchLabels": get_selector_labels(owner)}},
     }
 
 

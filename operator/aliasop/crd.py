@@ -16,6 +16,7 @@ import yaml
 
 from aliasop.models import (
     CATEGORY,
+    DISRUPTION_BUDGET_MESSAGE,
     GROUP,
     KIND,
     PLURAL,
@@ -121,9 +122,12 @@ def structural(schema: Schema, defs: dict[str, Schema] | None = None) -> Schema:
     if "$ref" in schema:  # a nested model; the field's own description is the better one
         nested = structural(defs[schema["$ref"].rsplit("/", 1)[-1]], defs)
         return {**nested, "description": schema.get("description", nested.get("description"))}
-    if "anyOf" in schema and {s.get("type") for s in schema["anyOf"]} == {"integer", "string"}:
+    types = {s.get("type") for s in schema.get("anyOf", [])}
+    if types - {"null"} == {"integer", "string"}:  # an IntOrString, perhaps optional
         pattern = next(s.get("pattern") for s in schema["anyOf"] if s.get("type") == "string")
-        return {"x-kubernetes-int-or-string": True, "pattern": pattern}
+        described = {"description": schema["description"]} if "description" in schema else {}
+        nullable = {"nullable": True} if "null" in types else {}
+        return {"x-kubernetes-int-or-string": True, "pattern": pattern, **described, **nullable}
     if "anyOf" in schema:  # `X | None`: optional in a CRD means "may be absent"
         options = [s for s in schema["anyOf"] if s.get("type") != "null"]
         merged = {**structural(options[0], defs), "nullable": True}
@@ -202,6 +206,12 @@ def build_crd() -> dict[str, Any]:
         ("nodeSelector", NODE_SELECTOR_RULES),
     ):
         serving[field]["x-kubernetes-validations"] = rules
+    serving["disruptionBudget"]["x-kubernetes-validations"] = [
+        {
+            "rule": "has(self.minAvailable) != has(self.maxUnavailable)",
+            "message": DISRUPTION_BUDGET_MESSAGE,
+        }
+    ]
     column = "jsonPath"
     return {
         "apiVersion": "apiextensions.k8s.io/v1",

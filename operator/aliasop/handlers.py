@@ -55,6 +55,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     children = ",".join(filter(None, [f"{MANAGED_BY_LABEL}={MANAGED_BY}", selector]))
     settings.watching.label_selectors["apps", "deployments"] = children
     settings.watching.label_selectors["v1", "services"] = children
+    settings.watching.label_selectors["policy", "poddisruptionbudgets"] = children
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per MLflow request
     logging.getLogger("kopf.objects").addFilter(_not_event_handled)
     await memo.runtime.start()
@@ -79,6 +80,7 @@ async def modeldeployment_event(
 # thread-safe); kopf runs sync ones in threads.
 @kopf.on.event("apps", "v1", "deployments", labels={MANAGED_BY_LABEL: MANAGED_BY})
 @kopf.on.event("", "v1", "services", labels={MANAGED_BY_LABEL: MANAGED_BY})
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels={MANAGED_BY_LABEL: MANAGED_BY})
 async def child_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     memo.runtime.reconciler.child_seen(body, deleted=event["type"] == "DELETED")
 

@@ -27,7 +27,11 @@ from aliasop.models import GROUP, PLURAL, VERSION, rfc3339
 
 _APPLY = "application/apply-patch+yaml"  # JSON is YAML, so a JSON body is fine
 _MERGE = "application/merge-patch+json"
-_PLURALS = {"Deployment": "deployments", "Service": "services"}
+_PLURALS = {
+    "Deployment": "deployments",
+    "Service": "services",
+    "PodDisruptionBudget": "poddisruptionbudgets",
+}
 _EVENT_MESSAGE_LIMIT = 1024  # longer messages are refused
 _log = logging.getLogger(__name__)
 

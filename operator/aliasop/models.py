@@ -12,7 +12,14 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 GROUP = "aliasop.io"
@@ -112,6 +119,42 @@ def _pod_spec_schema(field: str) -> dict[str, Any]:
     return {POD_SPEC_SCHEMA: field}
 
 
+# A count, or a percentage of the replicas ("25%"), as a PodDisruptionBudget takes them.
+IntOrPercent = int | Annotated[str, StringConstraints(pattern=r"^[0-9]+%$")]
+
+
+class DisruptionBudget(_CamelModel):
+    """A PodDisruptionBudget (policy/v1) of the serving pods: what voluntary evictions, such
+    as node drains and cluster upgrades, must leave serving. Exactly one of the two."""
+
+    min_available: IntOrPercent | None = Field(
+        None, description="Serving pods that must stay available: a count or a percentage."
+    )
+    max_unavailable: IntOrPercent | None = Field(
+        None, description="Serving pods that may be evicted at once: a count or a percentage."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> DisruptionBudget:
+        if (self.min_available is None) == (self.max_unavailable is None):
+            raise ValueError(DISRUPTION_BUDGET_MESSAGE)
+        return self
+
+
+DISRUPTION_BUDGET_MESSAGE = "set exactly one of minAvailable and maxUnavailable"
+
+
+class StorageSpec(_CamelModel):
+    """Where each serving pod keeps the model it downloads."""
+
+    size_limit: Quantity | None = Field(
+        None,
+        description="Size limit of the emptyDir the model is downloaded into (e.g. 2Gi): a "
+        "model that outgrows it fails its download (the pod shows Init:Error) instead of "
+        "filling the node's disk. Empty: no limit.",
+    )
+
+
 class ServingSpec(_CamelModel):
     """The serving pods: image, port, scoring server and container settings."""
 
@@ -129,7 +172,25 @@ class ServingSpec(_CamelModel):
         "",
         max_length=253,
         pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$",
-        description="Secret with MLFLOW_TRACKING_* keys, given to serving pods through envFrom.",
+        description="Secret with what the model's download needs (MLFLOW_TRACKING_* keys; "
+        "for an artifact store such as S3, its keys such as AWS_ACCESS_KEY_ID), given "
+        "through envFrom to the download step only, not to the serving container.",
+    )
+    storage: StorageSpec = Field(
+        default_factory=StorageSpec, description="Where each pod keeps the downloaded model."
+    )
+    disruption_budget: DisruptionBudget | None = Field(
+        None,
+        description="A PodDisruptionBudget for the serving pods, named like the resource; "
+        "none when unset.",
+    )
+    drain_seconds: int = Field(
+        5,
+        ge=0,
+        le=300,
+        description="Seconds a stopping pod goes on serving after Kubernetes takes it out of "
+        "the Service, while the change reaches every node: requests routed to it meanwhile "
+        "still get answers. Then the server finishes the requests in flight and exits.",
     )
     # Pod settings: placement, identity, image pulls, labels and annotations of serving pods.
     service_account_name: str = Field(

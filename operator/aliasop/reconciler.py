@@ -25,6 +25,7 @@ from aliasop.builders import (
     ServingDefaults,
     get_child_revision,
     get_deployment,
+    get_disruption_budget,
     get_owner_name,
     get_replicas_handover,
     get_selector,
@@ -162,25 +163,28 @@ class ObservedChildren:
 
     def __init__(self) -> None:
         self._deployments: dict[ResourceKey, ObservedDeployment] = {}
-        self._services: dict[ResourceKey, str] = {}  # owner -> the Service's revision
+        # (kind, owner) -> the revision of its Service or PodDisruptionBudget
+        self._revisions: dict[tuple[str, ResourceKey], str] = {}
 
     def seen(self, kind: str, owner: ResourceKey, child: Mapping[str, Any] | None) -> None:
-        """`child` (a Deployment or Service) as watched; None: it was deleted."""
+        """`child` (a Deployment, Service or PodDisruptionBudget) as watched; None: it was
+        deleted."""
         if kind == "Deployment":
             if child is None:
                 self._deployments.pop(owner, None)
             else:
                 self._deployments[owner] = observe_deployment(child)
         elif child is None:
-            self._services.pop(owner, None)
+            self._revisions.pop((kind, owner), None)
         else:
-            self._services[owner] = get_child_revision(child)
+            self._revisions[kind, owner] = get_child_revision(child)
 
     def deployment(self, owner: ResourceKey) -> ObservedDeployment | None:
         return self._deployments.get(owner)
 
-    def service_revision(self, owner: ResourceKey) -> str | None:
-        return self._services.get(owner)
+    def revision(self, kind: str, owner: ResourceKey) -> str | None:
+        """Of the Service or PodDisruptionBudget; None when there is none."""
+        return self._revisions.get((kind, owner))
 
 
 class Reconciler:
@@ -345,6 +349,8 @@ class Reconciler:
                 )
                 kind = "Service"
                 await self._apply_service(key, get_service(owner, spec), tracked)
+                kind = "PodDisruptionBudget"
+                await self._apply_disruption_budget(key, get_disruption_budget(owner, spec), spec)
             except ApiError as exc:
                 if exc.status not in _INVALID:
                     raise
@@ -458,7 +464,7 @@ class Reconciler:
         name) is invalid once merged: it is deleted and created anew."""
         try:
             await self._children.apply(
-                service, current_revision=self.observed.service_revision(key)
+                service, current_revision=self.observed.revision("Service", key)
             )
         except ApiError as exc:
             if exc.status not in _INVALID:
@@ -466,6 +472,16 @@ class Reconciler:
             tracked.logger.warning(f"recreating the Service, edited beyond a merge: {exc}")
             await self._children.delete(service)
             await self._children.apply(service, current_revision=None)
+
+    async def _apply_disruption_budget(
+        self, key: ResourceKey, budget: dict[str, Any], spec: ModelDeploymentSpec
+    ) -> None:
+        """Apply the PodDisruptionBudget the spec asks for, or delete one it no longer does."""
+        revision = self.observed.revision("PodDisruptionBudget", key)
+        if spec.serving.disruption_budget is not None:
+            await self._children.apply(budget, current_revision=revision)
+        elif revision is not None:
+            await self._children.delete(budget)
 
     async def _resolve(
         self, tracking_uri: str, spec: ModelDeploymentSpec

@@ -92,13 +92,17 @@ class View:
         ).items
         return [e.reason for e in events]
 
-    def container(self) -> dict[str, Any]:
-        """The serving container of the Deployment, as the API server returns it."""
+    def pod(self) -> dict[str, Any]:
+        """The pod template's spec of the Deployment, as the API server returns it."""
         deployment = self.deployment()
         assert deployment is not None
         api = client.ApiClient()
         spec: dict[str, Any] = api.sanitize_for_serialization(deployment.spec.template.spec)
-        container: dict[str, Any] = spec["containers"][0]
+        return spec
+
+    def container(self) -> dict[str, Any]:
+        """The serving container of the Deployment, as the API server returns it."""
+        container: dict[str, Any] = self.pod()["containers"][0]
         return container
 
 

@@ -43,7 +43,7 @@ def test_demo_runs_the_whole_loop_and_cleans_up(
         out = run.stdout
         for step in range(1, 8):
             assert f"[{step}/7]" in out
-        assert "--model-uri models:/bikes/1" in out and "--model-uri models:/bikes/2" in out
+        assert "--artifact-uri models:/bikes/1" in out and "--artifact-uri models:/bikes/2" in out
         assert len(re.findall(r"-> \d+ rentals", out)) == 6  # three from each version
         assert "make demo-down" in out
 

@@ -278,6 +278,22 @@ REFUSED_AT_APPLY: list[tuple[str, dict[str, Any], list[str]]] = [
         {"podAnnotations": {"aliasop.io/model-uri": "models:/other/1"}},
         ["spec.serving.podAnnotations", "podAnnotations may not set keys under aliasop.io/"],
     ),
+    (
+        "disruption-budget-both",
+        {"disruptionBudget": {"minAvailable": 1, "maxUnavailable": "25%"}},
+        ["spec.serving.disruptionBudget", "set exactly one of minAvailable and maxUnavailable"],
+    ),
+    (
+        "disruption-budget-percentage",
+        {"disruptionBudget": {"maxUnavailable": "a quarter"}},
+        ["spec.serving.disruptionBudget.maxUnavailable"],
+    ),
+    (
+        "storage-size-limit",
+        {"storage": {"sizeLimit": "two gigabytes"}},
+        ["spec.serving.storage.sizeLimit"],
+    ),
+    ("drain-seconds", {"drainSeconds": -1}, ["spec.serving.drainSeconds"]),
 ]
 
 
@@ -311,3 +327,50 @@ def test_pod_labels_beside_the_reserved_ones_are_accepted(
     }
     result = apply(installed, namespace, "lookalikes", serving)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_disruption_budget_the_download_volume_and_the_drain_reach_the_cluster(
+    two_versions: Versions, serving_v1: Callable[..., View], k8s: client.ApiClient
+) -> None:
+    bikes_view = serving_v1(
+        serving={
+            "disruptionBudget": {"maxUnavailable": 1},
+            "storage": {"sizeLimit": "512Mi"},
+            "drainSeconds": 3,
+        }
+    )
+    policy = client.PolicyV1Api(k8s)
+    budget = wait_for(
+        lambda: (
+            policy.read_namespaced_pod_disruption_budget_status(
+                "bikes", bikes_view.namespace
+            ).status.expected_pods
+            == 2
+        ),
+        timeout=30,
+        message="the PodDisruptionBudget counting both serving pods",
+    )
+    assert budget
+    pod = bikes_view.pod()
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["model"]["emptyDir"] == {"sizeLimit": "512Mi"}
+    assert pod["containers"][0]["lifecycle"] == {"preStop": {"sleep": {"seconds": 3}}}
+    assert pod["terminationGracePeriodSeconds"] == 33
+
+    bikes_view.custom.patch_namespaced_custom_object(
+        "aliasop.io",
+        "v1alpha1",
+        bikes_view.namespace,
+        "modeldeployments",
+        "bikes",
+        {"spec": {"serving": {"disruptionBudget": None}}},
+    )
+
+    def gone() -> bool:
+        try:
+            policy.read_namespaced_pod_disruption_budget("bikes", bikes_view.namespace)
+        except client.ApiException as exc:
+            return exc.status == 404
+        return False
+
+    wait_for(gone, timeout=30, message="the PodDisruptionBudget deleted with the spec's")

@@ -20,11 +20,13 @@ from resources import Versions, View
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("operator")]
 
 
-def predict_with(container: dict[str, Any], example: pd.DataFrame, log: Path) -> list[float]:
-    """Run `container` as rendered, wait on its readiness probe, post the input example."""
+def predict_with(pod: dict[str, Any], example: pd.DataFrame, workdir: Path) -> list[float]:
+    """Run `pod` as rendered (the download, then the server), wait on the server's readiness
+    probe, post the input example."""
+    container = pod["containers"][0]
     probe = container["readinessProbe"]["httpGet"]
     port = next(p["containerPort"] for p in container["ports"] if p["name"] == probe["port"])
-    server = local.serving_process(container, log).start()
+    server = local.serving_pod(pod, workdir).start()
     try:
         server.wait_ready(f"http://127.0.0.1:{port}{probe['path']}", timeout=120)
         response = httpx.post(
@@ -48,19 +50,30 @@ def test_rendered_container_serves_the_pinned_version(
 ) -> None:
     v1, v2 = two_versions
     bikes_view = serving_v1(replicas=1, serving={"port": local.free_port()})
-    first = bikes_view.container()
-    assert f"models:/{model_name}/{v1.version}" in first["args"]
-    assert predict_with(first, v1.input_example, tmp_path / "v1.log") == pytest.approx(
-        v1.predictions
-    )
+    first = bikes_view.pod()
+    assert f"models:/{model_name}/{v1.version}" in first["initContainers"][0]["args"]
+    assert predict_with(first, v1.input_example, tmp_path / "v1") == pytest.approx(v1.predictions)
 
     bikes.set_alias(mlflow_uri, model_name, "champion", v2.version)
     bikes_view.wait_serving(v2.version)
-    second = bikes_view.container()
-    assert f"models:/{model_name}/{v2.version}" in second["args"]
-    assert predict_with(second, v2.input_example, tmp_path / "v2.log") == pytest.approx(
-        v2.predictions
-    )
+    second = bikes_view.pod()
+    assert f"models:/{model_name}/{v2.version}" in second["initContainers"][0]["args"]
+    assert predict_with(second, v2.input_example, tmp_path / "v2") == pytest.approx(v2.predictions)
+
+
+def test_a_failed_download_stops_the_pod_before_its_server_starts(
+    two_versions: Versions, model_name: str, serving_v1: Callable[..., View], tmp_path: Path
+) -> None:
+    pod = serving_v1(replicas=1).pod()
+    download = pod["initContainers"][0]
+    download["args"] = [
+        f"models:/{model_name}/404" if arg.startswith("models:/") else arg
+        for arg in download["args"]
+    ]  # a version the registry does not have, as if it were deleted since
+
+    with pytest.raises(RuntimeError, match="init container download exited 1") as failure:
+        local.serving_pod(pod, tmp_path)
+    assert "RESOURCE_DOES_NOT_EXIST" in str(failure.value)
 
 
 def test_credentials_reach_pods_only_through_env_from(
@@ -92,8 +105,10 @@ def test_credentials_reach_pods_only_through_env_from(
         serving={"credentialsSecret": "mlflow-creds"},
     )
     bikes_view.wait_serving(v1.version)
-    container = bikes_view.container()
-    assert container["envFrom"] == [{"secretRef": {"name": "mlflow-creds"}}]
+    pod = bikes_view.pod()
+    container = pod["containers"][0]
+    assert pod["initContainers"][0]["envFrom"] == [{"secretRef": {"name": "mlflow-creds"}}]
+    assert "envFrom" not in container  # the download needs them, the server does not
 
     deployment = client.ApiClient().sanitize_for_serialization(bikes_view.deployment())
     pod_metadata = deployment["spec"]["template"]["metadata"]

@@ -2,6 +2,8 @@ from typing import Any
 
 from aliasop.builders import (
     ALIAS_ANNOTATION,
+    IN_FLIGHT_SECONDS,
+    MODEL_DIR,
     MODEL_URI_ANNOTATION,
     RUN_ID_ANNOTATION,
     VERSION_LABEL,
@@ -28,9 +30,17 @@ def test_pod_template_pins_the_version_not_the_alias() -> None:
     assert template["metadata"]["labels"][VERSION_LABEL] == "4"
     assert template["metadata"]["annotations"][MODEL_URI_ANNOTATION] == "models:/bikes/4"
     assert template["metadata"]["annotations"][RUN_ID_ANNOTATION] == "run4"
+    (download,) = template["spec"]["initContainers"]
     container = template["spec"]["containers"][0]
-    assert "models:/bikes/4" in container["args"]
-    assert not any("@" in arg for arg in container["args"])
+    assert download["args"] == [
+        "artifacts",
+        "download",
+        "--artifact-uri",
+        "models:/bikes/4",
+        "--dst-path",
+        MODEL_DIR,
+    ]
+    assert container["args"][:4] == ["models", "serve", "--model-uri", MODEL_DIR]
     assert container["readinessProbe"]["httpGet"]["path"] == "/ping"
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     assert deployment["spec"]["replicas"] == 2
@@ -70,12 +80,15 @@ def test_defaults_and_overrides() -> None:
         PinnedVersion("1", ""),
         DEFAULTS,
     )
-    container = custom["spec"]["template"]["spec"]["containers"][0]
-    assert container["image"] == "mine:2"
-    assert {"name": "MLFLOW_TRACKING_URI", "value": "http://other:5000"} in container["env"]
+    pod = custom["spec"]["template"]["spec"]
+    container, (download,) = pod["containers"][0], pod["initContainers"]
+    assert container["image"] == download["image"] == "mine:2"
+    assert {"name": "MLFLOW_TRACKING_URI", "value": "http://other:5000"} in download["env"]
     assert {"name": "A", "value": "b"} in container["env"]
-    assert container["envFrom"] == [{"secretRef": {"name": "mlflow-creds"}}]
-    assert container["resources"] == {"limits": {"cpu": "1"}}
+    # The credentials fetch the model; the server that runs it does not get them.
+    assert download["envFrom"] == [{"secretRef": {"name": "mlflow-creds"}}]
+    assert "envFrom" not in container
+    assert container["resources"] == download["resources"] == {"limits": {"cpu": "1"}}
     assert container["ports"][0]["containerPort"] == 9000
     assert "9000" in container["args"]
 
@@ -92,8 +105,22 @@ def test_serving_pods_are_hardened() -> None:
         "runAsNonRoot": True,
         "capabilities": {"drop": ["ALL"]},
     }
-    mounted = {m["mountPath"] for m in container["volumeMounts"]}
-    assert "/tmp" in mounted
+    assert pod["initContainers"][0]["securityContext"] == container["securityContext"]
+    mounted = {m["mountPath"]: m.get("readOnly", False) for m in container["volumeMounts"]}
+    assert mounted == {"/tmp": False, MODEL_DIR: True}
+
+
+def test_the_model_is_downloaded_into_an_emptydir_of_the_size_the_spec_allows() -> None:
+    def model_volume(**serving: object) -> dict[str, Any]:
+        pod = get_deployment(OWNER, spec(serving=serving), PinnedVersion("1", ""), DEFAULTS)
+        volumes = {v["name"]: v for v in pod["spec"]["template"]["spec"]["volumes"]}
+        return volumes["model"]
+
+    assert model_volume() == {"name": "model", "emptyDir": {}}
+    assert model_volume(storage={"sizeLimit": "2Gi"}) == {
+        "name": "model",
+        "emptyDir": {"sizeLimit": "2Gi"},
+    }
 
 
 def test_service_selects_every_version() -> None:
@@ -212,3 +239,11 @@ def test_the_rendered_pod_settings_are_copies() -> None:
     pod["affinity"]["nodeAffinity"] = {}
     assert serving_spec.serving.tolerations == POD_SETTINGS["tolerations"]
     assert serving_spec.serving.affinity == POD_SETTINGS["affinity"]
+
+
+def test_a_stopping_pod_serves_while_it_leaves_the_endpoints_then_finishes_in_flight() -> None:
+    pod = get_deployment(
+        OWNER, spec(serving={"drainSeconds": 8}), PinnedVersion("1", ""), DEFAULTS
+    )["spec"]["template"]["spec"]
+    assert pod["containers"][0]["lifecycle"] == {"preStop": {"sleep": {"seconds": 8}}}
+    assert pod["terminationGracePeriodSeconds"] == 8 + IN_FLIGHT_SECONDS

@@ -1,3 +1,5 @@
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -62,3 +64,15 @@ def test_spec_defaults_and_bounds() -> None:
     for field, value in [("pollIntervalSeconds", 4), ("replicas", -1), ("historyLimit", 0)]:
         with pytest.raises(ValidationError):
             ModelDeploymentSpec.model_validate({"model": "models:/bikes@champion", field: value})
+
+
+@pytest.mark.parametrize(
+    "budget",
+    [{}, {"minAvailable": 1, "maxUnavailable": 1}, {"minAvailable": "half"}],
+    ids=["neither", "both", "not a count or percentage"],
+)
+def test_a_disruption_budget_takes_exactly_one_count_or_percentage(budget: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        ModelDeploymentSpec.model_validate(
+            {"model": "models:/bikes@champion", "serving": {"disruptionBudget": budget}}
+        )

@@ -638,3 +638,26 @@ async def test_replicas_left_out_of_the_spec_are_handed_over_not_reset() -> None
     world.reconciler.child_seen(world.child("Deployment"), deleted=False)  # handed over
     await world.reconciler.run_pass(KEY)
     assert "aliasop-replicas-handover" not in world.cluster.managers  # once only
+
+
+async def test_a_disruption_budget_is_kept_while_the_spec_asks_for_one_and_deleted_after() -> None:
+    world = World()
+    world.seen(serving={"disruptionBudget": {"minAvailable": "50%"}})
+    await world.reconciler.run_pass(KEY)
+    budget = world.child("PodDisruptionBudget")
+    assert budget["spec"]["minAvailable"] == "50%"
+    assert budget["spec"]["selector"] == world.child("Deployment")["spec"]["selector"]
+    world.reconciler.child_seen(budget, deleted=False)
+
+    world.seen(generation=2)  # the spec no longer asks for one
+    await world.reconciler.run_pass(KEY)
+
+    assert world.cluster.deleted == ["PodDisruptionBudget"]
+
+
+async def test_no_disruption_budget_is_made_or_deleted_unless_asked_for() -> None:
+    world = World()
+    world.seen()
+    await world.reconciler.run_pass(KEY)
+    assert not any(m["kind"] == "PodDisruptionBudget" for m in world.cluster.applied)
+    assert world.cluster.deleted == []
