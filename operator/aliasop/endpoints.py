@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol
 
 import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from aliasop.leader import LeaderElector
 from aliasop.metrics import WEBHOOK_DELIVERIES
 from aliasop.webhooks import (
     DELIVERY_ID_HEADER,
@@ -33,10 +33,20 @@ _FORWARD_TIMEOUT = aiohttp.ClientTimeout(total=10)
 logger = logging.getLogger(__name__)
 
 
+class Leadership(Protocol):
+    """Whether this replica leads, and where the leader takes deliveries (LeaderElector)."""
+
+    @property
+    def leading(self) -> bool: ...
+
+    @property
+    def leader_url(self) -> str | None: ...
+
+
 def build_app(
     model_changed: Callable[[str, bool], Awaitable[int]],
     verifier: DeliveryVerifier | None,
-    leadership: LeaderElector | None = None,
+    leadership: Leadership | None = None,
 ) -> web.Application:
     """`/metrics`, and `/webhooks/mlflow`, which tells `model_changed` (the resolver's) of
     the model a verified delivery names, and whether its aliases changed; or, on a standby

@@ -12,6 +12,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,25 @@ def labelled(k8s: client.ApiClient, restricted: str, model_name: str) -> Callabl
     return create
 
 
+@dataclass
+class Pair:
+    """Replicas `a` and `b` of one shard, and `bikes` of that shard serving version 1."""
+
+    view: View
+    leader: str
+    standby: str
+
+
+@pytest.fixture
+def pair(replicas: Replicas, labelled: Callable[[str, str], View], two_versions: Versions) -> Pair:
+    replicas.start("a")
+    replicas.start("b")
+    view = labelled("bikes", replicas.shard)
+    view.wait_serving(two_versions[0].version)
+    leader = replicas.wait_leader()
+    return Pair(view, leader, "b" if leader == "a" else "a")
+
+
 def rolled_out_once(view: View, version: str) -> None:
     """`version` serves after one rollout: one ReplicaSet for each of the two versions, and
     one history entry for it."""
@@ -140,49 +160,29 @@ def rolled_out_once(view: View, version: str) -> None:
 
 
 def test_a_killed_leader_s_standby_takes_over_and_rolls_out_a_move_made_meanwhile_once(
-    replicas: Replicas,
-    labelled: Callable[[str, str], View],
-    two_versions: Versions,
-    model_name: str,
-    mlflow_uri: str,
+    replicas: Replicas, pair: Pair, two_versions: Versions, model_name: str, mlflow_uri: str
 ) -> None:
-    v1, v2 = two_versions
-    replicas.start("a")
-    replicas.start("b")
-    view = labelled("bikes", replicas.shard)
-    view.wait_serving(v1.version)
-    leader = replicas.wait_leader()
-    standby = "b" if leader == "a" else "a"
-    assert counts_by(replicas.processes[standby], "aliasop_leader", "") == {"": 0.0}
+    assert counts_by(replicas.processes[pair.standby], "aliasop_leader", "") == {"": 0.0}
 
-    replicas.processes[leader].kill()
+    replicas.processes[pair.leader].kill()
     killed = time.monotonic()
-    bikes.set_alias(mlflow_uri, model_name, "champion", v2.version)
+    bikes.set_alias(mlflow_uri, model_name, "champion", two_versions[1].version)
 
-    assert replicas.wait_leader(other_than=leader, timeout=LEASE_SECONDS + 10) == standby
+    new_leader = replicas.wait_leader(other_than=pair.leader, timeout=LEASE_SECONDS + 10)
+    assert new_leader == pair.standby
     assert time.monotonic() - killed < LEASE_SECONDS + 3
-    rolled_out_once(view, v2.version)
+    rolled_out_once(pair.view, two_versions[1].version)
 
 
 def test_a_frozen_leader_is_replaced_and_writes_nothing_once_it_thaws(
-    replicas: Replicas,
-    labelled: Callable[[str, str], View],
-    two_versions: Versions,
-    model_name: str,
-    mlflow_uri: str,
+    replicas: Replicas, pair: Pair, two_versions: Versions, model_name: str, mlflow_uri: str
 ) -> None:
-    v1, v2 = two_versions
-    replicas.start("a")
-    replicas.start("b")
-    view = labelled("bikes", replicas.shard)
-    view.wait_serving(v1.version)
-    leader = replicas.wait_leader()
-    frozen = replicas.processes[leader]
+    view, frozen = pair.view, replicas.processes[pair.leader]
 
     frozen.signal(signal.SIGSTOP)  # the split-brain case: it still believes it leads
-    replicas.wait_leader(other_than=leader, timeout=LEASE_SECONDS + 10)
-    bikes.set_alias(mlflow_uri, model_name, "champion", v2.version)
-    rolled_out_once(view, v2.version)
+    replicas.wait_leader(other_than=pair.leader, timeout=LEASE_SECONDS + 10)
+    bikes.set_alias(mlflow_uri, model_name, "champion", two_versions[1].version)
+    rolled_out_once(view, two_versions[1].version)
     settled = wait_for(lambda: settled_state(view), timeout=60, message="the rollout settled")
 
     # Its passes and its registry poll are overdue, with v1 in its memory: it would write
@@ -207,28 +207,18 @@ def settled_state(view: View) -> tuple[str, int] | None:
 
 
 def test_a_leader_stopped_by_sigterm_hands_over_in_moments_with_its_rollout(
-    replicas: Replicas,
-    labelled: Callable[[str, str], View],
-    two_versions: Versions,
-    model_name: str,
-    mlflow_uri: str,
+    replicas: Replicas, pair: Pair, two_versions: Versions, model_name: str, mlflow_uri: str
 ) -> None:
-    v1, v2 = two_versions
-    replicas.start("a")
-    replicas.start("b")
-    view = labelled("bikes", replicas.shard)
-    view.wait_serving(v1.version)
-    leader = replicas.wait_leader()
-
-    bikes.set_alias(mlflow_uri, model_name, "champion", v2.version)
+    leader = replicas.processes[pair.leader]
+    bikes.set_alias(mlflow_uri, model_name, "champion", two_versions[1].version)
     stopping = time.monotonic()
-    replicas.processes[leader].stop()  # SIGTERM, as a rolling update sends it
-    replicas.wait_leader(other_than=leader, timeout=LEASE_SECONDS)
+    leader.stop()  # SIGTERM, as a rolling update sends it
+    replicas.wait_leader(other_than=pair.leader, timeout=LEASE_SECONDS)
     handover = time.monotonic() - stopping
 
-    assert "released Lease" in replicas.processes[leader].output()
+    assert "released Lease" in leader.output()
     assert handover < LEASE_SECONDS  # released, not expired
-    rolled_out_once(view, v2.version)
+    rolled_out_once(pair.view, two_versions[1].version)
 
 
 def test_a_standby_passes_webhook_deliveries_on_to_the_leader(
