@@ -129,7 +129,10 @@ class ServingSpec(_CamelModel):
         "",
         max_length=253,
         pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$",
-        description="Secret with MLFLOW_TRACKING_* keys, given to serving pods through envFrom.",
+        description="Secret whose keys become the serving container's environment (envFrom): "
+        "MLflow's MLFLOW_TRACKING_* credentials, and the artifact store's (e.g. "
+        "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and MLFLOW_S3_ENDPOINT_URL for s3://, "
+        "AZURE_STORAGE_CONNECTION_STRING for wasbs://).",
     )
     # Pod settings: placement, identity, image pulls, labels and annotations of serving pods.
     service_account_name: str = Field(
