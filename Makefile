@@ -24,8 +24,10 @@ cluster-build:
 	tests/cluster/build.sh
 
 # kstatus and gopher-lua runners: the integration tests check health as Flux and Argo CD see it.
+# versitygw: the S3 server the artifact-store tests read models from.
 tools-build:
 	tests/tools/build.sh
+	tests/tools/build-s3.sh
 
 cluster-up: cluster-build
 	tests/cluster/cluster.sh up

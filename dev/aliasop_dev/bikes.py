@@ -8,12 +8,18 @@ Needs the `serving` extra (mlflow, scikit-learn).
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+# A custom pyfunc model's own code (the package bike_fleet), logged with it (`code_paths`).
+FLEET_CODE = Path(__file__).parent / "pyfunc_code" / "bike_fleet"
 
 FEATURES = ["hour", "weekday", "season", "temperature", "humidity", "wind", "weather"]
 
@@ -117,6 +123,49 @@ def train_and_register(
             model,
             name="model",
             signature=signature,
+            input_example=example,
+            registered_model_name=name,
+        )
+    return RegisteredVersion(
+        name=name,
+        version=str(info.registered_model_version),
+        run_id=run.info.run_id,
+        input_example=example,
+        predictions=predictions,
+    )
+
+
+def log_fleet_model(
+    tracking_uri: str, name: str, fleet_size: int = 300, seed: int = 7
+) -> RegisteredVersion:
+    """Log and register a custom pyfunc model with code of its own: `bike_fleet.FleetModel`,
+    a ridge regression whose estimates its package's rules turn into whole bikes to stock.
+
+    The package goes into the model's artifacts (`code_paths`), and the model is pickled as a
+    reference to `bike_fleet.model.FleetModel`: whoever loads it imports that package from
+    the artifacts, never from an installed copy. (`bike_fleet` is importable here only because
+    this function puts its parent directory on sys.path.)
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import Ridge
+
+    if str(FLEET_CODE.parent) not in sys.path:
+        sys.path.insert(0, str(FLEET_CODE.parent))
+    fleet = importlib.import_module(FLEET_CODE.name)
+
+    features, target = bike_rentals(seed=seed)
+    model = fleet.FleetModel(Ridge(alpha=1.0).fit(features, target), fleet_size=fleet_size)
+    example = features.head(5)
+    predictions = [float(p) for p in model.predict(None, example)]
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(f"aliasop-{name}")
+    with mlflow.start_run() as run:
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=model,
+            code_paths=[str(FLEET_CODE)],
+            signature=infer_signature(features, predictions),
             input_example=example,
             registered_model_name=name,
         )

@@ -35,6 +35,7 @@ class LocalProcess:
     args: list[str]
     log: Path
     env: dict[str, str]
+    cwd: Path | None = None  # where it runs; None: this process's working directory
     process: subprocess.Popen[bytes] | None = None
     log_offset: int = 0  # where the current run's output starts in the log
 
@@ -48,6 +49,7 @@ class LocalProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, **self.env},
+                cwd=self.cwd,
                 start_new_session=True,  # its own process group: stop() reaches the workers too
             )
         return self
@@ -112,8 +114,15 @@ class LocalProcess:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
-def mlflow_server(workdir: Path, port: int, host: str = "127.0.0.1") -> LocalProcess:
-    """A real MLflow tracking server with a sqlite registry and artifacts on local disk."""
+def mlflow_server(
+    workdir: Path, port: int, host: str = "127.0.0.1", default_artifact_root: str = ""
+) -> LocalProcess:
+    """A real MLflow tracking server with a sqlite registry and artifacts on local disk, which
+    it serves to clients (`mlflow-artifacts:`).
+
+    With `default_artifact_root` (e.g. `s3://bucket/prefix`) it serves no artifacts instead
+    (`--no-serve-artifacts`): it only records where each run's artifacts are, and clients read
+    and write them there themselves, with their own credentials; the server needs none."""
     workdir.mkdir(parents=True, exist_ok=True)
     bin_dir = Path(sys.executable).parent
     # Webhook secrets are stored encrypted: the key must survive restarts of the server.
@@ -127,8 +136,11 @@ def mlflow_server(workdir: Path, port: int, host: str = "127.0.0.1") -> LocalPro
             "server",
             "--backend-store-uri",
             f"sqlite:///{workdir / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(workdir / "artifacts"),
+            *(
+                ["--no-serve-artifacts", "--default-artifact-root", default_artifact_root]
+                if default_artifact_root
+                else ["--artifacts-destination", str(workdir / "artifacts")]
+            ),
             "--host",
             host,
             "--port",
@@ -209,32 +221,57 @@ def stop_pidfile(path: Path, timeout: float = 15) -> bool:
     return stop_group(pid, timeout)
 
 
-def serving_pod(
-    pod: dict[str, Any], workdir: Path, env: Mapping[str, str] | None = None
+def container_process(
+    container: Mapping[str, Any],
+    log: Path,
+    secrets: Mapping[str, Mapping[str, str]] | None = None,
+    cwd: Path | None = None,
+    mounts: Mapping[str, Path] | None = None,
 ) -> LocalProcess:
-    """A serving pod as the API server returned it, run as local processes: its init
-    containers (the model's download) to completion, then its first container, returned
-    unstarted. Their commands, args and literal env exactly as rendered, plus `env` (what
-    envFrom would add), with this environment's tools (mlflow, uvicorn) on PATH; each volume
-    is a directory under `workdir`, put where an argument names its mount path."""
+    """One container of a pod as the API server returned it, as a local process: its command,
+    args and literal env exactly as rendered, with this environment's tools (mlflow, uvicorn)
+    on PATH.
+
+    `secrets` holds the data of the Secrets its `envFrom` names (name -> key -> value), which
+    reach the process as the kubelet passes them: every key, with the entry's prefix, and the
+    container's own `env` winning over them. `mounts` maps volume names to local directories,
+    put where an argument names the volume's mount path."""
+    env = env_from(container, secrets or {})
+    env.update({e["name"]: e["value"] for e in container.get("env") or [] if "value" in e})
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+    volumes = mounts or {}
+    paths = {
+        mount["mountPath"]: str(volumes[mount["name"]])
+        for mount in container.get("volumeMounts") or []
+        if mount["name"] in volumes
+    }
+    return LocalProcess(
+        name=f"{container.get('name', 'container')} {container.get('image', '')}",
+        args=[paths.get(arg, arg) for arg in [*container["command"], *container.get("args", [])]],
+        log=log,
+        env=env,
+        cwd=cwd,
+    )
+
+
+def serving_pod(
+    pod: Mapping[str, Any],
+    workdir: Path,
+    secrets: Mapping[str, Mapping[str, str]] | None = None,
+    cwd: Path | None = None,
+) -> LocalProcess:
+    """A serving pod run as local processes (see `container_process`): its init containers
+    (the model's download) to completion, then its first container, returned unstarted. Each
+    volume is a directory under `workdir`; a failed init container raises RuntimeError with
+    its log's tail."""
     volumes = {volume["name"]: workdir / volume["name"] for volume in pod.get("volumes") or []}
     for directory in volumes.values():
         directory.mkdir(parents=True, exist_ok=True)
 
-    def process(container: dict[str, Any]) -> LocalProcess:
-        mounts = {
-            mount["mountPath"]: str(volumes[mount["name"]])
-            for mount in container.get("volumeMounts") or []
-            if mount["name"] in volumes
-        }
-        literal = {e["name"]: e["value"] for e in container.get("env") or [] if "value" in e}
-        bin_dir = str(Path(sys.executable).parent)
-        return LocalProcess(
-            name=f"{container['name']} {container.get('image', '')}",
-            args=[mounts.get(arg, arg) for arg in [*container["command"], *container["args"]]],
-            log=workdir / f"{container['name']}.log",
-            env={**literal, **(env or {}), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
-        )
+    def process(container: Mapping[str, Any]) -> LocalProcess:
+        log = workdir / f"{container['name']}.log"
+        return container_process(container, log, secrets, cwd, volumes)
 
     for init in pod.get("initContainers") or []:
         step = process(init).start()
@@ -242,6 +279,25 @@ def serving_pod(
         if code != 0:
             raise RuntimeError(f"init container {init['name']} exited {code}:\n{step.tail()}")
     return process(pod["containers"][0])
+
+
+def env_from(
+    container: Mapping[str, Any], secrets: Mapping[str, Mapping[str, str]]
+) -> dict[str, str]:
+    """The variables a container's `envFrom` Secrets give it. A Secret it names that is not in
+    `secrets` fails, as the kubelet refuses to start the container (unless it is optional)."""
+    env: dict[str, str] = {}
+    for source in container.get("envFrom") or []:
+        ref = source.get("secretRef")
+        if ref is None:
+            raise ValueError(f"only secretRef envFrom sources are supported: {source}")
+        if ref["name"] not in secrets:
+            if ref.get("optional"):
+                continue
+            raise KeyError(f"secret {ref['name']!r} not found")
+        prefix = source.get("prefix", "")
+        env.update({f"{prefix}{key}": value for key, value in secrets[ref["name"]].items()})
+    return env
 
 
 def service_account_kubeconfig(
@@ -293,3 +349,84 @@ def mlflow_auth_server(workdir: Path, port: int, admin_password: str) -> LocalPr
         MLFLOW_FLASK_SERVER_SECRET_KEY=base64.urlsafe_b64encode(os.urandom(24)).decode(),
     )
     return server
+
+
+def tools_dir() -> Path:
+    """Where tests/tools/build.sh and build-s3.sh put the Go tools the tests run."""
+    cache = os.environ.get("ALIASOP_CACHE") or str(Path.home() / ".cache" / "aliasop")
+    return Path(cache) / "tools" / "bin"
+
+
+@dataclass(frozen=True)
+class S3Store:
+    """An S3 endpoint and the credentials of one of its users."""
+
+    endpoint: str
+    access_key: str
+    secret_key: str
+    region: str = "us-east-1"
+
+    def client_env(self) -> dict[str, str]:
+        """The variables MLflow's S3 artifact repository (boto3) reads: the endpoint of an
+        S3-compatible store (not needed for AWS's own), and the credentials. What a Secret for
+        `spec.serving.credentialsSecret` holds."""
+        return {
+            "MLFLOW_S3_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+        }
+
+    def client(self) -> Any:
+        """A boto3 S3 client with these credentials."""
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name=self.region,
+        )
+
+    def create_bucket(self, bucket: str) -> None:
+        self.client().create_bucket(Bucket=bucket)
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        """Every object key under `prefix` in `bucket`."""
+        s3 = self.client()
+        keys: list[str] = []
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            keys += [item["Key"] for item in page.get("Contents", [])]
+        return keys
+
+
+S3_HEALTH_PATH = "/health"
+
+
+def s3_server(
+    workdir: Path, port: int, access_key: str, secret_key: str, host: str = "127.0.0.1"
+) -> LocalProcess:
+    """A real S3 server: versitygw (built by tests/tools/build-s3.sh) serving buckets from
+    the directories under `workdir/data`, with one root user. Healthy when
+    `S3_HEALTH_PATH` answers 200."""
+    binary = tools_dir() / "versitygw"
+    if not binary.exists():
+        raise FileNotFoundError(f"{binary} is missing: run tests/tools/build-s3.sh")
+    data = workdir / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    return LocalProcess(
+        name="s3 server (versitygw)",
+        args=[
+            str(binary),
+            "--port",
+            f"{host}:{port}",
+            "--health",
+            S3_HEALTH_PATH,
+            "--quiet",
+            "posix",
+            str(data),
+        ],
+        log=workdir / "versitygw.log",
+        # The root user's keys from the environment, not the command line (`ps` shows that).
+        env={"ROOT_ACCESS_KEY_ID": access_key, "ROOT_SECRET_ACCESS_KEY": secret_key},
+    )

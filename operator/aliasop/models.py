@@ -172,9 +172,10 @@ class ServingSpec(_CamelModel):
         "",
         max_length=253,
         pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$",
-        description="Secret with what the model's download needs (MLFLOW_TRACKING_* keys; "
-        "for an artifact store such as S3, its keys such as AWS_ACCESS_KEY_ID), given "
-        "through envFrom to the download step only, not to the serving container.",
+        description="Secret whose keys become the download step's environment (envFrom), "
+        "not the serving container's: MLflow's MLFLOW_TRACKING_* credentials, and the "
+        "artifact store's (e.g. AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and "
+        "MLFLOW_S3_ENDPOINT_URL for s3://, AZURE_STORAGE_CONNECTION_STRING for wasbs://).",
     )
     storage: StorageSpec = Field(
         default_factory=StorageSpec, description="Where each pod keeps the downloaded model."
