@@ -1,0 +1,63 @@
+{{/* The release's full name: names every object, cluster-scoped ones included. */}}
+{{- define "aliasop.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "aliasop.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The operator pods' selector: fixed for the life of a release. */}}
+{{- define "aliasop.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "aliasop.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* No app.kubernetes.io/managed-by: manifests/ is this chart rendered for kubectl. */}}
+{{- define "aliasop.labels" -}}
+{{ include "aliasop.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: aliasop
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{- define "aliasop.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "aliasop.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name: the existing ServiceAccount to run as" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Replicas: several only with leader election (without it they would fight). */}}
+{{- define "aliasop.replicas" -}}
+{{- if .Values.leaderElection.enabled -}}{{ .Values.replicaCount }}{{- else -}}1{{- end -}}
+{{- end -}}
+
+{{/*
+The Lease's name, as the operator computes it when ALIASOP_LEADER_ELECT_LEASE_NAME is empty:
+`aliasop`. With a watch label selector the chart names it itself (and says so in the env), so
+that each shard has its own Lease and the Role can grant exactly that name.
+*/}}
+{{- define "aliasop.leaseName" -}}
+{{- if .Values.leaderElection.leaseName -}}
+{{- .Values.leaderElection.leaseName -}}
+{{- else if .Values.watchLabelSelector -}}
+{{- printf "aliasop-%s" (sha256sum .Values.watchLabelSelector | trunc 10) -}}
+{{- else -}}
+aliasop
+{{- end -}}
+{{- end -}}
+
+{{- define "aliasop.image" -}}
+{{- printf "%s:%s" .repository (.tag | default .appVersion) -}}
+{{- end -}}
