@@ -12,19 +12,20 @@
 {{- end -}}
 {{- end -}}
 
-{{- define "aliasop.name" -}}
-{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
-{{- end -}}
-
-{{/* The operator pods' selector: fixed for the life of a release. */}}
+{{/*
+The operator pods' selector, immutable for the life of a Deployment: the release's full name,
+unique in its namespace (releases per shard may share one). For the default release `aliasop`
+it is `app.kubernetes.io/name: aliasop`, the selector of the manifests before the chart, so
+`kubectl apply -k manifests/` upgrades those installs in place.
+*/}}
 {{- define "aliasop.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "aliasop.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/name: {{ include "aliasop.fullname" . }}
 {{- end -}}
 
 {{/* No app.kubernetes.io/managed-by: manifests/ is this chart rendered for kubectl. */}}
 {{- define "aliasop.labels" -}}
 {{ include "aliasop.selectorLabels" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/part-of: aliasop
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
