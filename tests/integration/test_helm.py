@@ -118,6 +118,7 @@ VALUE_SETS: dict[str, dict[str, str]] = {
     "leader-election-off": {"leaderElection.enabled": "false"},
     "extras": {"networkPolicy.enabled": "true", "serviceMonitor.enabled": "true"},
     "sharded": {"watchLabelSelector": "aliasop.io/shard=a"},
+    "namespaced": {"watchNamespaces": "{a,b}"},
 }
 
 
@@ -365,6 +366,7 @@ def test_namespaced_install_follows_its_namespaces_and_is_refused_elsewhere(
     } == {(watched, f"{release}-aliasop"), (also_watched, f"{release}-aliasop")}
     container = operator_container(manifests)
     assert container["args"][1:3] == [f"--namespace={watched}", f"--namespace={also_watched}"]
+    dry_run(installed, manifests)
 
     helm("install", release, str(CHART), "--namespace", ops, *set_args(values), *kubeconfig)
     operator: local.LocalProcess | None = None
