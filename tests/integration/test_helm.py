@@ -18,15 +18,15 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from aliasop.sharding import lease_name
 from aliasop_dev import chart, local
 
 from resources import Versions, View
-from support import REPO, TEST_NAMESPACE_PREFIX, Cluster
+from support import REPO, SHARD_LABEL, TEST_NAMESPACE_PREFIX, Cluster
 
 CHART = REPO / "charts" / "aliasop"
-# Resources that an operator process of this module follows carry this label, and that
-# process follows only them; the session's operator (conftest) follows none of them.
-SHARD_LABEL = "aliasop.io/shard"
+# Resources that an operator process of this module follows carry SHARD_LABEL: SHARD, and
+# that process follows only them; the session's operator (conftest) follows none of them.
 SHARD = "helm"
 
 Manifest = dict[str, Any]
@@ -269,8 +269,10 @@ def test_sharded_release_has_a_lease_of_its_own(
     manifests = template(helm, release_name(), namespaces("ops"), *set_args(VALUE_SETS["sharded"]))
     env = {e["name"]: e.get("value") for e in operator_container(manifests)["env"]}
     assert env["ALIASOP_WATCH_LABEL_SELECTOR"] == "aliasop.io/shard=a"
+    # The name the operator itself gives a shard's Lease, passed on explicitly: the Role
+    # below grants exactly the name the operator is told.
     lease = env["ALIASOP_LEADER_ELECT_LEASE_NAME"]
-    assert lease.startswith("aliasop-") and lease != "aliasop"
+    assert lease == lease_name("aliasop.io/shard=a")
     (lease_role,) = by_kind(manifests)["Role"]
     assert lease_role["rules"][0]["resourceNames"] == [lease]
     dry_run(cluster, manifests)
@@ -396,12 +398,14 @@ def test_namespaced_install_follows_its_namespaces_and_is_refused_elsewhere(
             "metadata.name": f"{release}-aliasop-local",
             "status.podIP": "127.0.0.1",
         }
+        env = resolve_env(container, pod)
+        assert env["ALIASOP_LEADER_ELECT"] == "true"
         operator = local.LocalProcess(
             name="aliasop operator (helm, namespaced)",
             args=[str(Path(sys.executable).parent / "aliasop"), *container["args"]],
             log=tmp_path / "operator.log",
             env={
-                **resolve_env(container, pod),
+                **env,
                 "KUBECONFIG": str(token_kubeconfig),
                 "ALIASOP_STATUS_REFRESH_SECONDS": "0",
             },
@@ -429,6 +433,11 @@ def test_namespaced_install_follows_its_namespaces_and_is_refused_elsewhere(
         # Within seconds: kopf's scan is allowed, so it does not retry for a minute first.
         View(k8s, watched, "bikes").wait_serving(two_versions[0].version, timeout=30)
         assert View(k8s, elsewhere, "bikes").status() == {}
+        # It leads on the Lease the chart named and its Role grants, in the release namespace.
+        lease = client.CoordinationV1Api(k8s).read_namespaced_lease(
+            env["ALIASOP_LEADER_ELECT_LEASE_NAME"], ops
+        )
+        assert lease.spec.holder_identity == pod["metadata.name"]
         assert "cannot" not in operator.output(), operator.tail(40)
     finally:
         if operator is not None:
