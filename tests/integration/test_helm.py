@@ -186,8 +186,8 @@ def test_defaults_cluster_wide_with_leader_election(
         ("ALIASOP_ADVERTISE_ADDRESS", "status.podIP"),
     ]:
         assert env[name]["valueFrom"]["fieldRef"]["fieldPath"] == field
-    # The operator's default Lease name, `aliasop`, and the Role grants exactly it.
-    assert "ALIASOP_LEADER_ELECT_LEASE_NAME" not in env
+    # The operator's default Lease name, `aliasop`, which the Role grants, and nothing else.
+    assert env["ALIASOP_LEADER_ELECT_LEASE_NAME"]["value"] == lease_name("") == "aliasop"
     assert "ALIASOP_WATCH_LABEL_SELECTOR" not in env
     (lease_role,) = kinds["Role"]
     assert lease_role["metadata"]["namespace"] == ops

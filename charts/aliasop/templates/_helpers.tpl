@@ -45,9 +45,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 
 {{/*
-The Lease's name, as the operator computes it when ALIASOP_LEADER_ELECT_LEASE_NAME is empty:
-`aliasop`. With a watch label selector the chart names it itself (and says so in the env), so
-that each shard has its own Lease and the Role can grant exactly that name.
+The Lease's name: leaderElection.leaseName, else the name the operator gives it itself
+(aliasop.sharding.lease_name): `aliasop`, or with a watch label selector `aliasop-<first ten
+hex digits of its sha256>`, so that each shard has its own. The operator is told it
+(ALIASOP_LEADER_ELECT_LEASE_NAME) and the Role grants exactly it.
 */}}
 {{- define "aliasop.leaseName" -}}
 {{- if .Values.leaderElection.leaseName -}}
