@@ -6,6 +6,7 @@ and is refused (403) elsewhere."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -126,6 +127,25 @@ VALUE_SETS: dict[str, dict[str, str]] = {
 @pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
 def test_helm_lint(helm: Callable[..., str], values: dict[str, str]) -> None:
     helm("lint", "--strict", str(CHART), *set_args(values))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("values", "refusal"),
+    [
+        ({"watchNamespace": "a"}, "additional properties 'watchNamespace' not allowed"),
+        ({"replicaCount": "two"}, "/replicaCount': got string, want integer"),
+        ({"watchNamespaces": "{Team_A}"}, "/watchNamespaces/0"),
+    ],
+    ids=["misspelt", "not-a-number", "not-a-namespace"],
+)
+def test_values_schema_refuses_mistakes(
+    helm: Callable[..., str], values: dict[str, str], refusal: str
+) -> None:
+    """values.schema.json: a misspelt or mistyped value fails the install, rather than
+    being ignored (a misspelt watchNamespaces would install a cluster-wide operator)."""
+    with pytest.raises(AssertionError, match=re.escape(refusal)):
+        helm("template", "r", str(CHART), *set_args(values))
 
 
 def dry_run(cluster: Cluster, manifests: list[Manifest]) -> str:
