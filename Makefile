@@ -9,7 +9,7 @@ CLUSTER_BIN := $(ALIASOP_CACHE)/cluster/$(K8S_VERSION)/bin
 # The demo talks to the test cluster with the kubectl built for it.
 CLUSTER_ENV := PATH="$(CLUSTER_BIN):$$PATH" KUBECONFIG="$(ALIASOP_CACHE)/kubeconfig"
 
-.PHONY: install cluster-build tools-build cluster-up cluster-down test test-unit test-integration lint crds k8s-schemas demo demo-down bench bench-ha bench-serving clean
+.PHONY: install cluster-build tools-build cluster-up cluster-down test test-unit test-integration lint crds manifests k8s-schemas demo demo-down bench bench-ha bench-serving clean
 
 install: $(VENV)/.installed
 
@@ -23,8 +23,8 @@ $(VENV)/.installed: pyproject.toml dev/pyproject.toml
 cluster-build:
 	tests/cluster/build.sh
 
-# kstatus and gopher-lua runners: the integration tests check health as Flux and Argo CD see it.
-# versitygw: the S3 server the artifact-store tests read models from.
+# kstatus and gopher-lua runners (the integration tests check health as Flux and Argo CD see
+# it), the helm CLI (the chart's tests) and versitygw (the S3 server of the artifact-store tests).
 tools-build:
 	tests/tools/build.sh
 	tests/tools/build-s3.sh
@@ -35,8 +35,16 @@ cluster-up: cluster-build
 cluster-down:
 	tests/cluster/cluster.sh down
 
+# The CRD, generated from the pydantic models, in both places it ships: crds/ (kubectl apply -f)
+# and the chart's crds/ (helm install). tests/unit/test_crd.py fails when either is stale.
 crds: install
 	$(BIN)/aliasop crd > crds/aliasop.io_modeldeployments.yaml
+	cp crds/aliasop.io_modeldeployments.yaml charts/aliasop/crds/aliasop.io_modeldeployments.yaml
+
+# manifests/aliasop.yaml: the chart rendered with its default values (the kustomize install).
+# tests/integration/test_helm.py fails when it is stale.
+manifests: install tools-build
+	$(BIN)/python -m aliasop_dev.chart
 
 # Kubernetes' core/v1 schemas of the pod settings, from the test cluster's API server; then
 # the CRD that embeds them.

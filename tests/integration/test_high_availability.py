@@ -46,6 +46,39 @@ class Replicas:
         self.selector = f"{SHARD_LABEL}={self.shard}"
         self.lease = lease_name(self.selector)
         self.processes: dict[str, local.LocalProcess] = {}
+        self.rbac = client.RbacAuthorizationV1Api(k8s)
+        self._grant_lease()
+
+    def _grant_lease(self) -> None:
+        """The shipped Role lets the ServiceAccount read and renew Lease `aliasop` only (the
+        chart's Role names its release's Lease). A shard is a release of its own, with a Role
+        for its Lease; this shard runs on the session's ServiceAccount, so it grants that
+        ServiceAccount its Lease the same way, until stop()."""
+        name = f"aliasop-test-{self.shard}"
+        self.rbac.create_namespaced_role(
+            OPERATOR_NAMESPACE,
+            {
+                "metadata": {"name": name},
+                "rules": [
+                    {
+                        "apiGroups": ["coordination.k8s.io"],
+                        "resources": ["leases"],
+                        "resourceNames": [self.lease],
+                        "verbs": ["get", "update"],
+                    }
+                ],
+            },
+        )
+        self.rbac.create_namespaced_role_binding(
+            OPERATOR_NAMESPACE,
+            {
+                "metadata": {"name": name},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                "subjects": [
+                    {"kind": "ServiceAccount", "name": "aliasop", "namespace": OPERATOR_NAMESPACE}
+                ],
+            },
+        )
 
     def start(self, identity: str, leader_elect: bool = True, **env: str) -> local.LocalProcess:
         health = local.free_port()
@@ -95,6 +128,13 @@ class Replicas:
         except client.ApiException as exc:
             if exc.status != 404:
                 raise
+        name = f"aliasop-test-{self.shard}"
+        for delete in (self.rbac.delete_namespaced_role_binding, self.rbac.delete_namespaced_role):
+            try:
+                delete(name, OPERATOR_NAMESPACE)
+            except client.ApiException as exc:
+                if exc.status != 404:  # stopped before
+                    raise
 
 
 @pytest.fixture

@@ -55,16 +55,22 @@ def test_the_installed_version_is_the_one_in_pyproject() -> None:
     assert Settings.model_fields["serving_image"].default == f"aliasop-serving:{VERSION}"
 
 
-def test_the_manifests_run_the_operator_image_of_this_version() -> None:
-    kustomization = yaml.safe_load((REPO / "manifests" / "kustomization.yaml").read_text())
-    images = {image["name"]: image for image in kustomization["images"]}
-    assert images["aliasop"]["newTag"] == VERSION, "manifests/kustomization.yaml images: newTag"
+def test_the_chart_is_of_this_version() -> None:
+    """The chart's version and appVersion are aliasop's; the images' tags default to
+    appVersion."""
+    chart = yaml.safe_load((REPO / "charts" / "aliasop" / "Chart.yaml").read_text())
+    assert (chart["version"], chart["appVersion"]) == (VERSION, VERSION), "Chart.yaml"
 
-    operator = yaml.safe_load((REPO / "manifests" / "operator.yaml").read_text())
+
+def test_the_manifests_run_the_images_of_this_version() -> None:
+    """manifests/ is the chart rendered (test_helm.py keeps it so): its operator runs the
+    operator image of this version, and serving pods default to the serving image of it."""
+    rendered = yaml.safe_load_all((REPO / "manifests" / "aliasop.yaml").read_text())
+    (operator,) = [doc for doc in rendered if doc and doc["kind"] == "Deployment"]
     (container,) = operator["spec"]["template"]["spec"]["containers"]
-    assert container["image"] == "aliasop"  # untagged: kustomize sets the tag
-    env = {variable["name"] for variable in container.get("env", [])}
-    assert "ALIASOP_SERVING_IMAGE" not in env  # the operator's default follows its version
+    assert container["image"] == f"aliasop:{VERSION}"
+    env = {variable["name"]: variable.get("value") for variable in container["env"]}
+    assert env["ALIASOP_SERVING_IMAGE"] == f"aliasop-serving:{VERSION}"
 
 
 def test_the_argocd_snippet_carries_the_health_script() -> None:
