@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Builds aliasop's images from the one Dockerfile with podman: aliasop:<version> (target
+# operator) and aliasop-serving:<version> (target serving), <version> from pyproject.toml.
+# Run images/setup.sh first (`make images` does): it provides podman and the base image.
+# Build caches (podman's layers, pip's downloads in a cache mount) make a rebuild quick.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$here")
+# shellcheck source=podman.env
+source "$here/podman.env"
+cd "$repo"
+
+fail() {
+  echo "[images] error: $*" >&2
+  exit 1
+}
+command -v podman >/dev/null || fail "no podman: run images/setup.sh"
+podman() { command podman "${PODMAN_GLOBAL_OPTS[@]}" "$@"; }
+podman image exists "$BASE_IMAGE" || fail "no $BASE_IMAGE in podman's store: run images/setup.sh"
+
+version=$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
+labels=()
+if revision=$(git rev-parse HEAD 2>/dev/null); then
+  git diff --quiet HEAD -- Dockerfile pyproject.toml README.md operator requirements 2>/dev/null \
+    || revision="$revision-dirty"
+  labels+=(--label "org.opencontainers.image.revision=$revision")
+fi
+if source_url=$(git remote get-url origin 2>/dev/null); then
+  labels+=(--label "org.opencontainers.image.source=$source_url")
+fi
+
+# pip in the build reaches PyPI with the CA bundle this machine's pip is configured with (a
+# TLS-inspecting proxy's CA, say): mounted read-only over the same path for the steps that run
+# pip, never copied into an image. Debian's pip in the image reads that path by default.
+ca_bundle=${PIP_CERT:-}
+if [ -z "$ca_bundle" ]; then
+  for pip in pip3 "$repo/.venv/bin/pip"; do
+    if command -v "$pip" >/dev/null 2>&1; then
+      ca_bundle=$("$pip" config get global.cert 2>/dev/null || true)
+      break
+    fi
+  done
+fi
+mounts=()
+if [ -n "$ca_bundle" ]; then
+  [ -f "$ca_bundle" ] || fail "pip's CA bundle $ca_bundle does not exist"
+  mounts+=(-v "$ca_bundle:/etc/ssl/certs/ca-certificates.crt:ro")
+fi
+
+build=(build --network host "${PODMAN_RUN_OPTS[@]}" --build-arg "VERSION=$version" "${labels[@]}")
+step() {
+  echo "[images] $*  ($(date +%H:%M:%S))"
+}
+
+# The apt stage first, without the CA mount: installing ca-certificates writes that file.
+start=$SECONDS
+step "Debian's python3 on $BASE_IMAGE (stage python)"
+podman "${build[@]}" --target python --quiet . >/dev/null
+for target in operator serving; do
+  image=aliasop:$version
+  [ "$target" = operator ] || image=aliasop-$target:$version
+  step "$image (target $target)"
+  podman "${build[@]}" "${mounts[@]}" --target "$target" --tag "$image" .
+done
+step "built in $((SECONDS - start)) s"
+for image in "aliasop:$version" "aliasop-serving:$version"; do
+  size=$(podman image inspect --format '{{.Size}}' "$image")
+  echo "  $image: $((size / 1000000)) MB"
+done
