@@ -58,7 +58,7 @@ k8s-schemas: install cluster-up
 	$(CLUSTER_ENV) $(BIN)/python -m aliasop_dev.k8s_schemas
 	$(MAKE) crds
 
-test: install cluster-build tools-build images
+test: install cluster-build tools-build
 	$(BIN)/pytest tests
 
 test-unit: install

@@ -21,7 +21,6 @@ from aliasop_dev import bikes, local
 from podman import image_exists, podman_env, remove_test_containers
 from support import REPO, Cluster
 
-OPERATOR_NAMESPACE = "aliasop-system"
 VERSION: str = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 OPERATOR_IMAGE = f"aliasop:{VERSION}"
 SERVING_IMAGE = f"aliasop-serving:{VERSION}"
