@@ -63,6 +63,11 @@ for target in operator serving; do
   step "$image (target $target)"
   podman "${build[@]}" "${mounts[@]}" --target "$target" --tag "$image" .
 done
+# Each build's images replace the last ones under the same tags: drop the untagged old ones
+# (only aliasop's: the filter is their title label).
+for title in aliasop aliasop-serving; do
+  podman image prune --force --filter "label=org.opencontainers.image.title=$title" >/dev/null
+done
 step "built in $((SECONDS - start)) s"
 for image in "aliasop:$version" "aliasop-serving:$version"; do
   size=$(podman image inspect --format '{{.Size}}' "$image")

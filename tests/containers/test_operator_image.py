@@ -10,7 +10,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -166,16 +166,21 @@ def test_operator_image_reconciles_with_its_service_account(
     )
 
     def serving(version: str) -> dict[str, Any] | None:
-        body = custom.get_namespaced_custom_object(
-            "aliasop.io", "v1alpha1", namespace, "modeldeployments", "bikes"
+        body = cast(
+            dict[str, Any],
+            custom.get_namespaced_custom_object(
+                "aliasop.io", "v1alpha1", namespace, "modeldeployments", "bikes"
+            ),
         )
         status: dict[str, Any] = body.get("status") or {}
         done = status.get("phase") == "Ready" and status.get("servingVersion") == version
         return status if done else None
 
     def pinned_uri() -> str:
-        template = apps.read_namespaced_deployment("bikes", namespace).spec.template
-        return str(template.metadata.annotations["aliasop.io/model-uri"])
+        metadata = apps.read_namespaced_deployment("bikes", namespace).spec.template.metadata
+        assert metadata is not None
+        annotations = metadata.annotations or {}
+        return str(annotations["aliasop.io/model-uri"])
 
     wait_for(lambda: serving(v1.version), timeout=120, message=f"version {v1.version} serving")
     assert pinned_uri() == f"models:/{model_name}/{v1.version}"
