@@ -5,6 +5,8 @@
 #   VERSION=$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
 #   docker build --target operator --build-arg VERSION="$VERSION" -t "aliasop:$VERSION" .
 #   docker build --target serving  --build-arg VERSION="$VERSION" -t "aliasop-serving:$VERSION" .
+# (add --build-arg REVISION="$(git rev-parse HEAD)" --build-arg SOURCE=<repository URL> to
+# label the images with their commit and repository).
 ARG BASE_IMAGE=debian:bookworm-slim
 
 # Debian's Python, nothing else: python3-venv for the virtualenvs, ca-certificates for TLS to
@@ -67,9 +69,14 @@ RUN --mount=type=cache,id=aliasop-wheels,target=/var/cache/wheels \
 # glibc's default of one malloc arena per thread (up to 8 per core) costs memory for nothing.
 FROM python AS operator
 ARG VERSION
+# The commit and repository the image was built from, when the build passes them.
+ARG REVISION=""
+ARG SOURCE=""
 LABEL org.opencontainers.image.title="aliasop" \
       org.opencontainers.image.description="Kubernetes operator that keeps model-serving Deployments in step with MLflow Model Registry aliases" \
       org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE}" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=operator-env /opt/aliasop /opt/aliasop
 ENV PATH=/opt/aliasop/bin:$PATH HOME=/tmp PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
@@ -83,9 +90,14 @@ CMD ["run", "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz"]
 # HOME=/tmp: with a read-only root filesystem, /tmp is the emptyDir the pod mounts.
 FROM python AS serving
 ARG VERSION
+# The commit and repository the image was built from, when the build passes them.
+ARG REVISION=""
+ARG SOURCE=""
 LABEL org.opencontainers.image.title="aliasop-serving" \
       org.opencontainers.image.description="MLflow model serving for aliasop's ModelDeployments" \
       org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE}" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=serving-env /opt/serving /opt/serving
 ENV PATH=/opt/serving/bin:$PATH HOME=/tmp PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1

@@ -20,15 +20,12 @@ podman() { command podman "${PODMAN_GLOBAL_OPTS[@]}" "$@"; }
 podman image exists "$BASE_IMAGE" || fail "no $BASE_IMAGE in podman's store: run images/setup.sh"
 
 version=$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
-labels=()
+revision=""
 if revision=$(git rev-parse HEAD 2>/dev/null); then
-  git diff --quiet HEAD -- Dockerfile pyproject.toml README.md operator requirements 2>/dev/null \
-    || revision="$revision-dirty"
-  labels+=(--label "org.opencontainers.image.revision=$revision")
+  git diff --quiet HEAD -- Dockerfile .dockerignore pyproject.toml README.md operator requirements \
+    2>/dev/null || revision="$revision-dirty"
 fi
-if source_url=$(git remote get-url origin 2>/dev/null); then
-  labels+=(--label "org.opencontainers.image.source=$source_url")
-fi
+source_url=$(git remote get-url origin 2>/dev/null || true)
 
 # pip in the build reaches PyPI with the CA bundle this machine's pip is configured with (a
 # TLS-inspecting proxy's CA, say): mounted read-only over the same path for the steps that run
@@ -48,7 +45,29 @@ if [ -n "$ca_bundle" ]; then
   mounts+=(-v "$ca_bundle:/etc/ssl/certs/ca-certificates.crt:ro")
 fi
 
-build=(build --network host "${PODMAN_RUN_OPTS[@]}" --build-arg "VERSION=$version" "${labels[@]}")
+# Everything the images are made of. When the images built last from the same inputs are
+# still there, podman is not asked (its layer cache would rebuild nothing, in 20-30 s of
+# checksums). Kept beside the base image's tarball.
+stamp=${ALIASOP_CACHE:-$HOME/.cache/aliasop}/images/built
+inputs=$(
+  {
+    find Dockerfile .dockerignore pyproject.toml README.md operator requirements -type f \
+      ! -path '*/__pycache__/*' -print0 | sort -z | xargs -0 sha256sum
+    podman image inspect --format '{{.Id}}' "$BASE_IMAGE"
+    printf '%s\n' "$version" "$revision" "$source_url"
+  } | sha256sum | cut -c1-32
+)
+image_ids() {
+  podman image inspect --format '{{.Id}}' "aliasop:$version" "aliasop-serving:$version" \
+    2>/dev/null | tr '\n' ' '
+}
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$inputs $(image_ids)" ]; then
+  echo "[images] aliasop:$version and aliasop-serving:$version are up to date"
+  exit 0
+fi
+
+build=(build --network host "${PODMAN_RUN_OPTS[@]}" --build-arg "VERSION=$version"
+  --build-arg "REVISION=$revision" --build-arg "SOURCE=$source_url")
 step() {
   echo "[images] $*  ($(date +%H:%M:%S))"
 }
@@ -68,6 +87,8 @@ done
 for title in aliasop aliasop-serving; do
   podman image prune --force --filter "label=org.opencontainers.image.title=$title" >/dev/null
 done
+mkdir -p "$(dirname "$stamp")"
+echo "$inputs $(image_ids)" >"$stamp"
 step "built in $((SECONDS - start)) s"
 for image in "aliasop:$version" "aliasop-serving:$version"; do
   size=$(podman image inspect --format '{{.Size}}' "$image")
