@@ -16,7 +16,12 @@ PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 LOCKS = {
     "build": PYPROJECT["build-system"]["requires"],
     "operator": PYPROJECT["project"]["dependencies"],
-    "serving": PYPROJECT["project"]["optional-dependencies"]["serving"],
+    # The serving image carries every artifact store's extra (see pyproject.toml).
+    "serving": [
+        requirement
+        for extra in ("serving", "serving-s3", "serving-gcs", "serving-azure")
+        for requirement in PYPROJECT["project"]["optional-dependencies"][extra]
+    ],
 }
 PIN = re.compile(r"^([A-Za-z0-9._-]+)==(\S+) \\$")
 
