@@ -9,7 +9,7 @@ CLUSTER_BIN := $(ALIASOP_CACHE)/cluster/$(K8S_VERSION)/bin
 # The demo talks to the test cluster with the kubectl built for it.
 CLUSTER_ENV := PATH="$(CLUSTER_BIN):$$PATH" KUBECONFIG="$(ALIASOP_CACHE)/kubeconfig"
 
-.PHONY: install cluster-build tools-build cluster-up cluster-down test test-unit test-integration lint crds manifests k8s-schemas demo demo-down bench bench-ha bench-serving clean
+.PHONY: install cluster-build tools-build images-setup images lock cluster-up cluster-down test test-unit test-integration test-containers lint crds manifests k8s-schemas demo demo-down bench bench-ha bench-serving clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,20 @@ cluster-build:
 tools-build:
 	tests/tools/build.sh
 	tests/tools/build-s3.sh
+
+# podman, runc and mmdebstrap from Debian's packages, and the base image the Dockerfile names
+# (debian:bookworm-slim, made by mmdebstrap and cached in $(ALIASOP_CACHE)/images).
+images-setup:
+	images/setup.sh
+
+# aliasop:<version> and aliasop-serving:<version> from the Dockerfile, with podman.
+images: images-setup
+	images/build.sh
+
+# The images' lock files (requirements/*.txt, with hashes) from pyproject.toml.
+lock: install
+	$(BIN)/pip install --quiet 'uv==0.13.9'
+	UV=$(BIN)/uv images/lock.sh
 
 cluster-up: cluster-build
 	tests/cluster/cluster.sh up
@@ -60,6 +74,10 @@ test-unit: install
 
 test-integration: install cluster-build tools-build
 	$(BIN)/pytest tests/integration
+
+# The images run as the manifests and the operator run them (podman; see tests/containers).
+test-containers: install cluster-build images
+	$(BIN)/pytest tests/containers
 
 lint: install
 	$(BIN)/ruff check operator dev tests bench
