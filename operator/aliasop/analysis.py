@@ -134,7 +134,7 @@ def assess(step: AnalysisStep, run: AnalysisRun) -> tuple[AnalysisPhase, str]:
         return worst, f"measuring {', '.join(waiting)}"
     if worst is AnalysisPhase.SUCCESSFUL:
         passed = ", ".join(
-            f"{m.name} {_result(run, m.name).successful}/{_result(run, m.name).count}"
+            f"{m.name}: {_result(run, m.name).successful} of {_result(run, m.name).count}"
             for m in step.metrics
         )
         return worst, f"every metric passed ({passed} measurements in range)"

@@ -51,7 +51,8 @@ THRESHOLD_RANGE_RULES = [
 TEMPLATE_RULE = {"rule": f"self.matches(r'{TEMPLATE_PATTERN}')", "message": TEMPLATE_MESSAGE}
 HEADER_NAMES_MESSAGE = "headers keys must be HTTP header names (at most 256 characters)"
 HEADER_NAMES_RULE = {
-    "rule": f"self.all(k, k.size() <= 256 && k.matches(r'{HEADER_NAME_PATTERN}'))",
+    # The pattern holds a ' (a token character): a double-quoted CEL string.
+    "rule": f'self.all(k, k.size() <= 256 && k.matches(r"{HEADER_NAME_PATTERN}"))',
     "message": HEADER_NAMES_MESSAGE,
 }
 
