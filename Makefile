@@ -23,7 +23,8 @@ $(VENV)/.installed: pyproject.toml dev/pyproject.toml
 cluster-build:
 	tests/cluster/build.sh
 
-# kstatus and gopher-lua runners: the integration tests check health as Flux and Argo CD see it.
+# kstatus and gopher-lua runners: the integration tests check health as Flux and Argo CD see it;
+# Prometheus: the analysis providers' tests query it.
 tools-build:
 	tests/tools/build.sh
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Builds the Go tool the integration tests use to read aliasop's status with the GitOps tools'
-# own code: gitops-health, whose `kstatus` subcommand runs sigs.k8s.io/cli-utils (as Flux waits on
-# resources) and whose `argocd` subcommand runs a health.lua in Argo CD's Lua VM. The binary goes
-# to ${ALIASOP_CACHE:-~/.cache/aliasop}/tools/bin. It is rebuilt only when the module's go.mod,
+# Builds the Go tools the tests use. Prometheus (build-prometheus.sh, called at the end) is the
+# server the analysis providers are tested against. gitops-health reads aliasop's status with
+# the GitOps tools' own code: its `kstatus` subcommand runs sigs.k8s.io/cli-utils (as Flux waits on
+# resources) and its `argocd` subcommand runs a health.lua in Argo CD's Lua VM. The binaries go
+# to ${ALIASOP_CACHE:-~/.cache/aliasop}/tools/bin. gitops-health is rebuilt only when its module's go.mod,
 # go.sum or .go files, or the Go version, changed since it was built (a stamp beside it keeps
 # their hash).
 set -euo pipefail
@@ -19,7 +20,7 @@ export GOPATH=${GOPATH:-$HOME/go}
 
 tool=gitops-health
 step=0
-steps=2
+steps=3
 progress() {
   step=$((step + 1))
   echo "[tools-build $step/$steps] $*  ($(date +%H:%M:%S))"
@@ -38,4 +39,7 @@ else
   mv "$bin/$tool.tmp" "$bin/$tool"
   echo "$sum" >"$stamp"
 fi
+# Prometheus, for the analysis providers' tests: a script of its own (heavy, cached alike).
+progress "prometheus"
+"$here/build-prometheus.sh"
 progress "done in $(($(date +%s) - started))s: $bin"
