@@ -73,7 +73,7 @@ class PrometheusProvider(_CamelModel):
     )
     query: Template = Field(
         min_length=1,
-        max_length=8192,
+        max_length=4096,
         description="PromQL returning one number. {{version}}, {{model}}, {{namespace}}, "
         "{{name}} and {{variant}} are filled in, escaped for a quoted string: "
         'sum(rate(errors_total{version="{{version}}"}[1m])).',
