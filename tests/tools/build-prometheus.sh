@@ -35,7 +35,7 @@ else
   ldflags+=" -X github.com/prometheus/common/version.Branch=HEAD"
   ldflags+=" -X github.com/prometheus/common/version.BuildUser=aliasop"
   echo "  compiling github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION" \
-    "(cold: about 9 minutes on 2 busy cores)"
+    "(cold: about 15 minutes on 2 busy cores)"
   # `go install module@version` builds with Prometheus' own go.mod and go.sum; -mod does not
   # apply to it, so GOFLAGS keeps -buildvcs=false only.
   tmp="$bin/.prometheus-build"
