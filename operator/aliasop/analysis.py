@@ -73,11 +73,9 @@ def measured(metric: AnalysisMetric, value: float, at: datetime) -> Measurement:
     phase = evaluate(value, metric.threshold_range)
     if phase is MeasurementPhase.ERROR:
         return errored(metric.name, f"{value} is not a finite number", at)
-    message = (
-        ""
-        if phase is MeasurementPhase.SUCCESSFUL
-        else (f"{value:g} is outside {_range_text(metric.threshold_range)}")
-    )
+    message = ""
+    if phase is MeasurementPhase.FAILED:
+        message = f"{value:g} is outside {_range_text(metric.threshold_range)}"
     return Measurement(
         metric=metric.name, phase=phase, value=value, message=message, at=_second(at)
     )

@@ -20,7 +20,7 @@ from aliasop.analysis_models import (
     MeasurementPhase,
     MetricResult,
 )
-from aliasop.crd import analysis_step_schema
+from aliasop.crd import analysis_step_schema, structural
 from aliasop.templating import check_template
 
 _CEL = celpy.Environment()
@@ -196,6 +196,24 @@ def test_the_step_schema_is_structural_and_carries_the_rules() -> None:
                 walk(value, f"{path}[{i}]")
 
     walk(schema, "analysis")
+    # What status will keep of a run: structural too, every field described (kubectl explain).
+    run = structural(AnalysisRun.model_json_schema(by_alias=True, mode="validation"))
+    walk(run, "run")
+    undescribed: list[str] = []
+
+    def described(node: dict[str, Any], path: str) -> None:
+        for name, child in (node.get("properties") or {}).items():
+            if not child.get("description"):
+                undescribed.append(f"{path}.{name}")
+            described(child, f"{path}.{name}")
+        if "items" in node:
+            described(node["items"], f"{path}[]")
+
+    described(schema, "analysis")
+    described(run, "run")
+    assert undescribed == []
+    measurement = run["properties"]["metricResults"]["items"]["properties"]["measurements"]
+    assert measurement["items"]["properties"]["at"]["format"] == "date-time"
 
 
 @given(
