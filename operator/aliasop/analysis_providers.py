@@ -20,6 +20,7 @@ from aliasop.templating import TemplateContext, render_query, render_url
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
 MAX_ANSWER_BYTES = 1 << 20  # a number comes in far less
+DEFAULT_CONCURRENCY = 16
 _SHOWN = 200  # characters of an unexpected answer shown in an error
 
 
@@ -30,8 +31,12 @@ class HttpMetricProvider:
         self,
         timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
         max_answer_bytes: int = MAX_ANSWER_BYTES,
+        concurrency: int = DEFAULT_CONCURRENCY,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        """`concurrency`: requests in flight at once, over every resource's analysis; a
+        measurement waiting for its turn is not timed yet."""
+        self._slots = asyncio.Semaphore(concurrency)
         self._timeout = timeout_seconds
         self._max_bytes = max_answer_bytes
         self._http = httpx.AsyncClient(
@@ -89,7 +94,7 @@ class HttpMetricProvider:
     ) -> tuple[int, bytes]:
         """(status, body) of a GET; MeasurementError when there is no whole answer in time."""
         try:
-            async with asyncio.timeout(self._timeout):
+            async with self._slots, asyncio.timeout(self._timeout):
                 request = self._http.build_request("GET", url, params=params, headers=headers)
                 response = await self._http.send(request, stream=True)
                 try:
