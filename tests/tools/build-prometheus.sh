@@ -4,9 +4,13 @@
 # through the module proxy, into ${ALIASOP_CACHE:-~/.cache/aliasop}/tools/bin. Rebuilt only
 # when PROMETHEUS_VERSION or the Go version changed (a stamp beside it keeps their hash).
 #
-# Built as Prometheus' own .promu.yml builds it (tag netgo, the version ldflags) except for the
-# `builtinassets` tag: the web UI's assets are made by an npm build that is not in the Go module,
-# so the binary serves its HTTP API (all the tests use) and answers 404 for the UI's pages.
+# Built as Prometheus' own .promu.yml builds it (tag netgo, the version ldflags), with two
+# differences:
+# - no `builtinassets` tag: the web UI's assets are made by an npm build that is not in the Go
+#   module, so the binary serves its HTTP API (all the tests use) and answers 404 for the UI;
+# - the `remove_all_sd` tag, Prometheus' documented way to leave out the optional service
+#   discoveries (cloud SDKs, Kubernetes' client): static, file and HTTP discovery remain, and
+#   the tests scrape a static target. It makes the cold build several times cheaper.
 set -euo pipefail
 
 PROMETHEUS_VERSION=v0.316.0 # the Go module's version of Prometheus 3.16.0
@@ -22,7 +26,8 @@ export GOPATH=${GOPATH:-$HOME/go}
 
 started=$(date +%s)
 echo "[prometheus-build] prometheus $PROMETHEUS_VERSION  ($(date +%H:%M:%S))"
-sum=$(printf '%s\n' "$(go env GOVERSION)" "$PROMETHEUS_VERSION" netgo | sha256sum | cut -d' ' -f1)
+tags=netgo,remove_all_sd
+sum=$(printf '%s\n' "$(go env GOVERSION)" "$PROMETHEUS_VERSION" "$tags" | sha256sum | cut -d' ' -f1)
 stamp="$bin/.prometheus.sum"
 if [ -x "$bin/prometheus" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$sum" ]; then
   echo "  cached in $bin"
@@ -35,11 +40,11 @@ else
   ldflags+=" -X github.com/prometheus/common/version.Branch=HEAD"
   ldflags+=" -X github.com/prometheus/common/version.BuildUser=aliasop"
   echo "  compiling github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION" \
-    "(cold: about 15 minutes on 2 busy cores)"
+    "(cold: about 7 minutes on 2 busy cores)"
   # `go install module@version` builds with Prometheus' own go.mod and go.sum; -mod does not
   # apply to it, so GOFLAGS keeps -buildvcs=false only.
   tmp="$bin/.prometheus-build"
-  GOFLAGS=-buildvcs=false GOBIN="$tmp" go install -trimpath -tags netgo -ldflags "$ldflags" \
+  GOFLAGS=-buildvcs=false GOBIN="$tmp" go install -trimpath -tags "$tags" -ldflags "$ldflags" \
     "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION"
   mv "$tmp/prometheus" "$bin/prometheus"
   rmdir "$tmp"
