@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the Prometheus server the analysis tests query (tests/integration/test_analysis.py):
+# Builds the Prometheus server the analysis tests query
+# (tests/integration/test_analysis_providers.py):
 # github.com/prometheus/prometheus/cmd/prometheus at PROMETHEUS_VERSION, from its Go module
 # through the module proxy, into ${ALIASOP_CACHE:-~/.cache/aliasop}/tools/bin. Rebuilt only
 # when PROMETHEUS_VERSION or the Go version changed (a stamp beside it keeps their hash).
