@@ -24,7 +24,8 @@ cluster-build:
 	tests/cluster/build.sh
 
 # kstatus and gopher-lua runners (the integration tests check health as Flux and Argo CD see
-# it), the helm CLI (the chart's tests) and versitygw (the S3 server of the artifact-store tests).
+# it), the helm CLI (the chart's tests), Prometheus (the analysis providers' tests query it),
+# and versitygw (the S3 server of the artifact-store tests).
 tools-build:
 	tests/tools/build.sh
 	tests/tools/build-s3.sh

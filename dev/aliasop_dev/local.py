@@ -161,6 +161,35 @@ def mlflow_server(
     )
 
 
+def prometheus_server(
+    binary: Path, workdir: Path, port: int, scrape_targets: list[str], scrape_interval: str = "1s"
+) -> LocalProcess:
+    """A real Prometheus server (tests/tools/build-prometheus.sh builds it) scraping
+    `scrape_targets` (host:port, path /metrics) every `scrape_interval`, its TSDB in `workdir`.
+    Ready when `/-/ready` answers 200; its API is under /api/v1."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = {
+        "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+        "scrape_configs": [
+            {"job_name": "aliasop-test", "static_configs": [{"targets": scrape_targets}]}
+        ],
+    }
+    config_file = workdir / "prometheus.yml"
+    config_file.write_text(json.dumps(config))  # JSON is YAML
+    return LocalProcess(
+        name="prometheus",
+        args=[
+            str(binary),
+            f"--config.file={config_file}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        log=workdir / "prometheus.log",
+        env={},
+    )
+
+
 def operator(
     log: Path,
     kubeconfig: str,

@@ -14,6 +14,13 @@ from typing import Any
 
 import yaml
 
+from aliasop.analysis_models import (
+    HEADER_NAMES_RULE,
+    PROVIDER_RULE,
+    TEMPLATE_RULE,
+    THRESHOLD_RANGE_RULES,
+    AnalysisStep,
+)
 from aliasop.models import (
     CATEGORY,
     DISRUPTION_BUDGET_MESSAGE,
@@ -146,6 +153,8 @@ def structural(schema: Schema, defs: dict[str, Schema] | None = None) -> Schema:
         "minLength",
         "maxLength",
         "maxProperties",
+        "minItems",
+        "maxItems",
         "enum",
     ):
         if key in schema:
@@ -172,6 +181,28 @@ def structural(schema: Schema, defs: dict[str, Schema] | None = None) -> Schema:
         out["type"] = "object"
         out["properties"] = {k: structural(v, defs) for k, v in schema["properties"].items()}
     return out
+
+
+def analysis_step_schema() -> Schema:
+    """The structural schema of a canary step's `analysis` (aliasop.analysis_models), with the
+    CEL rules that say what its keywords cannot: one provider per metric, a bounded and ordered
+    threshold range, known placeholders, header names; metric names unique (a list-map keyed
+    by name). Optional objects are not nullable, so the API server prunes an explicit null and
+    has() means what the rules take it to mean."""
+    schema = structural(AnalysisStep.model_json_schema(by_alias=True, mode="validation"))
+    metrics = schema["properties"]["metrics"]
+    metrics.update({"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]})
+    metric = metrics["items"]
+    metric["x-kubernetes-validations"] = [PROVIDER_RULE]
+    fields = metric["properties"]
+    threshold = fields["thresholdRange"]
+    threshold["x-kubernetes-validations"] = THRESHOLD_RANGE_RULES
+    for optional in (fields["prometheus"], fields["web"], *threshold["properties"].values()):
+        optional.pop("nullable", None)
+    for provider, field in (("prometheus", "address"), ("prometheus", "query"), ("web", "url")):
+        fields[provider]["properties"][field]["x-kubernetes-validations"] = [TEMPLATE_RULE]
+    fields["web"]["properties"]["headers"]["x-kubernetes-validations"] = [HEADER_NAMES_RULE]
+    return copy.deepcopy(schema)
 
 
 def _model_schema(model: type[ModelDeploymentSpec] | type[ModelDeploymentStatus]) -> Schema:

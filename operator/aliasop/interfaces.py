@@ -10,8 +10,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
+from aliasop.analysis_models import AnalysisMetric
 from aliasop.models import ModelUri, ResolvedVersion
 from aliasop.signatures import Unreadable
+from aliasop.templating import TemplateContext
 
 ResourceKey = tuple[str, str]  # (namespace, name) of a ModelDeployment
 ModelKey = tuple[str, str]  # (tracking URI, registered model name)
@@ -114,4 +116,14 @@ class Resolver(Protocol):
     async def model_changed(self, model: str, aliases: bool) -> int:
         """`model` changed (its `aliases`, or else its versions): act on it wherever it is
         watched; returns how many watches."""
+        ...
+
+
+class MetricProvider(Protocol):
+    """Takes one measurement of an analysis metric (analysis_providers.HttpMetricProvider)."""
+
+    async def measure(self, metric: AnalysisMetric, context: TemplateContext) -> float:
+        """The number `metric` gives now, its query or URL filled in from `context`. Raises
+        analysis.MeasurementError when there is none: the provider could not be reached, or
+        answered something that is not one number."""
         ...

@@ -8,6 +8,8 @@
 # - helm, the real CLI, built from its own module (helm.sh/helm/v3 at HELM_VERSION) the way
 #   helm's Makefile builds it (same ldflags), for the chart's tests. Rebuilt only when
 #   HELM_VERSION or the Go version changed.
+# - Prometheus (build-prometheus.sh, called at the end): the server the analysis providers are
+#   tested against; heavy, cached alike.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -24,7 +26,7 @@ HELM_VERSION=v3.22.0
 
 tool=gitops-health
 step=0
-steps=3
+steps=4
 progress() {
   step=$((step + 1))
   echo "[tools-build $step/$steps] $*  ($(date +%H:%M:%S))"
@@ -69,4 +71,7 @@ else
 fi
 "$bin/helm" version --short
 
+# Prometheus, for the analysis providers' tests: a script of its own (heavy, cached alike).
+progress "prometheus"
+"$here/build-prometheus.sh"
 progress "done in $(($(date +%s) - started))s: $bin"
