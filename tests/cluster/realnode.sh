@@ -90,16 +90,16 @@ prerequisites() {
   if [ ! -f "$kubeconfig" ] || [ ! -f "$pki/ca.crt" ]; then die "no cluster at $kubeconfig: run cluster.sh up"; fi
 }
 
-# The host's one real node (kube-proxy's chains are host-wide): take it, unless another cache's
-# node is running.
-claim_host() {
+# The host's one real node (kube-proxy's chains are host-wide): free unless another cache's node
+# is running; claim_host takes it.
+host_free() {
   local other
   other=$(cat "$host_owner" 2>/dev/null || true)
   if [ -n "$other" ] && [ "$other" != "$home" ] && running_in "$other"; then
     cannot "the real node of $other runs on this host (one at a time: kube-proxy's iptables chains are host-wide); stop it with ALIASOP_CACHE=$(dirname "$other") tests/cluster/cluster.sh down"
   fi
-  echo "$home" >"$host_owner"
 }
+claim_host() { host_free && echo "$home" >"$host_owner"; }
 
 # Whether any process of the real node kept under $1 is alive.
 running_in() {
@@ -445,6 +445,15 @@ node_ready() {
   [ "$(kc get node "$node" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')" = True ]
 }
 
+# node_ready_since EPOCH: Ready, as reported by a kubelet at EPOCH or later (a restarted kubelet's
+# node still shows its predecessor's Ready for a while).
+node_ready_since() {
+  local heartbeat
+  node_ready || return 1
+  heartbeat=$(kc get node "$node" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].lastHeartbeatTime}')
+  (($(date -d "$heartbeat" +%s) >= $1))
+}
+
 save_kernel_settings() {
   [ -f "$home/kernel-settings" ] && return
   local k
@@ -463,9 +472,11 @@ start_kubelet() {
     stop kubelet; stop kube-proxy
   fi
   # A kubelet whose node object is gone (deleted, or a new cluster) does not register again.
+  local since=0
   if ! { alive "$home" kubelet && http_ok "http://127.0.0.1:$kubelet_healthz/healthz" &&
     current "$run/kubelet/config.yaml" kubelet_config && kc get node "$node" >/dev/null 2>&1; }; then
     stop kubelet
+    since=$(date +%s)
     log "starting the kubelet: node $node ($node_ip, pods $subnet)"
     mkdir -p "$run/kubelet"
     kubelet_config >"$run/kubelet/config.yaml"
@@ -475,7 +486,7 @@ start_kubelet() {
       --root-dir "$run/kubelet/root" --cert-dir "$run/kubelet/pki" --hostname-override "$node" \
       --node-ip "$node_ip" --node-labels "$taint_key=true"
   fi
-  wait_for 90 "node $node Ready" node_ready || return 1
+  wait_for 90 "node $node Ready" node_ready_since "$since" || return 1
 }
 
 start_kube_proxy() {
@@ -572,6 +583,27 @@ remove_containers() {
     ctr containers delete "$id" >/dev/null 2>&1 || true
   done
 }
+# What kube-proxy --cleanup leaves: the kubelet's own chains (KUBE-FIREWALL, which drops
+# non-local packets to 127.0.0.0/8, KUBE-KUBELET-CANARY, KUBE-IPTABLES-HINT). The rules that jump
+# to a KUBE-* chain go first, then the chains. Only the host's one real node makes KUBE-* chains.
+remove_kube_chains() {
+  local ipt table rule chain
+  for ipt in iptables ip6tables; do
+    for table in filter nat mangle; do
+      # Each rule as iptables-save quotes it (comments), undone with -D.
+      while read -r rule; do
+        eval "$ipt -t $table -D ${rule#-A }" 2>/dev/null || true
+      done < <("$ipt-save" -t "$table" 2>/dev/null | grep -E '^-A [^ ]+ .*-j KUBE-' | grep -v '^-A KUBE-' || true)
+      for chain in $("$ipt-save" -t "$table" 2>/dev/null | sed -n 's/^:\(KUBE-[^ ]*\) .*/\1/p'); do
+        "$ipt" -t "$table" -F "$chain" 2>/dev/null || true
+      done
+      for chain in $("$ipt-save" -t "$table" 2>/dev/null | sed -n 's/^:\(KUBE-[^ ]*\) .*/\1/p'); do
+        "$ipt" -t "$table" -X "$chain" 2>/dev/null || true
+      done
+    done
+  done
+}
+
 task_stopped() { ! ctr tasks ls | awk '$3 == "RUNNING" {print $1}' | grep -qx "$1"; }
 
 down() {
@@ -586,10 +618,11 @@ down() {
   log "stopping node $node"
   drain
   stop kubelet
-  if alive "$home" kube-proxy; then
-    stop kube-proxy
-    # kube-proxy's own cleanup of its iptables chains (only ever made by this host's one node).
+  stop kube-proxy
+  if [ "$(cat "$host_owner" 2>/dev/null)" = "$home" ]; then
+    # kube-proxy's own cleanup of its iptables chains, then the kubelet's.
     "$bin/kube-proxy" --cleanup >>"$run/logs/kube-proxy.log" 2>&1 || true
+    remove_kube_chains
   fi
   # containerd (re)started if need be, to stop the pods' containers it knows.
   if [ -f "$run/containerd/config.toml" ] && ! alive "$home" containerd; then
@@ -619,18 +652,19 @@ down() {
 }
 
 status() {
-  if [ -f "$unavailable" ] && ! running_in "$home"; then
-    echo "[realnode] not running: $(cat "$unavailable")"
-    # A machine that cannot run it is not an unhealthy cluster; a failed start is.
-    [[ $(cat "$unavailable") == "could not start"* ]] && return 1
-    return 3
-  fi
   if healthy; then
     echo "[realnode] node $node Ready: containerd, kubelet, kube-proxy running (pods $subnet)"
-  else
-    echo "[realnode] node $node not running or not Ready"
-    return 1
+    return
   fi
+  # Whether it could run here: a machine that cannot run it is not an unhealthy cluster.
+  local rc=0
+  (prerequisites && host_free) 2>/dev/null || rc=$?
+  if [ "$rc" = 3 ]; then
+    echo "[realnode] cannot run here: $(cat "$unavailable")"
+    return 3
+  fi
+  echo "[realnode] node $node not running or not Ready"
+  return 1
 }
 
 case "${1:-}" in
