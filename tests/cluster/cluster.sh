@@ -130,7 +130,7 @@ componentsPatches:
   - key: kubelet-client-key
     value: $workdir/pki/admin.key
   - key: kubelet-preferred-address-types
-    value: InternalIP
+    value: InternalIP,Hostname
 - name: kwok-controller
   extraArgs:
   - key: manage-all-nodes

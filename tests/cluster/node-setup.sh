@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs, from Debian's packages, what the test cluster's real node (realnode.sh) needs:
 # containerd and runc (the container runtime), containernetworking-plugins (the pods' bridge
-# network), iptables and conntrack (kube-proxy), iproute2 and curl (realnode.sh itself), gcc
+# network), iptables and conntrack (kube-proxy), iproute2, procps and curl (realnode.sh), gcc
 # with libc6-dev (the pause image is built from pause.c). Idempotent: installed packages are left
 # alone. kubelet and kube-proxy are built by build.sh; the smoke-test image's busybox comes from
 # Debian's busybox-static .deb, which realnode.sh downloads (installing it would replace a
@@ -12,7 +12,7 @@
 # ALIASOP_REQUIRE_REAL_NODE=1 (CI) it exits 1 instead.
 set -euo pipefail
 
-packages=(containerd runc containernetworking-plugins iptables conntrack iproute2 curl gcc libc6-dev)
+packages=(containerd runc containernetworking-plugins iptables conntrack iproute2 procps curl gcc libc6-dev)
 
 log() { echo "[node-setup] $*  ($(date +%H:%M:%S))"; }
 give_up() {

@@ -78,7 +78,7 @@ prerequisites() {
   local b missing=()
   for b in kubelet kube-proxy kubectl; do [ -x "$bin/$b" ] || missing+=("$bin/$b"); done
   [ ${#missing[@]} -eq 0 ] || cannot "missing ${missing[*]}: run tests/cluster/build.sh (make cluster-build)"
-  for b in containerd containerd-shim-runc-v2 ctr runc iptables ip ss curl gcc; do
+  for b in containerd containerd-shim-runc-v2 ctr runc iptables ip ss sysctl pgrep curl gcc; do
     command -v "$b" >/dev/null || missing+=("$b")
   done
   for b in bridge host-local loopback; do [ -x "$cni_bin/$b" ] || missing+=("$cni_bin/$b"); done
@@ -236,7 +236,9 @@ busybox() {
   local deb_dir="$home/debs"
   if [ ! -x "$home/busybox" ]; then
     mkdir -p "$deb_dir"
+    # Once more after apt-get update: a machine's package lists may be empty.
     (cd "$deb_dir" && apt-get download busybox-static >/dev/null 2>&1) ||
+      (apt-get update -qq && cd "$deb_dir" && apt-get download busybox-static >/dev/null 2>&1) ||
       cannot "could not download Debian's busybox-static (apt-get download busybox-static)"
     local tmp
     tmp=$(mktemp -d)
