@@ -38,7 +38,7 @@ unavailable="$home/unavailable"
 host_owner=/run/aliasop-real-node
 sock="$run/containerd/containerd.sock"
 cni_bin=/usr/lib/cni
-# What pods on the node use; tests/node/conftest.py names the same.
+# What pods on the node use; tests/node/realnode.py names the smoke image too.
 pause_image=localhost/aliasop/pause:1
 smoke_image=localhost/aliasop/smoke:1
 # The kernel settings the kubelet sets at start (protectKernelDefaults: false); down restores them.
@@ -230,9 +230,9 @@ oci_image() {
   rm -rf "$dir"
 }
 
-# busybox from Debian's busybox-static, unpacked from its .deb (installing the package would
-# replace a machine's busybox).
-busybox() {
+# $home/busybox: busybox from Debian's busybox-static, unpacked from its .deb (installing the
+# package would replace a machine's busybox).
+fetch_busybox() {
   local deb_dir="$home/debs"
   if [ ! -x "$home/busybox" ]; then
     mkdir -p "$deb_dir"
@@ -246,7 +246,6 @@ busybox() {
     install -m 0755 "$tmp/bin/busybox" "$home/busybox"
     rm -rf "$tmp"
   fi
-  echo "$home/busybox"
 }
 
 # The pause image from pause.c and the smoke-test image (busybox: sh, httpd, id, touch, wget),
@@ -260,9 +259,9 @@ build_images() {
   gcc -static -Os -s -Wall -Wextra -Werror -o "$images/pause/rootfs/pause" "$here/pause.c" ||
     cannot "gcc could not build a static pause from pause.c (is libc6-dev installed?)"
   oci_image "$pause_image" "$images/pause/rootfs" '{"Entrypoint":["/pause"]}' "$images/pause.tar"
-  local bb applet
-  bb=$(busybox)
-  cp "$bb" "$images/smoke/rootfs/bin/busybox"
+  local applet
+  fetch_busybox
+  cp "$home/busybox" "$images/smoke/rootfs/bin/busybox"
   for applet in sh httpd id touch wget cat echo hostname sleep ls; do
     ln -s busybox "$images/smoke/rootfs/bin/$applet"
   done
@@ -274,10 +273,7 @@ build_images() {
 
 # import_image NAME ARCHIVE: import into containerd unless the same digest is there.
 import_image() {
-  local want have
-  want=$(cat "$2.digest")
-  have=$(ctr images ls -q "name==$1" 2>/dev/null | head -1)
-  if [ -n "$have" ] && ctr images ls "name==$1" | grep -qF "$want"; then return; fi
+  if ctr images ls "name==$1" | grep -qF "$(cat "$2.digest")"; then return; fi
   ctr images import "$2" >/dev/null
 }
 
