@@ -248,7 +248,8 @@ fetch_busybox() {
   fi
 }
 
-# The pause image from pause.c and the smoke-test image (busybox: sh, httpd, id, touch, wget),
+# The pause image from pause.c and the smoke-test image (busybox: sh, httpd, nc, id, touch...;
+# not its wget, which crashes in Debian's static build),
 # rebuilt when pause.c or this script change.
 build_images() {
   local images="$home/images" stamp
@@ -262,7 +263,7 @@ build_images() {
   local applet
   fetch_busybox
   cp "$home/busybox" "$images/smoke/rootfs/bin/busybox"
-  for applet in sh httpd id touch wget cat echo hostname sleep ls; do
+  for applet in sh httpd nc id touch cat echo hostname sleep ls; do
     ln -s busybox "$images/smoke/rootfs/bin/$applet"
   done
   chmod 1777 "$images/smoke/rootfs/tmp"
@@ -318,8 +319,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 TOML
 }
 
-# The pods' network: a bridge with the node's address, host-local addresses from the subnet,
-# no masquerading (pods talk to the host and to each other; nothing needs more).
+# The pods' network: a bridge with the node's address, host-local addresses from the subnet, a
+# default route through the node (Service ClusterIPs are reached that way), no masquerading
+# (pods talk to the host, to Services and to each other; nothing needs more).
 cni_config() {
   cat <<JSON
 {
@@ -335,6 +337,7 @@ cni_config() {
       "ipam": {
         "type": "host-local",
         "ranges": [[{"subnet": "$subnet", "gateway": "$node_ip"}]],
+        "routes": [{"dst": "0.0.0.0/0"}],
         "dataDir": "$run/cni/ipam"
       }
     }
@@ -531,12 +534,10 @@ up() {
   flock -w 120 9 || die "another realnode.sh (or a process it started) has held $home/lock for 2 minutes"
   prerequisites
   claim_host
-  if healthy; then
-    rm -f "$unavailable"
-    log "node $node already running and Ready"
-    return
-  fi
+  local was_healthy=false
+  if healthy; then was_healthy=true; fi
   settings
+  # Each step leaves alone what is already right (images included: one changed is imported).
   build_images
   ensure_bridge
   if ! { start_containerd && import_image "$pause_image" "$home/images/pause.tar" &&
@@ -546,7 +547,11 @@ up() {
     die "could not start the real node; logs in $run/logs"
   fi
   rm -f "$unavailable"
-  log "node $node Ready in $((SECONDS - started))s (pods $subnet on bridge $bridge)"
+  if $was_healthy; then
+    log "node $node already running and Ready"
+  else
+    log "node $node Ready in $((SECONDS - started))s (pods $subnet on bridge $bridge)"
+  fi
 }
 
 # The pods on the node deleted through the API server: the kubelet stops them as it would any

@@ -85,7 +85,7 @@ def available(apps: client.AppsV1Api, namespace: str, name: str, replicas: int) 
 
 
 def test_deployment_serves_through_its_cluster_ip(
-    k8s: client.ApiClient, namespace: str, real_node: RealNode
+    k8s: client.ApiClient, namespace: str, real_node: RealNode, cluster: Cluster
 ) -> None:
     apps, core = client.AppsV1Api(k8s), client.CoreV1Api(k8s)
     labels = {"app": "web"}
@@ -144,6 +144,22 @@ def test_deployment_serves_through_its_cluster_ip(
     wait_for(both_answer, timeout=30, interval=0.2, message=f"both pods to answer {url}")
     # Then every request is answered, by one of them.
     assert {get(url) for _ in range(20)} <= names
+
+    # From inside a pod too: through its default route to the node, to the other pod and back to
+    # itself (the bridge's hairpin).
+    client_pod = sorted(names)[0]
+    request = f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {cluster_ip} 80 | tail -n 1"
+    from_pod: Counter[str] = Counter()
+
+    def both_answer_a_pod() -> bool:
+        done = cluster.kubectl(
+            "exec", "-n", namespace, client_pod, "--", "sh", "-c", request, check=False
+        )
+        if done.returncode == 0:
+            from_pod[done.stdout.strip()] += 1
+        return set(from_pod) == names
+
+    wait_for(both_answer_a_pod, timeout=30, interval=0.2, message="both pods to answer a pod")
 
 
 def test_security_context_holds_in_the_container(
