@@ -41,9 +41,12 @@ cni_bin=/usr/lib/cni
 # What pods on the node use; tests/node/realnode.py names the smoke image too.
 pause_image=localhost/aliasop/pause:1
 smoke_image=localhost/aliasop/smoke:1
-# The kernel settings the kubelet sets at start (protectKernelDefaults: false); down restores them.
+# The kernel settings the kubelet sets at start (protectKernelDefaults: false), and the one this
+# script sets (bridged traffic through iptables: a pod's request to a Service whose pod is on
+# the same bridge, itself included, is DNATed and answered back through kube-proxy's rules);
+# down restores them.
 kernel_settings=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
-  kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
+  kernel.keys.root_maxkeys kernel.keys.root_maxbytes net.bridge.bridge-nf-call-iptables)
 
 # Chosen per start by settings(), kept in $run/settings.env.
 subnet='' node_ip='' bridge='' kubelet_port='' kubelet_healthz='' proxy_healthz='' proxy_metrics=''
@@ -87,6 +90,8 @@ prerequisites() {
   [ -d /sys/fs/cgroup/memory ] || [ -f /sys/fs/cgroup/cgroup.controllers ] || cannot "no cgroup filesystem at /sys/fs/cgroup"
   grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null ||
     cannot "the kernel has no overlay filesystem (containerd's snapshotter)"
+  [ -e /proc/sys/net/bridge/bridge-nf-call-iptables ] || modprobe br_netfilter 2>/dev/null ||
+    cannot "the kernel has no br_netfilter (bridged pod traffic through kube-proxy's rules)"
   if [ ! -f "$kubeconfig" ] || [ ! -f "$pki/ca.crt" ]; then die "no cluster at $kubeconfig: run cluster.sh up"; fi
 }
 
@@ -483,6 +488,7 @@ start_kubelet() {
     kubelet_config >"$run/kubelet/config.yaml"
     cluster_id >"$run/cluster-id"
     save_kernel_settings
+    sysctl -q -w net.bridge.bridge-nf-call-iptables=1
     start kubelet "$bin/kubelet" --config "$run/kubelet/config.yaml" --kubeconfig "$kubeconfig" \
       --root-dir "$run/kubelet/root" --cert-dir "$run/kubelet/pki" --hostname-override "$node" \
       --node-ip "$node_ip" --node-labels "$taint_key=true"
