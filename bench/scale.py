@@ -113,8 +113,9 @@ class Result:
 
 
 def make_room(core: client.CoreV1Api, pods: int) -> None:
-    """Let the simulated nodes hold `pods` pods (one serving pod per resource)."""
-    for node in core.list_node().items:
+    """Let the simulated nodes hold `pods` pods (one serving pod per resource); the real node,
+    whose kubelet reports its own capacity, is left alone."""
+    for node in core.list_node(label_selector="type=kwok").items:
         room = {"pods": str(pods)}
         core.patch_node_status(
             node.metadata.name, {"status": {"capacity": room, "allocatable": room}}

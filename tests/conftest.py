@@ -1,4 +1,5 @@
-"""Shared fixtures. Tests under tests/integration are marked `integration` automatically."""
+"""Shared fixtures. Tests under tests/integration are marked `integration`, those under
+tests/node `real_node`, automatically."""
 
 from __future__ import annotations
 
@@ -13,12 +14,15 @@ from kubernetes import client, config
 from support import TEST_NAMESPACE_PREFIX, Cluster, cluster_script
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
+REAL_NODE_DIR = Path(__file__).parent / "node"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if INTEGRATION_DIR in item.path.parents:
             item.add_marker(pytest.mark.integration)
+        if REAL_NODE_DIR in item.path.parents:
+            item.add_marker(pytest.mark.real_node)
 
 
 # --- Kubernetes test cluster (tests/cluster/cluster.sh) ---------------------------------------

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the test control plane from Go modules: kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, etcd, kwok and kwokctl. Binaries go to
+# Builds the test cluster from Go modules: kube-apiserver, kube-controller-manager,
+# kube-scheduler, kubectl, etcd, kwok and kwokctl for the control plane, and kubelet and
+# kube-proxy for the real node (see realnode.sh). Binaries go to
 # ${ALIASOP_CACHE:-~/.cache/aliasop}/cluster/<k8s-version>/bin; what is already there is skipped.
 set -euo pipefail
 
@@ -23,14 +24,16 @@ progress() {
   step=$((step + 1))
   echo "[cluster-build $step/$steps] $*  ($(date +%H:%M:%S))"
 }
+# The commands built from k8s.io/kubernetes (the wrapper module's tools.go imports each).
+kube_commands=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 have() {
   local b
   for b in "$@"; do [ -x "$bin/$b" ] || return 1; done
 }
 
 build_kubernetes() {
-  progress "kube-apiserver, kube-controller-manager, kube-scheduler, kubectl $K8S_VERSION"
-  if have kube-apiserver kube-controller-manager kube-scheduler kubectl; then
+  progress "kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet, kube-proxy $K8S_VERSION"
+  if have "${kube_commands[@]}"; then
     echo "  cached in $bin"; return
   fi
   local mod="$root/src/kubernetes" staging_version minor
@@ -65,6 +68,8 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 )
 GO
   echo "  resolving modules (go mod tidy)"
@@ -74,9 +79,9 @@ GO
     ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
     ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
   done
-  for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+  for cmd in "${kube_commands[@]}"; do
     if have "$cmd"; then continue; fi
-    echo "  compiling $cmd (cold: several minutes each)"
+    echo "  compiling $cmd (cold: minutes each; kubelet and kube-proxy about 20 s once the others are built)"
     (cd "$mod" && go build -trimpath -ldflags "$ldflags" -o "$bin/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd")
     mv "$bin/$cmd.tmp" "$bin/$cmd"
   done

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Runs the test control plane: kwokctl's binary runtime with only the binaries build.sh made
-# (real etcd, kube-apiserver, kube-controller-manager, kube-scheduler; kwok simulates the node).
+# Runs the test cluster: kwokctl's binary runtime with only the binaries build.sh made (real
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler; kwok simulates one node), and a
+# real node beside it (realnode.sh: containerd, kubelet, kube-proxy).
 #
 #   cluster.sh up      start the cluster, or reuse a healthy one, or repair a stopped/broken one;
-#                      a cluster made with another configuration (an older cluster.sh) is recreated
-#   cluster.sh down    delete the cluster; no process of it is left running
-#   cluster.sh status  exit 0 when the API server answers, the node is Ready and the cluster was
-#                      made with this configuration
+#                      a cluster made with another configuration (an older cluster.sh) is recreated.
+#                      Then the real node; where it cannot run, the cluster runs without it and
+#                      says why (the reason is kept in $ALIASOP_CACHE/realnode/unavailable)
+#   cluster.sh down    delete the cluster and the real node; no process of them is left running
+#   cluster.sh status  exit 0 when the API server answers, the kwok node is Ready, the cluster was
+#                      made with this configuration, and the real node is Ready or cannot run here
 #
 # The kubeconfig is written to $ALIASOP_CACHE/kubeconfig (default ~/.cache/aliasop/kubeconfig);
 # kwokctl's state lives in $ALIASOP_CACHE/kwok, and ~/.kube/config is never touched.
@@ -88,6 +91,10 @@ check_binaries() {
 # enableCRDs: [Stage] makes kwok take its Stages from the API server instead of kwokctl's fixed
 # built-in set: kwokctl installs the Stage CRD and no stage at all, stages.yaml holds the defaults
 # (apply_stages), and tests can add or remove stages while the cluster runs.
+# kwok-controller manages only the nodes annotated kwok.x-k8s.io/node=fake (node.yaml): kwokctl
+# runs it with --manage-all-nodes, and it would then also write a fake status and IP for the pods
+# of the real node. The API server reaches the real node's kubelet (logs, exec) at its
+# InternalIP with the cluster's admin certificate.
 # Sized for the 1000-resource benchmark: disableQPSLimits lifts the client-side rate limits of
 # kube-controller-manager and kube-scheduler (20 requests/s by default, which made the control
 # plane, not the operator, the bottleneck) and the API server's in-flight limits; the Service
@@ -118,6 +125,19 @@ componentsPatches:
   extraArgs:
   - key: service-cluster-ip-range
     value: 10.96.0.0/16
+  - key: kubelet-client-certificate
+    value: $workdir/pki/admin.crt
+  - key: kubelet-client-key
+    value: $workdir/pki/admin.key
+  - key: kubelet-preferred-address-types
+    value: InternalIP,Hostname
+- name: kwok-controller
+  extraArgs:
+  - key: manage-all-nodes
+    value: "false"
+    override: true
+  - key: manage-nodes-with-annotation-selector
+    value: kwok.x-k8s.io/node=fake
 - name: kube-controller-manager
   extraArgs:
   - key: leader-elect
@@ -222,6 +242,8 @@ gone() { ! ours "$1"; }
 
 down() {
   local pids pid
+  # The real node first: its kubelet and kube-proxy talk to this cluster.
+  "$here/realnode.sh" down || log "stopping the real node failed (see above)"
   pids=$(cluster_pids)
   if [ -d "$workdir" ]; then
     log "deleting cluster $name"
@@ -257,9 +279,7 @@ up() {
   if healthy; then
     apply_stages || die "could not apply $here/stages.yaml"
     log "cluster $name already running and healthy ($K8S_VERSION); kubeconfig: $kubeconfig"
-    return
-  fi
-  if [ -d "$workdir" ]; then
+  elif [ -d "$workdir" ]; then
     log "cluster $name exists but is not healthy: restarting it"
     local stopped
     stopped=$(date +%s)
@@ -275,6 +295,17 @@ up() {
     { create 180 && finish; } || fail
   fi
   log "cluster $name is up in $((SECONDS - started))s; kubeconfig: $kubeconfig"
+  real_node_up
+}
+
+# The real node; the cluster runs without it where it cannot start, saying why (tests that need
+# it skip, or fail under ALIASOP_REQUIRE_REAL_NODE=1).
+real_node_up() {
+  local rc=0
+  "$here/realnode.sh" up || rc=$?
+  if [ "$rc" != 0 ]; then
+    log "the cluster runs without its real node: $(cat "$cache/realnode/unavailable" 2>/dev/null || echo "realnode.sh up exited $rc")"
+  fi
 }
 
 status() {
@@ -289,6 +320,10 @@ status() {
     log "not running or not healthy"
     return 1
   fi
+  # Ready, or unable to run on this machine (3): both are a healthy cluster.
+  local rc=0
+  "$here/realnode.sh" status || rc=$?
+  [ "$rc" = 0 ] || [ "$rc" = 3 ]
 }
 
 case "${1:-}" in
