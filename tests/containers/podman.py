@@ -1,17 +1,21 @@
-"""Kubernetes containers run with podman, the way a kubelet would run them.
+"""Kubernetes pods run with podman, the way a kubelet would run them.
 
-`run_options` maps one container of a pod spec (as the operator renders it, or as a manifest
-has it) to `podman run` options: command and args, env (literal, and from Secrets the caller
-hands in), the pod's and the container's securityContext, emptyDir volumes as tmpfs mounts,
-resource limits, and the ServiceAccount token mount. What it cannot map faithfully it refuses
-(`Unsupported`) rather than run something else. Containers share the host's network (`--network
-host`), as the test cluster's API server and MLflow listen on loopback: a container port is the
-host port. How podman runs on this kind of machine comes from images/podman.env.
+`Pod` runs a pod spec (as the operator renders it, or as a manifest has it): its init
+containers one after the other, each to completion, then its containers. `run_options` maps
+one container to `podman run` options: command and args, env (literal, and from Secrets the
+caller hands in), the pod's and the container's securityContext, emptyDir volumes as host
+directories that the pod's containers share (as the kubelet makes them), resource limits,
+the grace period, and the ServiceAccount token mount. What it cannot map faithfully it refuses
+(`Unsupported`) rather than run something else. Containers share the host's network
+(`--network host`), as the test cluster's API server and MLflow listen on loopback: a
+container port is the host port. How podman runs on this kind of machine comes from
+images/podman.env.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -122,23 +126,26 @@ def run_options(
     pod_spec: Mapping[str, Any],
     container_name: str | None = None,
     *,
+    volumes_dir: Path,
     secrets: Mapping[str, Mapping[str, str]] | None = None,
     service_account: ServiceAccount | None = None,
     extra_hosts: Mapping[str, str] | None = None,
     name: str | None = None,
 ) -> PodmanRun:
-    """Map container `container_name` (default: the first) of `pod_spec` to `podman run`.
+    """Map container `container_name` (an init container or a container; default: the first
+    container) of `pod_spec` to `podman run`.
 
-    `secrets` holds the Secrets the pod may read (name -> data); an optional reference to a
-    Secret or key not given is left out, a required one is an error, as for a kubelet.
-    `service_account` is mounted unless the pod sets `automountServiceAccountToken: false`.
-    `extra_hosts` adds /etc/hosts entries (what cluster DNS would resolve).
+    emptyDir volumes are the directories `volumes_dir/<volume name>`, shared by every
+    container of the pod given the same `volumes_dir`. `secrets` holds the Secrets the pod
+    may read (name -> data); an optional reference to a Secret or key not given is left out, a
+    required one is an error, as for a kubelet. `service_account` is mounted unless the pod
+    sets `automountServiceAccountToken: false`. `extra_hosts` adds /etc/hosts entries (what
+    cluster DNS would resolve).
     """
-    containers = list(pod_spec.get("containers") or [])
-    container = next(
-        (c for c in containers if container_name in (None, c["name"])),
-        None,
-    )
+    candidates = [*(pod_spec.get("initContainers") or []), *(pod_spec.get("containers") or [])]
+    if container_name is None:
+        candidates = list(pod_spec.get("containers") or [])
+    container = next((c for c in candidates if container_name in (None, c["name"])), None)
     if container is None:
         raise ValueError(f"no container {container_name!r} in the pod spec")
     _refuse_unknown(pod_spec, container)
@@ -154,13 +161,15 @@ def run_options(
         "host",
         *podman_env()["run"],
     ]
+    if "terminationGracePeriodSeconds" in pod_spec:
+        options += ["--stop-timeout", str(pod_spec["terminationGracePeriodSeconds"])]
     if container.get("workingDir"):
         options += ["--workdir", container["workingDir"]]
     if "command" in container:
         options += ["--entrypoint", json.dumps(container["command"])]
     options += _security_options(pod_spec, container)
     options += _resource_options(container.get("resources") or {})
-    options += _volume_options(pod_spec, container)
+    options += _volume_options(pod_spec, container, volumes_dir)
     env = _environment(container, secrets or {})
     mount_token = pod_spec.get("automountServiceAccountToken", True)
     if service_account is not None:
@@ -180,12 +189,17 @@ def run_options(
 
 
 def _refuse_unknown(pod_spec: Mapping[str, Any], container: Mapping[str, Any]) -> None:
-    for key in ("hostNetwork", "hostPID", "hostIPC", "initContainers", "shareProcessNamespace"):
+    for key in ("hostNetwork", "hostPID", "hostIPC", "shareProcessNamespace"):
         if pod_spec.get(key):
             raise Unsupported(f"pod spec {key}")
-    for key in ("stdin", "tty", "lifecycle", "volumeDevices"):
+    for key in ("stdin", "tty", "volumeDevices", "restartPolicy"):
         if container.get(key):
             raise Unsupported(f"container {key}")
+    lifecycle = dict(container.get("lifecycle") or {})
+    # A preStop sleep only delays a graceful stop; Pod.remove stops at once, as
+    # `kubectl delete --grace-period=0` does. Other hooks would run code: refused.
+    if set(lifecycle.pop("preStop", None) or {"sleep": {}}) != {"sleep"} or lifecycle:
+        raise Unsupported(f"container lifecycle {sorted(container['lifecycle'])}")
     text = json.dumps([container.get("command"), container.get("args"), container.get("env")])
     if "$(" in text:
         raise Unsupported("$(VAR) references in command, args or env are not expanded here")
@@ -240,7 +254,9 @@ def _resource_options(resources: Mapping[str, Any]) -> list[str]:
     return options
 
 
-def _volume_options(pod_spec: Mapping[str, Any], container: Mapping[str, Any]) -> list[str]:
+def _volume_options(
+    pod_spec: Mapping[str, Any], container: Mapping[str, Any], volumes_dir: Path
+) -> list[str]:
     volumes = {v["name"]: v for v in pod_spec.get("volumes") or []}
     options: list[str] = []
     for mount in container.get("volumeMounts") or []:
@@ -249,14 +265,17 @@ def _volume_options(pod_spec: Mapping[str, Any], container: Mapping[str, Any]) -
             raise ValueError(f"volumeMount {mount['name']!r} names no volume of the pod")
         if "emptyDir" not in volume or mount.get("subPath"):
             raise Unsupported(f"volume {mount['name']!r}: only emptyDir volumes are mapped")
-        empty_dir = volume["emptyDir"] or {}
-        # An emptyDir is a fresh, world-writable directory: a tmpfs here.
-        spec = f"type=tmpfs,destination={mount['mountPath']},tmpfs-mode=0777"
-        if "sizeLimit" in empty_dir:
-            spec += f",tmpfs-size={int(parse_quantity(empty_dir['sizeLimit']))}"
-        if mount.get("readOnly"):
-            spec += ",ro=true"
-        options += ["--mount", spec]
+        if (volume["emptyDir"] or {}).get("medium"):
+            raise Unsupported(f"volume {mount['name']!r}: emptyDir medium")
+        # A fresh, world-writable directory on the node's disk, as the kubelet makes it, shared
+        # by the pod's containers. (Its sizeLimit is the kubelet's eviction threshold: nothing
+        # here evicts.)
+        directory = volumes_dir / mount["name"]
+        if not directory.exists():
+            directory.mkdir(parents=True)
+            os.chmod(directory, 0o777)
+        suffix = ":ro" if mount.get("readOnly") else ""
+        options += ["-v", f"{directory}:{mount['mountPath']}{suffix}"]
     return options
 
 
@@ -343,6 +362,53 @@ class Container:
 
     def remove(self) -> None:
         podman("rm", "--force", "--time", "10", self.name, check=False, timeout=60)
+
+
+class Pod:
+    """A pod spec run by podman: the init containers in order, each to completion, then the
+    containers, sharing the pod's emptyDir volumes (directories under `workdir`)."""
+
+    def __init__(
+        self,
+        pod_spec: Mapping[str, Any],
+        workdir: Path,
+        *,
+        secrets: Mapping[str, Mapping[str, str]] | None = None,
+        service_account: ServiceAccount | None = None,
+        extra_hosts: Mapping[str, str] | None = None,
+    ) -> None:
+        self.pod_spec = pod_spec
+        self.workdir = workdir
+        self.options: dict[str, Any] = {
+            "volumes_dir": workdir / "volumes",
+            "secrets": secrets,
+            "service_account": service_account,
+            "extra_hosts": extra_hosts,
+        }
+        self.containers: dict[str, Container] = {}
+        self.init_logs: dict[str, str] = {}
+
+    def run(self, container_name: str) -> PodmanRun:
+        return run_options(self.pod_spec, container_name, **self.options)
+
+    def start(self, init_timeout: float = 300) -> Pod:
+        for init in self.pod_spec.get("initContainers") or []:
+            result = podman(
+                "run", "--rm", *self.run(init["name"]).argv(), check=False, timeout=init_timeout
+            )
+            self.init_logs[init["name"]] = result.stdout + result.stderr
+            if result.returncode != 0:
+                raise RuntimeError(
+                    f"init container {init['name']} exited {result.returncode} (Init:Error):\n"
+                    + "\n".join(self.init_logs[init["name"]].splitlines()[-40:])
+                )
+        for spec in self.pod_spec["containers"]:
+            self.containers[spec["name"]] = Container(self.run(spec["name"])).start()
+        return self
+
+    def remove(self) -> None:
+        for container in self.containers.values():
+            container.remove()
 
 
 def remove_test_containers() -> None:

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from aliasop_dev import bikes, local
 
-from podman import Container, ServiceAccount, run_options
+from podman import Container, Pod, ServiceAccount
 from support import Cluster, TcpProxy, wait_for
 
 # Includes building the images in the session fixture when they are not built yet.
@@ -118,9 +118,9 @@ def operator(
         {"name": "ALIASOP_HTTP_PORT", "value": str(http_port)},
         *env,
     ]
-    run = run_options(
+    pod = Pod(
         pod_spec,
-        container["name"],
+        tmp_path / "pod",
         service_account=ServiceAccount(
             service_account_files(installed, tmp_path / "serviceaccount"),
             api_service.host,
@@ -128,13 +128,14 @@ def operator(
         ),
         extra_hosts={API_SERVICE_HOST: api_service.host},
     )
-    operator = Container(run).start()
     try:
+        operator = pod.start().containers[container["name"]]
         operator.wait_ready(f"http://127.0.0.1:{health_port}/healthz", timeout=90)
         yield Operator(operator, f"http://127.0.0.1:{http_port}/metrics")
     finally:
-        print(f"--- operator container log tail ---\n{operator.tail(80)}")
-        operator.remove()
+        for started in pod.containers.values():
+            print(f"--- operator container log tail ---\n{started.tail(80)}")
+        pod.remove()
 
 
 def test_operator_image_reconciles_with_its_service_account(

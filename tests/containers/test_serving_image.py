@@ -1,32 +1,44 @@
-"""The serving image serves a model version with exactly the container the operator renders
-for it: command, args, env, securityContext and volumes, mapped to podman by podman.py."""
+"""The serving image serves a model version with exactly the pod the operator renders for it:
+the download init container, then the server, with their command, args, env,
+securityContext and volumes, mapped to podman by podman.py."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from aliasop.builders import Owner, PinnedVersion, ServingDefaults, get_deployment
+from aliasop.builders import (
+    MODEL_DIR,
+    Owner,
+    PinnedVersion,
+    ServingDefaults,
+    get_deployment,
+)
 from aliasop.models import ModelDeploymentSpec
 from aliasop.settings import Settings
 from aliasop_dev import bikes, local
 
-from podman import Container, readiness_url, run_options
+from podman import Pod, readiness_url
 
 # Includes building the images in the session fixture when they are not built yet.
 pytestmark = pytest.mark.timeout(900)
 
 
+def contains(options: list[str], *option: str) -> bool:
+    return any(options[i : i + len(option)] == list(option) for i in range(len(options)))
+
+
 @pytest.fixture
-def containers() -> Iterator[list[Container]]:
-    started: list[Container] = []
+def pods() -> Iterator[list[Pod]]:
+    started: list[Pod] = []
     yield started
-    for container in started:
-        container.remove()
+    for pod in started:
+        pod.remove()
 
 
 def test_serving_image_serves_the_rendered_version(
@@ -34,10 +46,11 @@ def test_serving_image_serves_the_rendered_version(
     mlflow_uri: str,
     model_name: str,
     two_versions: tuple[bikes.RegisteredVersion, bikes.RegisteredVersion],
-    containers: list[Container],
+    pods: list[Pod],
+    tmp_path: Path,
 ) -> None:
     _, serving_image = images
-    v1, v2 = two_versions  # @champion -> v1: the container must serve the version it pins
+    v1, v2 = two_versions  # @champion -> v1: the pod must serve the version it pins
     spec = ModelDeploymentSpec.model_validate(
         {"model": f"models:/{model_name}@champion", "serving": {"port": local.free_port()}}
     )
@@ -48,24 +61,26 @@ def test_serving_image_serves_the_rendered_version(
         Owner("bikes", "ml", "0000"), spec, PinnedVersion(v2.version, v2.run_id), defaults
     )
     pod_spec: dict[str, Any] = deployment["spec"]["template"]["spec"]
-    container = pod_spec["containers"][0]
-    assert f"models:/{model_name}/{v2.version}" in container["args"]
+    (download,) = pod_spec["initContainers"]
+    (container,) = pod_spec["containers"]
+    assert f"models:/{model_name}/{v2.version}" in download["args"]
 
-    run = run_options(pod_spec, container["name"])
-    # What the pod spec asks for reaches podman: non-root, read-only root, no capabilities,
-    # no privilege escalation, /tmp an emptyDir.
-    for option in (
-        ["--user", "10001:10001"],
-        ["--read-only"],
-        ["--cap-drop", "ALL"],
-        ["--security-opt", "no-new-privileges"],
-        ["--entrypoint", '["mlflow"]'],
-    ):
-        assert any(run.options[i : i + len(option)] == option for i in range(len(run.options)))
-    assert any(o.startswith("type=tmpfs,destination=/tmp") for o in run.options)
+    pod = Pod(pod_spec, tmp_path / "pod")
+    for name in (download["name"], container["name"]):
+        options = pod.run(name).options
+        # What the pod spec asks for reaches podman: non-root, read-only root, no
+        # capabilities, no privilege escalation, the emptyDirs.
+        assert contains(options, "--user", "10001:10001")
+        assert contains(options, "--read-only")
+        assert contains(options, "--cap-drop", "ALL")
+        assert contains(options, "--security-opt", "no-new-privileges")
+        assert contains(options, "--entrypoint", '["mlflow"]')
+        assert any(o.endswith(":/tmp") for o in options)
+    assert any(o.endswith(f":{MODEL_DIR}:ro") for o in pod.run(container["name"]).options)
 
-    server = Container(run).start()
-    containers.append(server)
+    pods.append(pod)
+    pod.start()
+    server = pod.containers[container["name"]]
     server.wait_ready(readiness_url(container), timeout=180)
     port = container["ports"][0]["containerPort"]
     response = httpx.post(
@@ -77,7 +92,9 @@ def test_serving_image_serves_the_rendered_version(
     assert response.json()["predictions"] == pytest.approx(v2.predictions)
     assert response.json()["predictions"] != pytest.approx(v1.predictions)
 
-    # The process inside runs as the pod spec says, and cannot write outside its emptyDir.
+    # The server runs as the pod spec says, and writes nowhere but its writable emptyDir:
+    # not the root filesystem, not the model the init container downloaded.
     assert server.exec("id", "-u").stdout.strip() == "10001"
     assert server.exec("touch", "/opt/serving/written").returncode != 0
+    assert server.exec("touch", f"{MODEL_DIR}/written").returncode != 0
     assert server.exec("touch", "/tmp/written").returncode == 0
