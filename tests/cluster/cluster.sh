@@ -18,6 +18,13 @@
 # stages.yaml (applied by every `up`), and tests may add their own at run time.
 set -euo pipefail
 
+# The daemons started below must not inherit the caller's open files: a lock the caller holds
+# (`flock LOCK make test`) would stay held for as long as the cluster runs.
+for fd in /proc/$$/fd/*; do
+  fd=${fd##*/}
+  case $fd in 0 | 1 | 2 | 255) ;; *) eval "exec $fd>&-" 2>/dev/null || true ;; esac
+done
+
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
 source "$here/versions.env"
