@@ -126,6 +126,7 @@ def run_options(
     service_account: ServiceAccount | None = None,
     extra_hosts: Mapping[str, str] | None = None,
     name: str | None = None,
+    pod_fields: Mapping[str, str] | None = None,
 ) -> PodmanRun:
     """Map container `container_name` (default: the first) of `pod_spec` to `podman run`.
 
@@ -133,6 +134,8 @@ def run_options(
     Secret or key not given is left out, a required one is an error, as for a kubelet.
     `service_account` is mounted unless the pod sets `automountServiceAccountToken: false`.
     `extra_hosts` adds /etc/hosts entries (what cluster DNS would resolve).
+    `pod_fields` are the pod's fields the downward API gives env (`fieldRef`), by field path
+    (e.g. metadata.namespace, metadata.name, status.podIP); a field not given is an error.
     """
     containers = list(pod_spec.get("containers") or [])
     container = next(
@@ -161,7 +164,7 @@ def run_options(
     options += _security_options(pod_spec, container)
     options += _resource_options(container.get("resources") or {})
     options += _volume_options(pod_spec, container)
-    env = _environment(container, secrets or {})
+    env = _environment(container, secrets or {}, pod_fields or {})
     mount_token = pod_spec.get("automountServiceAccountToken", True)
     if service_account is not None:
         # The kubelet sets these for every pod; the token only where it is mounted.
@@ -261,7 +264,9 @@ def _volume_options(pod_spec: Mapping[str, Any], container: Mapping[str, Any]) -
 
 
 def _environment(
-    container: Mapping[str, Any], secrets: Mapping[str, Mapping[str, str]]
+    container: Mapping[str, Any],
+    secrets: Mapping[str, Mapping[str, str]],
+    pod_fields: Mapping[str, str],
 ) -> dict[str, str]:
     env: dict[str, str] = {}
     for source in container.get("envFrom") or []:
@@ -276,6 +281,12 @@ def _environment(
     for var in container.get("env") or []:  # env wins over envFrom
         if "value" in var or "valueFrom" not in var:
             env[var["name"]] = str(var.get("value", ""))
+            continue
+        field_ref = var["valueFrom"].get("fieldRef")
+        if field_ref is not None:
+            if field_ref["fieldPath"] not in pod_fields:
+                raise ValueError(f"env {var['name']}: pod field {field_ref['fieldPath']!r}")
+            env[var["name"]] = pod_fields[field_ref["fieldPath"]]
             continue
         ref = var["valueFrom"].get("secretKeyRef")
         if ref is None:
