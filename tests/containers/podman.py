@@ -131,6 +131,7 @@ def run_options(
     service_account: ServiceAccount | None = None,
     extra_hosts: Mapping[str, str] | None = None,
     name: str | None = None,
+    pod_fields: Mapping[str, str] | None = None,
 ) -> PodmanRun:
     """Map container `container_name` (an init container or a container; default: the first
     container) of `pod_spec` to `podman run`.
@@ -140,7 +141,9 @@ def run_options(
     may read (name -> data); an optional reference to a Secret or key not given is left out, a
     required one is an error, as for a kubelet. `service_account` is mounted unless the pod
     sets `automountServiceAccountToken: false`. `extra_hosts` adds /etc/hosts entries (what
-    cluster DNS would resolve).
+    cluster DNS would resolve). `pod_fields` are the pod's fields the downward API gives env
+    (`fieldRef`), by field path (e.g. metadata.namespace, metadata.name, status.podIP); a field
+    not given is an error.
     """
     candidates = [*(pod_spec.get("initContainers") or []), *(pod_spec.get("containers") or [])]
     if container_name is None:
@@ -170,7 +173,7 @@ def run_options(
     options += _security_options(pod_spec, container)
     options += _resource_options(container.get("resources") or {})
     options += _volume_options(pod_spec, container, volumes_dir)
-    env = _environment(container, secrets or {})
+    env = _environment(container, secrets or {}, pod_fields or {})
     mount_token = pod_spec.get("automountServiceAccountToken", True)
     if service_account is not None:
         # The kubelet sets these for every pod; the token only where it is mounted.
@@ -280,7 +283,9 @@ def _volume_options(
 
 
 def _environment(
-    container: Mapping[str, Any], secrets: Mapping[str, Mapping[str, str]]
+    container: Mapping[str, Any],
+    secrets: Mapping[str, Mapping[str, str]],
+    pod_fields: Mapping[str, str],
 ) -> dict[str, str]:
     env: dict[str, str] = {}
     for source in container.get("envFrom") or []:
@@ -295,6 +300,12 @@ def _environment(
     for var in container.get("env") or []:  # env wins over envFrom
         if "value" in var or "valueFrom" not in var:
             env[var["name"]] = str(var.get("value", ""))
+            continue
+        field_ref = var["valueFrom"].get("fieldRef")
+        if field_ref is not None:
+            if field_ref["fieldPath"] not in pod_fields:
+                raise ValueError(f"env {var['name']}: pod field {field_ref['fieldPath']!r}")
+            env[var["name"]] = pod_fields[field_ref["fieldPath"]]
             continue
         ref = var["valueFrom"].get("secretKeyRef")
         if ref is None:
@@ -376,6 +387,7 @@ class Pod:
         secrets: Mapping[str, Mapping[str, str]] | None = None,
         service_account: ServiceAccount | None = None,
         extra_hosts: Mapping[str, str] | None = None,
+        pod_fields: Mapping[str, str] | None = None,
     ) -> None:
         self.pod_spec = pod_spec
         self.workdir = workdir
@@ -384,6 +396,7 @@ class Pod:
             "secrets": secrets,
             "service_account": service_account,
             "extra_hosts": extra_hosts,
+            "pod_fields": pod_fields,
         }
         self.containers: dict[str, Container] = {}
         self.init_logs: dict[str, str] = {}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import random
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,12 +113,9 @@ def operator(
         f"--liveness=http://127.0.0.1:{health_port}/healthz",
         f"--watch-label-selector={SHARD_LABEL}={SHARD}",
     ]
-    env = [e for e in container["env"] if e["name"] != "ALIASOP_TRACKING_URI"]
-    container["env"] = [
-        {"name": "ALIASOP_TRACKING_URI", "value": mlflow_uri},
-        {"name": "ALIASOP_HTTP_PORT", "value": str(http_port)},
-        *env,
-    ]
+    changed = {"ALIASOP_TRACKING_URI": mlflow_uri, "ALIASOP_HTTP_PORT": str(http_port)}
+    env = [e for e in container["env"] if e["name"] not in changed]
+    container["env"] = [*({"name": k, "value": v} for k, v in changed.items()), *env]
     pod = Pod(
         pod_spec,
         tmp_path / "pod",
@@ -127,6 +125,13 @@ def operator(
             api_service.port,
         ),
         extra_hosts={API_SERVICE_HOST: api_service.host},
+        # The downward API's fields (leader election: the Lease's namespace, this replica's
+        # name in it, the address standbys pass webhook deliveries on to).
+        pod_fields={
+            "metadata.namespace": OPERATOR_NAMESPACE,
+            "metadata.name": f"aliasop-container-{uuid.uuid4().hex[:6]}",
+            "status.podIP": "127.0.0.1",
+        },
     )
     try:
         operator = pod.start().containers[container["name"]]
