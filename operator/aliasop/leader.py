@@ -202,7 +202,13 @@ class LeaderElector:
         try:
             async with asyncio.timeout(seconds):
                 return await self._claim()
-        except (ApiError, OSError) as exc:  # a 409: another replica wrote first
+        except ApiError as exc:
+            if exc.status in (401, 403):  # RBAC: it would stand by for ever, say why
+                _log.warning(f"may not read or write Lease {self._lease_ref}: {exc}")
+            else:  # a 409: another replica wrote first
+                _log.debug(f"Lease {self._lease_ref} not claimed: {exc}")
+            return False
+        except OSError as exc:
             _log.debug(f"Lease {self._lease_ref} not claimed: {exc}")
             return False
 

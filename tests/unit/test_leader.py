@@ -202,3 +202,16 @@ async def test_of_two_replicas_claiming_at_once_one_wins() -> None:
 
     assert sorted(results) == [False, True]  # the second create was refused (409)
     assert [a.leading, b.leading] == results
+
+
+async def test_a_lease_the_replica_may_not_touch_is_a_warning_not_a_silent_standby(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Forbidden(FakeLeases):
+        async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+            raise ApiError(403, 'leases "aliasop-x" is forbidden')
+
+    a, _ = elector("a", Forbidden(), Clock())
+
+    assert not await a._try_claim(1)
+    assert "may not read or write Lease aliasop-system/aliasop" in caplog.text
