@@ -11,7 +11,9 @@ whose download fails, rolled back. The operator follows only resources labelled
 
 from __future__ import annotations
 
+import importlib
 import json
+import sys
 import threading
 import time
 import urllib.request
@@ -383,7 +385,7 @@ def test_version_that_cannot_start_is_rolled_back(serving: Serving, cluster: Clu
         shown = cluster.kubectl("get", "pod", "-n", serving.namespace, name).stdout
         assert "Init:Error" in shown or "Init:CrashLoopBackOff" in shown, shown
         log = cluster.kubectl(
-            "logs", "-n", serving.namespace, name, "-c", DOWNLOAD_CONTAINER
+            "logs", "-n", serving.namespace, name, "-c", DOWNLOAD_CONTAINER, check=False
         ).stdout
         if "Traceback" not in log:  # restarted meanwhile: the failed run's log
             log = cluster.kubectl(
@@ -409,3 +411,89 @@ def test_version_that_cannot_start_is_rolled_back(serving: Serving, cluster: Clu
     outcomes = {(h["version"], h.get("reason"), h.get("outcome")) for h in status["history"]}
     assert (bad.version, "AliasMoved", "Failed") in outcomes, status["history"]
     assert (good, "Rollback", "Succeeded") in outcomes, status["history"]
+
+
+# A package the serving image lacks: the model below needs it to load.
+MISSING_PACKAGE = "aliasop_e2e_extra"
+
+
+def register_needing_missing_package(tracking_uri: str, name: str, workdir: Path) -> str:
+    """Register a version of `name`: a pyfunc model whose class lives in MISSING_PACKAGE, a
+    module importable here only while this function runs (pickled by reference, as a model
+    that needs an uninstalled package is); the version's number."""
+    import mlflow
+
+    (workdir / f"{MISSING_PACKAGE}.py").write_text(
+        "import mlflow.pyfunc\n\n\n"
+        "class Model(mlflow.pyfunc.PythonModel):\n"
+        "    def predict(self, context, model_input, params=None):\n"
+        "        return model_input.sum(axis=1)\n"
+    )
+    sys.path.insert(0, str(workdir))
+    try:
+        extra = importlib.import_module(MISSING_PACKAGE)
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_experiment(f"aliasop-{name}")
+        with mlflow.start_run():
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=extra.Model(),
+                pip_requirements=[MISSING_PACKAGE],
+                registered_model_name=name,
+            )
+    finally:
+        sys.path.remove(str(workdir))
+        sys.modules.pop(MISSING_PACKAGE, None)
+    return str(info.registered_model_version)
+
+
+def test_version_whose_server_cannot_load_is_rolled_back(
+    serving: Serving, cluster: Cluster, tmp_path: Path
+) -> None:
+    """A version whose model needs a package the image does not have: the download succeeds,
+    the server cannot load the model (its log says which module is missing) and never turns
+    Ready; the rollout misses its deadline and is rolled back while the version that served
+    before answers every request."""
+    model = serving.model
+    good = model.versions[-1].version
+    wait_for(lambda: serving.serving(good), timeout=60, message=f"version {good} serving")
+    bad = register_needing_missing_package(model.tracking_uri, model.name, tmp_path)
+
+    with Client(serving) as requests:
+        wait_for(lambda: len(requests.answers) >= 20, timeout=30, message="20 answers")
+        bikes.set_alias(model.tracking_uri, model.name, "champion", bad)
+
+        def failing_server() -> tuple[client.V1Pod, str] | None:
+            for pod in serving.pods():
+                if pod.metadata.labels[VERSION_LABEL] != bad:
+                    continue
+                for previous in ([], ["--previous"]):
+                    log = cluster.kubectl(
+                        "logs",
+                        "-n",
+                        serving.namespace,
+                        pod.metadata.name,
+                        "-c",
+                        SERVING_CONTAINER,
+                        *previous,
+                        check=False,
+                    ).stdout
+                    if f"No module named '{MISSING_PACKAGE}'" in log:
+                        return pod, log
+            return None
+
+        pod, _ = wait_for(failing_server, timeout=90, interval=2, message="the server's error")
+        (download,) = pod.status.init_container_statuses
+        assert download.state.terminated.exit_code == 0  # the files came
+        (server,) = pod.status.container_statuses
+        assert not server.ready
+
+        def rolled_back() -> bool:
+            status = serving.status()
+            return status.get("failedVersion") == bad and serving.only_version(good)
+
+        wait_for(rolled_back, timeout=DEADLINE_SECONDS + 90, interval=1, message="the rollback")
+        during = len(requests.answers)
+        wait_for(lambda: len(requests.answers) >= during + 20, timeout=30, message="answers")
+    assert requests.failures == [], requests.failures
+    assert set(requests.answers) == {good}, Counter(requests.answers)
