@@ -9,14 +9,23 @@ skip, naming the reason cluster.sh recorded; under ALIASOP_REQUIRE_REAL_NODE=1 (
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
 
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from realnode import REAL_NODE, RealNode
-from support import Cluster, cache_dir
+from support import REPO, Cluster, cache_dir
+
+VERSION: str = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+# As `make images` tags it in podman's store, and as containerd names it once imported.
+SERVING_IMAGE = f"localhost/aliasop-serving:{VERSION}"
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +57,76 @@ def real_node(cluster: Cluster, k8s: client.ApiClient) -> RealNode:
         address=address,
         pod_network=ipaddress.ip_interface(f"{address}/24").network,
     )
+
+
+def containers_required() -> bool:
+    """As in tests/containers: CI (.ci/run) builds the images, so a missing one fails there."""
+    return os.environ.get("ALIASOP_REQUIRE_CONTAINERS") == "1" or os.environ.get("CI") == "true"
+
+
+def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """podman with this machine's global options (images/podman.env, as images/build.sh)."""
+    env = REPO / "images" / "podman.env"
+    script = f'source {env}; exec podman "${{PODMAN_GLOBAL_OPTS[@]}}" "$@"'
+    return subprocess.run(
+        ["bash", "-c", script, "podman", *args],
+        check=check,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def ctr(*args: str) -> subprocess.CompletedProcess[str]:
+    """ctr against the real node's containerd (its own socket; the kubelet's namespace)."""
+    sock = cache_dir() / "realnode" / "run" / "containerd" / "containerd.sock"
+    return subprocess.run(
+        ["ctr", "--address", str(sock), "--namespace", "k8s.io", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def imported_config(image: str) -> str | None:
+    """The config digest (podman's image ID) of `image` in the node's containerd, if there."""
+    listed = ctr("images", "ls", f"name=={image}").stdout.splitlines()[1:]
+    if not listed:
+        return None
+    manifest = json.loads(ctr("content", "get", listed[0].split()[2]).stdout)
+    config: str = manifest["config"]["digest"]
+    return config
+
+
+@pytest.fixture(scope="session")
+def serving_image(real_node: RealNode, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The serving image `make images` built, imported into the real node's containerd (once per
+    build: skipped when containerd holds the same image ID). Pods find it there: its tag is not
+    `latest`, so the kubelet's default pull policy is IfNotPresent and nothing is pulled."""
+    if shutil.which("podman") is None:
+        reason = "podman is not installed: run images/setup.sh and make images"
+    elif podman("image", "exists", SERVING_IMAGE, check=False).returncode != 0:
+        reason = f"no image {SERVING_IMAGE} in podman's store: run make images"
+    else:
+        reason = ""
+    if reason:
+        if containers_required() or os.environ.get("ALIASOP_REQUIRE_REAL_NODE") == "1":
+            pytest.fail(f"{reason} (required here)")
+        pytest.skip(reason)
+    image_id = podman("image", "inspect", "--format", "{{.Id}}", SERVING_IMAGE).stdout.strip()
+    if imported_config(SERVING_IMAGE) != f"sha256:{image_id}":
+        archive: Path = tmp_path_factory.mktemp("serving-image") / "serving.tar"
+        podman("save", "--format", "docker-archive", "-o", str(archive), SERVING_IMAGE)
+        subprocess.run(
+            [str(REPO / "tests" / "cluster" / "realnode.sh"), "import", str(archive)],
+            check=True,
+            capture_output=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+        )
+        archive.unlink()
+        assert imported_config(SERVING_IMAGE) == f"sha256:{image_id}"
+    return SERVING_IMAGE

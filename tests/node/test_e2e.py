@@ -1,0 +1,520 @@
+"""End to end on the real node: the operator (a local process) rolls real serving pods, of the
+serving image `make images` built, as a model's alias moves; each pod downloads its version in
+its init container from a real MLflow server, and a client sends requests through the Service's
+ClusterIP the whole time.
+
+The tests share one ModelDeployment (starting a serving pod takes a while on two cores) and run
+in order: its security settings on the first pod, a move from version 1 to 2, and a version
+whose download fails, rolled back. The operator follows only resources labelled
+`aliasop.io/shard=e2e`, which the integration session's operator leaves alone.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from mlflow import MlflowClient
+
+from aliasop.builders import DOWNLOAD_CONTAINER, SERVING_CONTAINER, VERSION_LABEL
+from aliasop_dev import bikes, local
+
+from realnode import RealNode, on_real_node
+from support import REPO, SHARD_LABEL, Cluster, wait_for
+
+# func_only: the session's fixtures (the image's import, MLflow, the operator, the first pod)
+# are timed by their own waits.
+pytestmark = pytest.mark.timeout(240, func_only=True)
+
+SHARD = "e2e"
+NAME = "bikes"
+PORT = 8080
+# A rollout slower than this has failed: the bad version's pods give up well within a test.
+DEADLINE_SECONDS = 30
+# No direct opener would honour a proxy set in the environment: these addresses are local.
+HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@dataclass
+class Model:
+    """The registered model and its versions, the MLflow server's artifact directory."""
+
+    tracking_uri: str
+    artifacts: Path
+    name: str
+    versions: list[bikes.RegisteredVersion] = field(default_factory=list)
+
+    def predictions(self, version: str) -> list[float]:
+        return next(v.predictions for v in self.versions if v.version == version)
+
+
+@dataclass
+class Serving:
+    k8s: client.ApiClient
+    namespace: str
+    model: Model
+    url: str  # the Service's ClusterIP: /invocations
+
+    @property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.k8s)
+
+    def status(self) -> dict[str, Any]:
+        body: dict[str, Any] = client.CustomObjectsApi(self.k8s).get_namespaced_custom_object(
+            "aliasop.io", "v1alpha1", self.namespace, "modeldeployments", NAME
+        )
+        return body.get("status") or {}
+
+    def pods(self) -> list[client.V1Pod]:
+        return self.core.list_namespaced_pod(
+            self.namespace, label_selector=f"app.kubernetes.io/instance={NAME}"
+        ).items
+
+    def only_version(self, version: str) -> bool:
+        """Every pod left is `version`'s, Ready (the old ones are gone, not just terminating)."""
+        pods = self.pods()
+        return bool(pods) and all(
+            p.metadata.labels[VERSION_LABEL] == version
+            and p.metadata.deletion_timestamp is None
+            and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+            for p in pods
+        )
+
+    def serving(self, version: str, phases: tuple[str, ...] = ("Ready",)) -> bool:
+        """`version` serves, alone, and the phase is one of `phases` (Degraded too after a
+        rollback: the alias still names the version that failed)."""
+        status = self.status()
+        return (
+            status.get("phase") in phases
+            and status.get("servingVersion") == version
+            and self.only_version(version)
+        )
+
+    def predict(self) -> list[float]:
+        return predict(self.url, self.model.versions[0].input_example)
+
+
+def predict(url: str, example: Any) -> list[float]:
+    body = {"dataframe_split": json.loads(example.to_json(orient="split", index=False))}
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    # A new connection each time: each request is routed by kube-proxy's rules of the moment.
+    with HTTP.open(request, timeout=10) as response:
+        predictions: list[float] = json.loads(response.read())["predictions"]
+    return predictions
+
+
+def which(model: Model, predictions: list[float]) -> str | None:
+    """The version whose predictions these are, if any."""
+    for v in model.versions:
+        if predictions == pytest.approx(v.predictions):
+            return v.version
+    return None
+
+
+class Client(threading.Thread):
+    """Sends requests through the Service one after another, without pause, until stopped;
+    records which version answered each, and every failure."""
+
+    def __init__(self, serving: Serving) -> None:
+        super().__init__(daemon=True)
+        self.serving = serving
+        self.answers: list[str | None] = []
+        self.failures: list[str] = []
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                self.answers.append(which(self.serving.model, self.serving.predict()))
+            except OSError as error:  # HTTP errors and timeouts too
+                self.failures.append(f"{time.strftime('%H:%M:%S')} {error!r}")
+
+    def __enter__(self) -> Client:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stopped.set()
+        self.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def model(real_node: RealNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Model]:
+    """A real MLflow server on the node's bridge address, which the pods reach (through their
+    default route, the node), and versions 1 and 2 of a fresh model, which predict
+    differently; @champion -> 1."""
+    workdir = tmp_path_factory.mktemp("mlflow")
+    port = local.free_port()
+    server = local.mlflow_server(workdir, port, host=real_node.address).start()
+    uri = f"http://{real_node.address}:{port}"
+    try:
+        server.wait_ready(f"{uri}/health", timeout=90)
+        m = Model(uri, workdir / "artifacts", f"bikes-{uuid.uuid4().hex[:8]}")
+        m.versions.append(bikes.train_and_register(uri, m.name, kind="linear"))
+        m.versions.append(bikes.train_and_register(uri, m.name, kind="hourly"))
+        assert m.versions[0].predictions != pytest.approx(m.versions[1].predictions)
+        bikes.set_alias(uri, m.name, "champion", m.versions[0].version)
+        yield m
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def operator(
+    cluster: Cluster, model: Model, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[local.LocalProcess]:
+    """aliasop as a local process with the admin kubeconfig, following shard `e2e` only."""
+    cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.aliasop.io")
+    port = local.free_port()
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    process = local.operator(log, cluster.kubeconfig, model.tracking_uri, port)
+    process.env["ALIASOP_WATCH_LABEL_SELECTOR"] = f"{SHARD_LABEL}={SHARD}"
+    process.start()
+    try:
+        process.wait_ready(f"http://127.0.0.1:{port}/healthz", timeout=60)
+        yield process
+    finally:
+        process.stop()
+        print(f"--- operator log tail ({log}) ---\n{process.tail(60)}")
+
+
+@pytest.fixture(scope="module")
+def serving(
+    k8s: client.ApiClient, serving_image: str, model: Model, operator: local.LocalProcess
+) -> Iterator[Serving]:
+    """A namespace with ModelDeployment `bikes` on the real node following @champion, version 1
+    serving and answering through the Service's ClusterIP."""
+    core = client.CoreV1Api(k8s)
+    namespace = f"t-e2e-{uuid.uuid4().hex[:6]}"
+    core.create_namespace(
+        {
+            "metadata": {
+                "name": namespace,
+                # The serving pods pass the restricted Pod Security Standard.
+                "labels": {"pod-security.kubernetes.io/enforce": "restricted"},
+            }
+        }
+    )
+    placement = on_real_node({})
+    spec = {
+        "model": f"models:/{model.name}@champion",
+        "replicas": 1,
+        "pollIntervalSeconds": 5,
+        "serving": {
+            "image": serving_image,
+            "port": PORT,
+            # A download the MLflow server answers with errors fails at once, not after
+            # MLflow's retries with backoff (minutes).
+            "env": [{"name": "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "value": "0"}],
+            "nodeSelector": placement["nodeSelector"],
+            "tolerations": placement["tolerations"],
+        },
+        "rollout": {"progressDeadlineSeconds": DEADLINE_SECONDS, "autoRollback": True},
+    }
+    client.CustomObjectsApi(k8s).create_namespaced_custom_object(
+        "aliasop.io",
+        "v1alpha1",
+        namespace,
+        "modeldeployments",
+        {
+            "apiVersion": "aliasop.io/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": NAME, "labels": {SHARD_LABEL: SHARD}},
+            "spec": spec,
+        },
+    )
+    try:
+        cluster_ip = wait_for(
+            lambda: _cluster_ip(core, namespace), timeout=30, message="the Service"
+        )
+        s = Serving(k8s, namespace, model, f"http://{cluster_ip}:{PORT}/invocations")
+        v1 = model.versions[0].version
+        wait_for(lambda: s.serving(v1), timeout=180, interval=1, message=f"version {v1} serving")
+        # kube-proxy's rules for the new endpoint come at its next sync.
+        wait_for(lambda: _answers(s), timeout=30, message=f"an answer from {s.url}")
+        yield s
+    finally:
+        core.delete_namespace(namespace)
+
+
+def _cluster_ip(core: client.CoreV1Api, namespace: str) -> str | None:
+    try:
+        ip: str = core.read_namespaced_service(NAME, namespace).spec.cluster_ip
+    except client.ApiException as error:
+        if error.status != 404:
+            raise
+        return None
+    return ip
+
+
+def _answers(s: Serving) -> str | None:
+    try:
+        return which(s.model, s.predict())
+    except OSError:
+        return None
+
+
+def _exec(cluster: Cluster, namespace: str, pod: str, script: str) -> str:
+    return cluster.kubectl(
+        "exec", "-n", namespace, pod, "-c", SERVING_CONTAINER, "--", "sh", "-c", script
+    ).stdout
+
+
+def test_serving_pod_runs_locked_down(
+    serving: Serving, cluster: Cluster, real_node: RealNode
+) -> None:
+    (pod,) = serving.pods()
+    assert pod.spec.node_name == real_node.name
+    (server,) = pod.status.container_statuses
+    assert server.container_id.startswith("containerd://")
+    # The image imported from podman's store: containerd had it, nothing was pulled.
+    assert server.image == pod.spec.containers[0].image
+    (download,) = pod.status.init_container_statuses
+    # The init container ran, and finished: it downloaded the version the pod serves.
+    assert download.state.terminated.exit_code == 0
+    name = pod.metadata.name
+    ns = serving.namespace
+    assert _exec(cluster, ns, name, "id -u; id -g").split() == ["10001", "10001"]
+    # The root is read-only for the server; /tmp (an emptyDir) is not, and the model's files
+    # are mounted read-only.
+    tried = _exec(
+        cluster,
+        ns,
+        name,
+        "touch /written 2>&1; echo root=$?; touch /opt/written 2>&1; echo opt=$?; "
+        "touch /tmp/written; echo tmp=$?; touch /var/lib/aliasop/model/written 2>&1; "
+        "echo model=$?; ls /var/lib/aliasop/model",
+    )
+    assert "root=1" in tried and "opt=1" in tried and "model=1" in tried, tried
+    assert "tmp=0" in tried, tried
+    assert "Read-only file system" in tried, tried
+    assert "MLmodel" in tried.split(), tried
+    # The server process (PID 1 of the container): no capability, no privilege escalation.
+    proc = dict(
+        line.split(":", 1)
+        for line in _exec(cluster, ns, name, "cat /proc/1/status").splitlines()
+        if ":" in line
+    )
+    assert int(proc["CapEff"].strip(), 16) == 0
+    assert int(proc["CapPrm"].strip(), 16) == 0
+    assert proc["NoNewPrivs"].strip() == "1"
+    assert proc["Uid"].split()[:2] == ["10001", "10001"]
+    assert serving.predict() == pytest.approx(serving.model.versions[0].predictions)
+
+
+def test_alias_move_drops_no_request(serving: Serving) -> None:
+    """@champion moves from 1 to 2 while a client sends requests through the ClusterIP: every
+    request is answered, by version 1 or 2, and once the rollout is done, by 2 only."""
+    model = serving.model
+    v1, v2 = (v.version for v in model.versions[:2])
+    wait_for(lambda: serving.serving(v1), timeout=60, message=f"version {v1} serving")
+    with Client(serving) as requests:
+        wait_for(lambda: len(requests.answers) >= 20, timeout=30, message="20 answers")
+        bikes.set_alias(model.tracking_uri, model.name, "champion", v2)
+        wait_for(
+            lambda: serving.serving(v2), timeout=180, interval=1, message=f"version {v2} serving"
+        )
+        during = len(requests.answers)
+        # The last old pod is gone: from now on only version 2 can answer.
+        wait_for(
+            lambda: len(requests.answers) >= during + 50, timeout=60, message="50 more answers"
+        )
+    assert requests.failures == [], requests.failures
+    counts = Counter(requests.answers)
+    assert set(counts) == {v1, v2}, counts  # None: an answer from neither version
+    # Once the old pod is gone, only version 2 answers.
+    assert set(requests.answers[during:]) == {v2}, Counter(requests.answers[during:])
+    # Version 2's pod downloaded version 2.
+    (pod,) = serving.pods()
+    assert pod.metadata.annotations["aliasop.io/model-uri"] == f"models:/{model.name}/{v2}"
+    (download,) = pod.status.init_container_statuses
+    assert download.state.terminated.exit_code == 0
+
+
+def test_version_that_cannot_start_is_rolled_back(serving: Serving, cluster: Cluster) -> None:
+    """A version whose files the MLflow server cannot serve: its pod's download fails in the
+    init container (Init:Error, the reason in its log), the rollout misses its deadline and is
+    rolled back, and requests keep being answered by the version that served before."""
+    model = serving.model
+    good = model.versions[-1].version
+    wait_for(
+        lambda: serving.serving(good, ("Ready", "Degraded")),
+        timeout=60,
+        message=f"version {good} serving",
+    )
+    bad = bikes.train_and_register(model.tracking_uri, model.name, kind="linear", seed=11)
+    # Break its files on the server: the model's weights a dangling link, so the server's
+    # listing of the version's artifacts fails (HTTP 500).
+    source = MlflowClient(model.tracking_uri).get_model_version(model.name, bad.version).source
+    model_id = source.removeprefix("models:/")
+    (files,) = (p.parent for p in model.artifacts.rglob("MLmodel") if model_id in str(p))
+    broken = [f for f in files.iterdir() if f.name.startswith("model.")]
+    assert broken, sorted(f.name for f in files.iterdir())
+    for f in broken:
+        f.unlink()
+        f.symlink_to("/nonexistent")
+
+    with Client(serving) as requests:
+        wait_for(lambda: len(requests.answers) >= 20, timeout=30, message="20 answers")
+        bikes.set_alias(model.tracking_uri, model.name, "champion", bad.version)
+
+        def failed_download() -> client.V1Pod | None:
+            for pod in serving.pods():
+                if pod.metadata.labels[VERSION_LABEL] != bad.version:
+                    continue
+                (status,) = pod.status.init_container_statuses or [None]
+                terminated = status and (status.state.terminated or status.last_state.terminated)
+                if terminated and terminated.exit_code != 0:
+                    return pod
+            return None
+
+        pod = wait_for(failed_download, timeout=90, message=f"version {bad.version}'s download")
+        name = pod.metadata.name
+        shown = cluster.kubectl("get", "pod", "-n", serving.namespace, name).stdout
+        assert "Init:Error" in shown or "Init:CrashLoopBackOff" in shown, shown
+        log = cluster.kubectl(
+            "logs", "-n", serving.namespace, name, "-c", DOWNLOAD_CONTAINER, check=False
+        ).stdout
+        if "Traceback" not in log:  # restarted meanwhile: the failed run's log
+            log = cluster.kubectl(
+                "logs", "-n", serving.namespace, name, "-c", DOWNLOAD_CONTAINER, "--previous"
+            ).stdout
+        assert "mlflow-artifacts" in log and "500 error" in log, log
+        assert pod.status.container_statuses[0].state.waiting is not None  # never started
+
+        def rolled_back() -> bool:
+            status = serving.status()
+            return status.get("failedVersion") == bad.version and serving.only_version(good)
+
+        wait_for(rolled_back, timeout=DEADLINE_SECONDS + 90, interval=1, message="the rollback")
+        during = len(requests.answers)
+        wait_for(lambda: len(requests.answers) >= during + 20, timeout=30, message="answers")
+    assert requests.failures == [], requests.failures
+    # Every answer came from the version that served before.
+    assert set(requests.answers) == {good}, Counter(requests.answers)
+
+    def rollback_recorded() -> dict[str, Any] | None:
+        status = serving.status()
+        history = status.get("history") or []
+        outcomes = {(h["version"], h.get("reason"), h.get("outcome")) for h in history}
+        done = (good, "Rollback", "Succeeded") in outcomes
+        return status if done else None
+
+    status = wait_for(rollback_recorded, timeout=30, message="the rollback in the history")
+    outcomes = {(h["version"], h.get("reason"), h.get("outcome")) for h in status["history"]}
+    assert (bad.version, "AliasMoved", "Failed") in outcomes, status["history"]
+    assert status["servingVersion"] == good and status["lastGoodVersion"] == good, status
+    # Degraded while @champion names the failed version, which is not tried again.
+    assert status["phase"] == "Degraded", status
+    message = status["message"]
+    assert f"version {bad.version} failed to roll out" in message or (
+        f"version {bad.version} did not become available" in message
+    ), message
+
+
+# A package the serving image lacks: the model below needs it to load.
+MISSING_PACKAGE = "aliasop_e2e_extra"
+
+
+def register_needing_missing_package(tracking_uri: str, name: str, workdir: Path) -> str:
+    """Register a version of `name`: a pyfunc model whose class lives in MISSING_PACKAGE, a
+    module importable here only while this function runs (pickled by reference, as a model
+    that needs an uninstalled package is); the version's number."""
+    import mlflow
+
+    (workdir / f"{MISSING_PACKAGE}.py").write_text(
+        "import mlflow.pyfunc\n\n\n"
+        "class Model(mlflow.pyfunc.PythonModel):\n"
+        "    def predict(self, context, model_input, params=None):\n"
+        "        return model_input.sum(axis=1)\n"
+    )
+    sys.path.insert(0, str(workdir))
+    try:
+        extra = importlib.import_module(MISSING_PACKAGE)
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_experiment(f"aliasop-{name}")
+        with mlflow.start_run():
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=extra.Model(),
+                pip_requirements=[MISSING_PACKAGE],
+                registered_model_name=name,
+            )
+    finally:
+        sys.path.remove(str(workdir))
+        sys.modules.pop(MISSING_PACKAGE, None)
+    return str(info.registered_model_version)
+
+
+def test_version_whose_server_cannot_load_is_rolled_back(
+    serving: Serving, cluster: Cluster, tmp_path: Path
+) -> None:
+    """A version whose model needs a package the image does not have: the download succeeds,
+    the server cannot load the model (its log says which module is missing) and never turns
+    Ready; the rollout misses its deadline and is rolled back while the version that served
+    before answers every request."""
+    model = serving.model
+    good = model.versions[-1].version
+    wait_for(
+        lambda: serving.serving(good, ("Ready", "Degraded")),
+        timeout=60,
+        message=f"version {good} serving",
+    )
+    bad = register_needing_missing_package(model.tracking_uri, model.name, tmp_path)
+
+    with Client(serving) as requests:
+        wait_for(lambda: len(requests.answers) >= 20, timeout=30, message="20 answers")
+        bikes.set_alias(model.tracking_uri, model.name, "champion", bad)
+
+        def failing_server() -> tuple[client.V1Pod, str] | None:
+            for pod in serving.pods():
+                if pod.metadata.labels[VERSION_LABEL] != bad:
+                    continue
+                for previous in ([], ["--previous"]):
+                    log = cluster.kubectl(
+                        "logs",
+                        "-n",
+                        serving.namespace,
+                        pod.metadata.name,
+                        "-c",
+                        SERVING_CONTAINER,
+                        *previous,
+                        check=False,
+                    ).stdout
+                    if f"No module named '{MISSING_PACKAGE}'" in log:
+                        return pod, log
+            return None
+
+        pod, _ = wait_for(failing_server, timeout=90, interval=2, message="the server's error")
+        (download,) = pod.status.init_container_statuses
+        assert download.state.terminated.exit_code == 0  # the files came
+        (server,) = pod.status.container_statuses
+        assert not server.ready
+
+        def rolled_back() -> bool:
+            status = serving.status()
+            return status.get("failedVersion") == bad and serving.only_version(good)
+
+        wait_for(rolled_back, timeout=DEADLINE_SECONDS + 90, interval=1, message="the rollback")
+        during = len(requests.answers)
+        wait_for(lambda: len(requests.answers) >= during + 20, timeout=30, message="answers")
+    assert requests.failures == [], requests.failures
+    assert set(requests.answers) == {good}, Counter(requests.answers)
