@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
-from support import TEST_NAMESPACE_PREFIX, Cluster, cluster_script
+from aliasop_dev import bikes, local
+
+from support import REPO, TEST_NAMESPACE_PREFIX, Cluster, cluster_script
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 REAL_NODE_DIR = Path(__file__).parent / "node"
@@ -58,3 +60,45 @@ def namespace(k8s: client.ApiClient, request: pytest.FixtureRequest) -> Iterator
         yield name
     finally:
         core.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def installed(cluster: Cluster) -> Cluster:
+    """The CRD and manifests/ applied the way a user installs them."""
+    cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.aliasop.io")
+    cluster.kubectl("apply", "-k", str(REPO / "manifests"))
+    return cluster
+
+
+# --- MLflow and models --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real MLflow server on loopback (containers on the host network reach it too)."""
+    port = local.free_port()
+    server = local.mlflow_server(tmp_path_factory.mktemp("mlflow"), port).start()
+    try:
+        server.wait_ready(f"http://127.0.0.1:{port}/health", timeout=90)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def model_name() -> str:
+    return f"bikes-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def two_versions(
+    mlflow_uri: str, model_name: str
+) -> tuple[bikes.RegisteredVersion, bikes.RegisteredVersion]:
+    """Versions 1 (ridge) and 2 (hourly) of a fresh model, which predict differently;
+    `@champion` points at version 1."""
+    v1 = bikes.train_and_register(mlflow_uri, model_name, kind="linear")
+    v2 = bikes.train_and_register(mlflow_uri, model_name, kind="hourly")
+    assert v1.predictions != v2.predictions
+    bikes.set_alias(mlflow_uri, model_name, "champion", v1.version)
+    return v1, v2

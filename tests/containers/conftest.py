@@ -11,15 +11,12 @@ import os
 import shutil
 import subprocess
 import tomllib
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from aliasop_dev import bikes, local
-
 from podman import image_exists, podman_env, remove_test_containers
-from support import REPO, Cluster
+from support import REPO
 
 VERSION: str = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 OPERATOR_IMAGE = f"aliasop:{VERSION}"
@@ -60,41 +57,3 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
     remove_test_containers()
     yield OPERATOR_IMAGE, SERVING_IMAGE
     remove_test_containers()
-
-
-@pytest.fixture(scope="session")
-def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real MLflow server on loopback, which containers on the host network reach."""
-    port = local.free_port()
-    server = local.mlflow_server(tmp_path_factory.mktemp("mlflow"), port).start()
-    try:
-        server.wait_ready(f"http://127.0.0.1:{port}/health", timeout=90)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="session")
-def installed(cluster: Cluster) -> Cluster:
-    """The CRD and manifests/ applied the way a user installs them."""
-    cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.aliasop.io")
-    cluster.kubectl("apply", "-k", str(REPO / "manifests"))
-    return cluster
-
-
-@pytest.fixture
-def model_name() -> str:
-    return f"bikes-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def two_versions(
-    mlflow_uri: str, model_name: str
-) -> tuple[bikes.RegisteredVersion, bikes.RegisteredVersion]:
-    """Versions 1 and 2 of a fresh model, which predict differently; @champion -> 1."""
-    v1 = bikes.train_and_register(mlflow_uri, model_name, kind="linear")
-    v2 = bikes.train_and_register(mlflow_uri, model_name, kind="hourly")
-    assert v1.predictions != v2.predictions
-    bikes.set_alias(mlflow_uri, model_name, "champion", v1.version)
-    return v1, v2

@@ -11,7 +11,7 @@ import pytest
 from kubernetes import client
 from mlflow import MlflowClient
 
-from aliasop_dev import bikes, local
+from aliasop_dev import local
 
 from resources import (
     OPERATOR_NAMESPACE,
@@ -23,27 +23,7 @@ from resources import (
     View,
     endpoint,
 )
-from support import REPO, SHARD_LABEL, Cluster, TcpProxy
-
-
-@pytest.fixture(scope="session")
-def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = local.free_port()
-    server = local.mlflow_server(tmp_path_factory.mktemp("mlflow"), port).start()
-    try:
-        server.wait_ready(f"http://127.0.0.1:{port}/health", timeout=90)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="session")
-def installed(cluster: Cluster) -> Cluster:
-    """The CRD and manifests/ applied the way a user installs them."""
-    cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.aliasop.io")
-    cluster.kubectl("apply", "-k", str(REPO / "manifests"))
-    return cluster
+from support import SHARD_LABEL, Cluster, TcpProxy
 
 
 @pytest.fixture(scope="session")
@@ -101,22 +81,6 @@ def operator(
     finally:
         process.stop()
         print(f"--- operator log tail ({log}) ---\n{process.tail(80)}")
-
-
-@pytest.fixture
-def model_name() -> str:
-    return f"bikes-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def two_versions(mlflow_uri: str, model_name: str) -> Versions:
-    """Versions 1 (ridge) and 2 (hourly) of a fresh model, which predict differently;
-    `@champion` points at version 1."""
-    v1 = bikes.train_and_register(mlflow_uri, model_name, kind="linear")
-    v2 = bikes.train_and_register(mlflow_uri, model_name, kind="hourly")
-    assert v1.predictions != v2.predictions
-    bikes.set_alias(mlflow_uri, model_name, "champion", v1.version)
-    return v1, v2
 
 
 @pytest.fixture

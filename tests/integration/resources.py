@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pandas as pd
 import pytest
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
@@ -205,3 +209,30 @@ class NeverReady:
         except client.ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+def predict_with(
+    pod: dict[str, Any],
+    example: pd.DataFrame,
+    workdir: Path,
+    secrets: Mapping[str, Mapping[str, str]],
+    cwd: Path | None = None,
+) -> list[float]:
+    """Run `pod` as rendered (the download, then the server), wait on the server's readiness
+    probe, post the input example."""
+    container = pod["containers"][0]
+    probe = container["readinessProbe"]["httpGet"]
+    port = next(p["containerPort"] for p in container["ports"] if p["name"] == probe["port"])
+    server = local.serving_pod(pod, workdir, secrets=secrets, cwd=cwd).start()
+    try:
+        server.wait_ready(f"http://127.0.0.1:{port}{probe['path']}", timeout=120)
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/invocations",
+            json={"dataframe_split": json.loads(example.to_json(orient="split", index=False))},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        predictions: list[float] = response.json()["predictions"]
+        return predictions
+    finally:
+        server.stop()

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
@@ -37,6 +36,8 @@ from aliasop.builders import (
 )
 from aliasop.models import ModelDeploymentSpec
 from aliasop_dev import bikes, local
+
+from resources import predict_with
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -124,33 +125,6 @@ def render(tracking_uri: str, version: bikes.RegisteredVersion, **serving: Any) 
 def pod_of(deployment: Mapping[str, Any]) -> dict[str, Any]:
     pod: dict[str, Any] = deployment["spec"]["template"]["spec"]
     return pod
-
-
-def predict_with(
-    pod: dict[str, Any],
-    example: pd.DataFrame,
-    workdir: Path,
-    secrets: Mapping[str, Mapping[str, str]],
-    cwd: Path | None = None,
-) -> list[float]:
-    """Run `pod` as rendered (the download, then the server), wait on the server's readiness
-    probe, post the input example."""
-    container = pod["containers"][0]
-    probe = container["readinessProbe"]["httpGet"]
-    port = next(p["containerPort"] for p in container["ports"] if p["name"] == probe["port"])
-    server = local.serving_pod(pod, workdir, secrets=secrets, cwd=cwd).start()
-    try:
-        server.wait_ready(f"http://127.0.0.1:{port}{probe['path']}", timeout=120)
-        response = httpx.post(
-            f"http://127.0.0.1:{port}/invocations",
-            json={"dataframe_split": json.loads(example.to_json(orient="split", index=False))},
-            timeout=30,
-        )
-        assert response.status_code == 200, response.text
-        predictions: list[float] = response.json()["predictions"]
-        return predictions
-    finally:
-        server.stop()
 
 
 def test_model_is_read_straight_from_the_bucket_with_the_secrets_credentials(

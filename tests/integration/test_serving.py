@@ -8,37 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
-import pandas as pd
 import pytest
 from kubernetes import client
 
 from aliasop_dev import bikes, local
 
-from resources import Versions, View
+from resources import Versions, View, predict_with
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("operator")]
-
-
-def predict_with(pod: dict[str, Any], example: pd.DataFrame, workdir: Path) -> list[float]:
-    """Run `pod` as rendered (the download, then the server), wait on the server's readiness
-    probe, post the input example."""
-    container = pod["containers"][0]
-    probe = container["readinessProbe"]["httpGet"]
-    port = next(p["containerPort"] for p in container["ports"] if p["name"] == probe["port"])
-    server = local.serving_pod(pod, workdir).start()
-    try:
-        server.wait_ready(f"http://127.0.0.1:{port}{probe['path']}", timeout=120)
-        response = httpx.post(
-            f"http://127.0.0.1:{port}/invocations",
-            json={"dataframe_split": json.loads(example.to_json(orient="split", index=False))},
-            timeout=30,
-        )
-        assert response.status_code == 200, response.text
-        predictions: list[float] = response.json()["predictions"]
-        return predictions
-    finally:
-        server.stop()
 
 
 def test_rendered_container_serves_the_pinned_version(
