@@ -215,11 +215,11 @@ def predict_with(
     pod: dict[str, Any],
     example: pd.DataFrame,
     workdir: Path,
-    secrets: Mapping[str, Mapping[str, str]],
+    secrets: Mapping[str, Mapping[str, str]] | None = None,
     cwd: Path | None = None,
 ) -> list[float]:
     """Run `pod` as rendered (the download, then the server), wait on the server's readiness
-    probe, post the input example."""
+    probe, post the input example. `secrets`: the data of the Secrets its envFrom names."""
     container = pod["containers"][0]
     probe = container["readinessProbe"]["httpGet"]
     port = next(p["containerPort"] for p in container["ports"] if p["name"] == probe["port"])
