@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from aliasop_dev import local
+
 T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parent.parent
@@ -106,11 +108,7 @@ class TcpProxy:
         """Forward `host`:`port` (a free port when 0) to 127.0.0.1:`target_port`."""
         self.target_port = target_port
         self.host = host
-        if not port:
-            with socket.socket() as probe:
-                probe.bind((host, 0))
-                port = probe.getsockname()[1]
-        self.port: int = port
+        self.port: int = port or local.free_port()
         self._server: socket.socket | None = None
         self._open: set[socket.socket] = set()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -22,11 +23,22 @@ from typing import Any
 import httpx
 
 
+# Below the kernel's ephemeral range (32768-60999), where outgoing connections take their
+# local ports, and below realnode.sh's (29001-29999): a port the kernel hands out (bind to 0)
+# can be taken by any client connection between this check and the server's bind.
+_PORTS = range(20000, 29000)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port no one listens on, on any address."""
+    for port in random.sample(_PORTS, 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free TCP port in {_PORTS.start}-{_PORTS.stop - 1}")
 
 
 @dataclass
