@@ -22,7 +22,6 @@ from typing import Any
 
 import httpx
 
-
 # Below the kernel's ephemeral range (32768-60999), where outgoing connections take their
 # local ports, and below realnode.sh's (29001-29999): a port the kernel hands out (bind to 0)
 # can be taken by any client connection between this check and the server's bind.
