@@ -1,6 +1,6 @@
 """The analysis step of a canary (issue 18): its spec, and the measurements kept in status.
 
-Plain data, like `aliasop.models`, whose `_CamelModel` these share: the CRD schema of a step
+Plain data on `aliasop.modelbase`, like `aliasop.models`: the CRD schema of a step
 comes from them (`aliasop.crd.analysis_step_schema`), with the CEL rules below for what an
 OpenAPI schema cannot say. Each rule has its twin in a pydantic validator, so the operator
 refuses what the API server refuses (tests/unit/test_analysis_models.py runs both on the same
@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, StringConstraints, field_validator, model_validator
 
-from aliasop.models import Timestamp, _CamelModel
+from aliasop.modelbase import CamelModel, Timestamp
 from aliasop.templating import TEMPLATE_MESSAGE, TEMPLATE_PATTERN, check_template
 
 # A metric's name: a DNS-1123 label, so it can name a label value or an Event's subject.
@@ -61,7 +61,7 @@ HEADER_NAMES_RULE = {
 Template = Annotated[str, AfterValidator(check_template)]
 
 
-class PrometheusProvider(_CamelModel):
+class PrometheusProvider(CamelModel):
     """An instant PromQL query whose answer is one number: a scalar, or a vector of one
     series."""
 
@@ -80,7 +80,7 @@ class PrometheusProvider(_CamelModel):
     )
 
 
-class WebProvider(_CamelModel):
+class WebProvider(CamelModel):
     """A GET whose JSON answer holds the number at `jsonPath`."""
 
     url: Template = Field(
@@ -110,7 +110,7 @@ class WebProvider(_CamelModel):
         return headers
 
 
-class ThresholdRange(_CamelModel):
+class ThresholdRange(CamelModel):
     """The range a measurement must fall in to pass, bounds included."""
 
     min: float | None = Field(None, description="Lowest passing value; none when unset.")
@@ -135,7 +135,7 @@ class ThresholdRange(_CamelModel):
         return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
 
 
-class AnalysisMetric(_CamelModel):
+class AnalysisMetric(CamelModel):
     """One number measured `count` times, and the range it must stay in."""
 
     name: str = Field(
@@ -162,7 +162,7 @@ class AnalysisMetric(_CamelModel):
         return self
 
 
-class AnalysisStep(_CamelModel):
+class AnalysisStep(CamelModel):
     """Measure each metric `count` times, `interval` seconds apart; more than `failureLimit`
     failed measurements of a metric, or more than `consecutiveErrorLimit` errors in a row
     (a provider that cannot be reached or answers no number), fail the analysis."""
@@ -230,7 +230,7 @@ class AnalysisPhase(StrEnum):
         return self in (AnalysisPhase.FAILED, AnalysisPhase.ERROR)
 
 
-class Measurement(_CamelModel):
+class Measurement(CamelModel):
     """One measurement of one metric."""
 
     metric: str = Field(description="The metric measured.")
@@ -244,7 +244,7 @@ class Measurement(_CamelModel):
 MEASUREMENTS_KEPT = 10
 
 
-class MetricResult(_CamelModel):
+class MetricResult(CamelModel):
     """Counters of one metric's measurements so far, and the newest measurements."""
 
     name: str = Field(description="The metric.")
@@ -264,7 +264,7 @@ class MetricResult(_CamelModel):
         return self.measurements[-1] if self.measurements else None
 
 
-class AnalysisRun(_CamelModel):
+class AnalysisRun(CamelModel):
     """Where one analysis step stands: kept in status, so that a restarted operator resumes it
     without measuring again what it measured."""
 

@@ -31,6 +31,14 @@ FIELD_MANAGER = "aliasop"  # of server-side apply
 # get_replicas_handover).
 HANDOVER_FIELD_MANAGER = "aliasop-replicas-handover"
 VERSION_LABEL = f"{GROUP}/model-version"
+# Which side a serving pod is on (Canary strategy): per-side Services select by it, and request
+# metrics can be split by it.
+VARIANT_LABEL = f"{GROUP}/variant"
+MAIN, CANARY = "main", "canary"
+# Children named <name>-<suffix>: the canary Deployment, and a Service per side.
+STABLE_SUFFIX, CANARY_SUFFIX = "stable", "canary"
+SUFFIXES = (STABLE_SUFFIX, CANARY_SUFFIX)
+LONGEST_SUFFIX = 1 + max(len(suffix) for suffix in SUFFIXES)
 MODEL_URI_ANNOTATION = f"{GROUP}/model-uri"
 RUN_ID_ANNOTATION = f"{GROUP}/run-id"
 ALIAS_ANNOTATION = f"{GROUP}/alias"
@@ -112,12 +120,38 @@ def get_serving_args(port: int, workers: int) -> list[str]:
     ]
 
 
+def child_name(owner: Owner, suffix: str = "") -> str:
+    return f"{owner.name}-{suffix}" if suffix else owner.name
+
+
+def get_variant_labels(spec: ModelDeploymentSpec, variant: str) -> dict[str, str]:
+    """The variant label of a side's pods: only with the Canary strategy, so that a resource
+    without one keeps the pod template it always had (no restart at an operator upgrade)."""
+    return {VARIANT_LABEL: variant} if spec.canary or variant != MAIN else {}
+
+
 def get_deployment(
-    owner: Owner, spec: ModelDeploymentSpec, pin: PinnedVersion, defaults: ServingDefaults
+    owner: Owner,
+    spec: ModelDeploymentSpec,
+    pin: PinnedVersion,
+    defaults: ServingDefaults,
+    *,
+    variant: str = MAIN,
+    replicas: int | None = None,
 ) -> Manifest:
+    """The Deployment of one side: the resource's own (`variant` main), or its canary
+    (`<name>-canary`, whose selector adds the variant label, so that neither Deployment's
+    pods are the other's). `replicas` overrides spec.replicas (a canary's share)."""
     uri = spec.model_uri
     serving = spec.serving
-    labels = {**get_selector_labels(owner), VERSION_LABEL: pin.version}
+    selector = get_selector_labels(owner)
+    if variant != MAIN:
+        selector = {**selector, VARIANT_LABEL: variant}
+    labels = {
+        **get_selector_labels(owner),
+        **get_variant_labels(spec, variant),
+        VERSION_LABEL: pin.version,
+    }
     # The spec's own pod labels and annotations go first so that aliasop's win (the CRD refuses
     # them anyway): the selector must keep selecting the pods.
     pod_labels = {**serving.pod_labels, **labels}
@@ -172,7 +206,7 @@ def get_deployment(
     if serving.storage.size_limit is not None:
         model_volume["emptyDir"]["sizeLimit"] = serving.storage.size_limit
     deployment_spec: Manifest = {
-        "selector": {"matchLabels": get_selector_labels(owner)},
+        "selector": {"matchLabels": selector},
         "progressDeadlineSeconds": spec.rollout.progress_deadline_seconds,
         "strategy": {
             "type": "RollingUpdate",
@@ -210,12 +244,14 @@ def get_deployment(
     }
     # Absent replicas leave the field to whoever else owns it (an HPA); server-side apply
     # then neither sets nor resets it.
-    if spec.replicas is not None:
-        deployment_spec["replicas"] = spec.replicas
+    replicas = spec.replicas if replicas is None else replicas
+    if replicas is not None:
+        deployment_spec["replicas"] = replicas
+    name = child_name(owner, CANARY_SUFFIX if variant == CANARY else "")
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _child_metadata(owner, labels),
+        "metadata": _child_metadata(owner, labels, name),
         "spec": deployment_spec,
     }
 
@@ -248,13 +284,20 @@ def get_replicas_handover(owner: Owner, replicas: int) -> Manifest:
     }
 
 
-def get_service(owner: Owner, spec: ModelDeploymentSpec) -> Manifest:
+def get_service(owner: Owner, spec: ModelDeploymentSpec, variant: str = "") -> Manifest:
+    """The Service of every serving pod, or (`variant`) of one side's pods only: <name>-stable
+    for the main side, <name>-canary for the canary."""
+    selector = get_selector_labels(owner)
+    name = owner.name
+    if variant:
+        selector = {**selector, VARIANT_LABEL: variant}
+        name = child_name(owner, STABLE_SUFFIX if variant == MAIN else CANARY_SUFFIX)
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _child_metadata(owner, get_selector_labels(owner)),
+        "metadata": _child_metadata(owner, get_selector_labels(owner), name),
         "spec": {
-            "selector": get_selector_labels(owner),
+            "selector": selector,
             "ports": [{"name": "http", "port": spec.serving.port, "targetPort": "http"}],
         },
     }
@@ -269,9 +312,9 @@ def _probe(period: int, failures: int) -> Manifest:
     }
 
 
-def _child_metadata(owner: Owner, labels: dict[str, str]) -> Manifest:
+def _child_metadata(owner: Owner, labels: dict[str, str], name: str = "") -> Manifest:
     return {
-        "name": owner.name,
+        "name": name or owner.name,
         "namespace": owner.namespace,
         "labels": {**owner.labels, **labels},
         "ownerReferences": [

@@ -21,7 +21,11 @@ from aliasop.analysis_models import (
     THRESHOLD_RANGE_RULES,
     AnalysisStep,
 )
+from aliasop.builders import LONGEST_SUFFIX
 from aliasop.models import (
+    CANARY_REPLICAS_MESSAGE,
+    CANARY_STEP_MESSAGE,
+    CANARY_STEPS_MESSAGE,
     CATEGORY,
     DISRUPTION_BUDGET_MESSAGE,
     GROUP,
@@ -45,12 +49,19 @@ Schema = dict[str, Any]
 # OpenAPI document.
 CORE_V1_SCHEMAS = ("schemas", "core_v1.json")
 
-# Children are named after the resource: a Service name must be a DNS-1035 label.
+# Children are named after the resource: a Service name must be a DNS-1035 label, and so
+# must the canary's, with its suffix.
 NAME_RULE = {
     "rule": "self.metadata.name.size() <= 63 && "
     "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
     "message": "metadata.name must be a DNS-1035 label (lowercase letters, digits and '-', "
     "starting with a letter, at most 63 characters): it names the Deployment and Service",
+}
+CANARY_NAME_RULE = {
+    "rule": f"self.spec.rollout.strategy != 'Canary' || "
+    f"self.metadata.name.size() <= {63 - LONGEST_SUFFIX}",
+    "message": f"with rollout.strategy Canary, metadata.name may have at most "
+    f"{63 - LONGEST_SUFFIX} characters: it names the Services <name>-stable and <name>-canary",
 }
 
 
@@ -205,6 +216,37 @@ def analysis_step_schema() -> Schema:
     return copy.deepcopy(schema)
 
 
+def _canary_rules(spec_schema: Schema) -> None:
+    """The canary steps' schema, and what a Canary strategy needs of the spec."""
+    steps = spec_schema["properties"]["rollout"]["properties"]["steps"]
+    step = steps["items"]
+    fields = step["properties"]
+    fields["analysis"] = {
+        **analysis_step_schema(),
+        "description": fields["analysis"]["description"],
+    }
+    for optional in fields.values():  # absent, not null: has() means set
+        optional.pop("nullable", None)
+    fields["pause"]["properties"]["seconds"].pop("nullable", None)
+    step["x-kubernetes-validations"] = [
+        {
+            "rule": "(has(self.setWeight) ? 1 : 0) + (has(self.pause) ? 1 : 0) + "
+            "(has(self.analysis) ? 1 : 0) == 1",
+            "message": CANARY_STEP_MESSAGE,
+        }
+    ]
+    spec_schema["x-kubernetes-validations"] = [
+        {
+            "rule": "self.rollout.strategy != 'Canary' || has(self.replicas)",
+            "message": CANARY_REPLICAS_MESSAGE,
+        },
+        {
+            "rule": "self.rollout.strategy != 'Canary' || size(self.rollout.steps) > 0",
+            "message": CANARY_STEPS_MESSAGE,
+        },
+    ]
+
+
 def _model_schema(model: type[ModelDeploymentSpec] | type[ModelDeploymentStatus]) -> Schema:
     return structural(model.model_json_schema(by_alias=True, mode="validation"))
 
@@ -243,6 +285,7 @@ def build_crd() -> dict[str, Any]:
             "message": DISRUPTION_BUDGET_MESSAGE,
         }
     ]
+    _canary_rules(spec_schema)
     column = "jsonPath"
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -278,6 +321,8 @@ def build_crd() -> dict[str, Any]:
                         {"name": "Serving", "type": "string", column: ".status.servingVersion"},
                         _condition_column("Ready", ConditionType.READY),
                         {"name": "Phase", "type": "string", column: ".status.phase"},
+                        {"name": "Step", "type": "integer", column: ".status.canary.step"},
+                        {"name": "Weight", "type": "integer", column: ".status.canary.weight"},
                         {"name": "Age", "type": "date", column: ".metadata.creationTimestamp"},
                         # -o wide
                         {"name": "Model", "type": "string", column: ".spec.model", "priority": 1},
@@ -300,7 +345,7 @@ def build_crd() -> dict[str, Any]:
                             "description": "Serves an MLflow registered model at the version "
                             "one of its aliases points to, following the alias as it moves.",
                             "required": ["spec"],
-                            "x-kubernetes-validations": [NAME_RULE],
+                            "x-kubernetes-validations": [NAME_RULE, CANARY_NAME_RULE],
                             "properties": {
                                 "apiVersion": {
                                     "type": "string",

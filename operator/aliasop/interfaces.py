@@ -40,7 +40,7 @@ class ApiUnreachable(ConnectionError):
 
 
 class Children(Protocol):
-    """The Deployment and Service a ModelDeployment owns."""
+    """The Deployments, Services and PodDisruptionBudget a ModelDeployment owns."""
 
     async def apply(
         self, manifest: dict[str, Any], current_revision: str | None, field_manager: str = ...
@@ -52,6 +52,10 @@ class Children(Protocol):
 
     async def delete(self, manifest: dict[str, Any]) -> None:
         """Delete the object `manifest` names; one already gone is fine."""
+
+    async def controller(self, manifest: dict[str, Any]) -> str | None:
+        """The uid of the controller of the object `manifest` names: "" when nothing controls
+        it, None when there is no such object."""
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop what is remembered of the last applies for the children of this resource."""

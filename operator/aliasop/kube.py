@@ -21,9 +21,10 @@ from typing import Any
 import aiohttp
 import kopf
 
-from aliasop.builders import FIELD_MANAGER, get_child_revision
+from aliasop.builders import FIELD_MANAGER, SUFFIXES, Owner, child_name, get_child_revision
 from aliasop.interfaces import ApiError, ApiUnreachable
-from aliasop.models import GROUP, PLURAL, VERSION, rfc3339
+from aliasop.modelbase import rfc3339
+from aliasop.models import GROUP, PLURAL, VERSION
 
 _APPLY = "application/apply-patch+yaml"  # JSON is YAML, so a JSON body is fine
 _MERGE = "application/merge-patch+json"
@@ -161,10 +162,25 @@ class Cluster:
             if exc.missing != (_PLURALS[manifest["kind"]], meta["name"]):
                 raise
 
+    async def controller(self, manifest: dict[str, Any]) -> str | None:
+        """The uid of the controller of the object `manifest` names: "" when nothing controls
+        it, None when there is no such object."""
+        meta = manifest["metadata"]
+        try:
+            found = json.loads(await self._send("GET", self._path(manifest), None, fenced=False))
+        except ApiError as exc:
+            if exc.missing == (_PLURALS[manifest["kind"]], meta["name"]):
+                return None
+            raise
+        references = found.get("metadata", {}).get("ownerReferences") or []
+        return next((str(r.get("uid")) for r in references if r.get("controller")), "")
+
     def forget(self, namespace: str, name: str) -> None:
         """Drop what is remembered of the children of a resource no longer followed."""
+        names = {name, *(child_name(Owner(name, namespace, ""), s) for s in SUFFIXES)}
         for kind in _PLURALS:
-            self._applied.pop((kind, namespace, name), None)
+            for child in names:
+                self._applied.pop((kind, namespace, child), None)
 
     @staticmethod
     def _path(manifest: dict[str, Any]) -> str:

@@ -36,3 +36,8 @@ WEBHOOK_DELIVERIES = Counter(
 LEADER = Gauge(
     "aliasop_leader", "1 while this replica leads (writes); 0 while it stands by (--leader-elect)."
 )
+MEASUREMENTS = Counter(
+    "aliasop_analysis_measurements_total",
+    "Measurements of canary analyses, by phase (Successful, Failed, Error).",
+    ["phase"],
+)

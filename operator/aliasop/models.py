@@ -8,19 +8,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PlainSerializer,
-    StringConstraints,
-    model_validator,
-)
-from pydantic.alias_generators import to_camel
+from pydantic import Field, StringConstraints, model_validator
+
+from aliasop.analysis_models import AnalysisRun, AnalysisStep
+from aliasop.modelbase import CamelModel, Timestamp
 
 GROUP = "aliasop.io"
 VERSION = "v1alpha1"
@@ -30,6 +24,8 @@ SINGULAR = "modeldeployment"
 SHORT_NAMES = ["mdep"]
 CATEGORY = "aliasop"  # `kubectl get aliasop`
 TAG_PREFIX = "aliasop/"  # model-version tags aliasop writes: aliasop/<namespace>/<name>
+# Set to a canary's version, ends that canary's pauses without `seconds` (a manual promotion).
+PROMOTE_ANNOTATION = f"{GROUP}/promote"
 
 # MLflow registered-model names may contain dots (catalog.schema.model) and dashes; aliases are
 # word characters and dashes. Slashes, spaces and "@" are refused so a URI parses one way only.
@@ -37,10 +33,6 @@ MODEL_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,255}"
 ALIAS_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_\-]{0,255}"
 MODEL_URI_PATTERN = rf"^models:/({MODEL_NAME_PATTERN})@({ALIAS_PATTERN})$"
 _MODEL_URI = re.compile(MODEL_URI_PATTERN)
-
-
-class _CamelModel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
 
 @dataclass(frozen=True)
@@ -73,7 +65,7 @@ QUANTITY_PATTERN = (
 Quantity = int | Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN)]
 
 
-class Resources(_CamelModel):
+class Resources(CamelModel):
     """core/v1 ResourceRequirements (limits and requests)."""
 
     limits: dict[str, Quantity] = Field(
@@ -84,7 +76,7 @@ class Resources(_CamelModel):
     )
 
 
-class EnvVar(_CamelModel):
+class EnvVar(CamelModel):
     """core/v1 EnvVar; `valueFrom` is passed through as Kubernetes defines it."""
 
     name: str = Field(min_length=1, max_length=256, description="Name of the variable.")
@@ -123,7 +115,7 @@ def _pod_spec_schema(field: str) -> dict[str, Any]:
 IntOrPercent = int | Annotated[str, StringConstraints(pattern=r"^[0-9]+%$")]
 
 
-class DisruptionBudget(_CamelModel):
+class DisruptionBudget(CamelModel):
     """A PodDisruptionBudget (policy/v1) of the serving pods: what voluntary evictions, such
     as node drains and cluster upgrades, must leave serving. Exactly one of the two."""
 
@@ -144,7 +136,7 @@ class DisruptionBudget(_CamelModel):
 DISRUPTION_BUDGET_MESSAGE = "set exactly one of minAvailable and maxUnavailable"
 
 
-class StorageSpec(_CamelModel):
+class StorageSpec(CamelModel):
     """Where each serving pod keeps the model it downloads."""
 
     size_limit: Quantity | None = Field(
@@ -155,7 +147,7 @@ class StorageSpec(_CamelModel):
     )
 
 
-class ServingSpec(_CamelModel):
+class ServingSpec(CamelModel):
     """The serving pods: image, port, scoring server and container settings."""
 
     image: str = Field("", description="Serving image; empty means the operator's default.")
@@ -261,8 +253,63 @@ class OnFailure(StrEnum):
     REVERT_ALIAS = "RevertAlias"  # an automatic rollback moves the alias back too
 
 
-class RolloutSpec(_CamelModel):
+class RolloutStrategy(StrEnum):
+    ROLLING_UPDATE = "RollingUpdate"  # every pod moves to the new version in one rolling update
+    CANARY = "Canary"  # a canary Deployment takes a share of the pods first, step by step
+
+
+class PauseStep(CamelModel):
+    """Wait before the next step."""
+
+    seconds: int | None = Field(
+        None,
+        ge=1,
+        le=86400,
+        description="Seconds to wait. Absent: wait until the canary's version is promoted by "
+        f"hand (kubectl annotate mdep NAME {PROMOTE_ANNOTATION}=VERSION).",
+    )
+
+
+class CanaryStep(CamelModel):
+    """One step of a canary: exactly one of setWeight, pause and analysis."""
+
+    set_weight: int | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="Percent of spec.replicas that run the new version (rounded up): the "
+        "canary Deployment scales up first, then the stable one down.",
+    )
+    pause: PauseStep | None = Field(None, description="Wait, for a time or for a promotion.")
+    analysis: AnalysisStep | None = Field(
+        None, description="Measure the canary; a failed analysis aborts the canary."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> CanaryStep:
+        if [self.set_weight, self.pause, self.analysis].count(None) != 2:
+            raise ValueError(CANARY_STEP_MESSAGE)
+        return self
+
+
+CANARY_STEP_MESSAGE = "a step sets exactly one of setWeight, pause and analysis"
+MAX_CANARY_STEPS = 20  # the CEL rules of analysis steps are costed per step: bounded
+
+
+class RolloutSpec(CamelModel):
     """How a new version rolls out, what it must pass first, and what happens when it fails."""
+
+    strategy: RolloutStrategy = Field(
+        RolloutStrategy.ROLLING_UPDATE,
+        description="RollingUpdate: the Deployment rolls every pod to the new version. Canary: "
+        "a <name>-canary Deployment runs the new version beside the stable one through "
+        "`steps` (needs spec.replicas), then the stable one moves to it.",
+    )
+    steps: list[CanaryStep] = Field(
+        default_factory=list,
+        max_length=MAX_CANARY_STEPS,
+        description="The canary's steps, in order (Canary only; at least one).",
+    )
 
     progress_deadline_seconds: int = Field(
         600, ge=30, le=86400, description="Seconds a rollout may take before it counts as failed."
@@ -289,7 +336,7 @@ class RolloutSpec(_CamelModel):
     )
 
 
-class ModelDeploymentSpec(_CamelModel):
+class ModelDeploymentSpec(CamelModel):
     """Which model alias to serve, and how."""
 
     model: Annotated[str, Field(pattern=MODEL_URI_PATTERN, max_length=600)] = Field(
@@ -319,18 +366,28 @@ class ModelDeploymentSpec(_CamelModel):
     )
     history_limit: int = Field(10, ge=1, le=100, description="Rollouts kept in status.history.")
 
+    @model_validator(mode="after")
+    def _canary_needs(self) -> ModelDeploymentSpec:
+        if self.rollout.strategy is RolloutStrategy.CANARY:
+            if self.replicas is None:
+                raise ValueError(CANARY_REPLICAS_MESSAGE)
+            if not self.rollout.steps:
+                raise ValueError(CANARY_STEPS_MESSAGE)
+        return self
+
     @property
     def model_uri(self) -> ModelUri:
         return ModelUri.parse(self.model)
 
+    @property
+    def canary(self) -> bool:
+        return self.rollout.strategy is RolloutStrategy.CANARY
 
-def rfc3339(at: datetime) -> str:
-    """The one way aliasop writes a time: RFC 3339 in UTC to the second, as Kubernetes does."""
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-
-# A time in status: a datetime in Python, RFC 3339 in JSON.
-Timestamp = Annotated[datetime, PlainSerializer(rfc3339, return_type=str, when_used="json")]
+CANARY_REPLICAS_MESSAGE = (
+    "rollout.strategy Canary needs replicas: the canary's weight is a share of them"
+)
+CANARY_STEPS_MESSAGE = "rollout.strategy Canary needs at least one step"
 
 
 class Phase(StrEnum):
@@ -381,6 +438,11 @@ class Reason(StrEnum):
     ROLLOUT_STARTED = "RolloutStarted"
     ROLLOUT_SUCCEEDED = "RolloutSucceeded"
     ROLLOUT_FAILED = "RolloutFailed"
+    # A canary's course (Events).
+    CANARY_STEP = "CanaryStep"
+    CANARY_PROMOTED = "CanaryPromoted"
+    CANARY_ABORTED = "CanaryAborted"
+    CANARY_RESTARTED = "CanaryRestarted"
     # What else can go wrong.
     REGISTRY_AVAILABLE = "RegistryAvailable"
     INVALID_SPEC = "InvalidSpec"
@@ -388,6 +450,7 @@ class Reason(StrEnum):
     ALIAS_NOT_REVERTED = "AliasNotReverted"
     WAITING_FOR_APPROVAL = "WaitingForApproval"
     DEPLOYMENT_REFUSED = "DeploymentRefused"
+    NAME_CLASH = "NameClash"  # a child's name is taken by an object aliasop does not own here
     KUBERNETES_API_ERROR = "KubernetesApiError"
     # Conditions that are as they should be, or on their way.
     REACHABLE = "Reachable"
@@ -402,7 +465,7 @@ class Reason(StrEnum):
     APPROVED = "Approved"
 
 
-class Condition(_CamelModel):
+class Condition(CamelModel):
     """metav1.Condition."""
 
     type: str = Field(description="Ready, Reconciling, Stalled, Progressing, Degraded, ...")
@@ -421,7 +484,7 @@ class Condition(_CamelModel):
         return self.status == "True"
 
 
-class HistoryEntry(_CamelModel):
+class HistoryEntry(CamelModel):
     """One rollout."""
 
     version: str = Field(description="Model version rolled out.")
@@ -432,7 +495,36 @@ class HistoryEntry(_CamelModel):
     outcome: Outcome = Field(description="Progressing, Succeeded, Failed or Superseded.")
 
 
-class ModelDeploymentStatus(_CamelModel):
+class CanaryPhase(StrEnum):
+    PROGRESSING = "Progressing"  # scaling to the step's weight
+    PAUSED = "Paused"  # waiting, for a time or for a promotion
+    ANALYSING = "Analysing"  # measuring the canary
+    PROMOTING = "Promoting"  # every step passed: the stable Deployment moves to the version
+
+
+class CanaryStatus(CamelModel):
+    """Where the canary in flight stands: all a restarted operator needs to resume it at the
+    same step, without restarting a pause or repeating a measurement."""
+
+    version: str = Field(description="Model version the canary runs.")
+    run_id: str = Field("", description="MLflow run that produced it.")
+    stable_version: str = Field(description="Version the stable Deployment serves meanwhile.")
+    step: int = Field(
+        description="The step under way, from 1; one more than the steps once promoting."
+    )
+    steps: int = Field(description="Steps in all.")
+    weight: int = Field(0, description="Percent of spec.replicas the canary runs now.")
+    phase: CanaryPhase = Field(description="Progressing, Paused, Analysing or Promoting.")
+    step_started_at: Timestamp = Field(description="When the step under way started.")
+    pause_until: Timestamp | None = Field(
+        None, description="When the pause under way ends; none while it waits for a promotion."
+    )
+    analysis: AnalysisRun | None = Field(
+        None, description="The analysis under way (or just decided): each measurement kept."
+    )
+
+
+class ModelDeploymentStatus(CamelModel):
     """What the operator last saw and did."""
 
     observed_generation: int | None = Field(
@@ -472,13 +564,14 @@ class ModelDeploymentStatus(_CamelModel):
         description="Ready, Reconciling and Stalled (kstatus), Progressing, Degraded, "
         "RegistryAvailable.",
     )
+    canary: CanaryStatus | None = Field(None, description="The canary in flight, if any.")
     history: list[HistoryEntry] = Field(default_factory=list, description="Rollouts, newest first.")
 
     def condition(self, type_: ConditionType) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)
 
 
-class ModelDeployment(_CamelModel):
+class ModelDeployment(CamelModel):
     """The whole resource, as the CRD describes it."""
 
     spec: ModelDeploymentSpec

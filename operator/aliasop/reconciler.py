@@ -18,10 +18,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from aliasop import metrics
+from aliasop import analysis, canary, metrics
 from aliasop.builders import (
+    CANARY,
+    CANARY_SUFFIX,
     HANDOVER_FIELD_MANAGER,
+    MAIN,
+    STABLE_SUFFIX,
     Owner,
+    PinnedVersion,
     ServingDefaults,
     get_child_revision,
     get_deployment,
@@ -33,9 +38,12 @@ from aliasop.builders import (
     get_tracking_uri,
 )
 from aliasop.clock import Clock
+from aliasop.deployments import ObservedDeployment, observe_deployment
+from aliasop.events import Event, EventType
 from aliasop.interfaces import (
     ApiError,
     Children,
+    MetricProvider,
     ModelKey,
     RegistryWrites,
     ReleaseFacts,
@@ -45,6 +53,7 @@ from aliasop.interfaces import (
 )
 from aliasop.models import (
     PLURAL,
+    PROMOTE_ANNOTATION,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
     Reason,
@@ -54,15 +63,12 @@ from aliasop.models import (
 )
 from aliasop.rollout import (
     Decision,
-    Event,
-    EventType,
     Gates,
-    ObservedDeployment,
     api_failing,
     candidate,
     decide,
     invalid_spec,
-    observe_deployment,
+    name_clash,
     record_key,
     refused,
     registry_records,
@@ -72,12 +78,14 @@ from aliasop.rollout import (
 from aliasop.scheduler import Scheduler
 from aliasop.sharding import shard_labels
 from aliasop.signatures import compare
+from aliasop.templating import TemplateContext
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 # What a pass retries: the API server refused or did not answer (OSError covers timeouts).
 RETRIED = (ApiError, OSError)
 FAILURES_BEFORE_REPORT = 3  # a blip is retried quietly; a third failure in a row is shown
+_SOONEST = 0.5  # seconds: the least a pass waits for a pause's end or a measurement
 _INVALID = (400, 422)  # the API server refuses the object itself: retrying cannot help
 
 
@@ -157,34 +165,36 @@ class Tracker:
 
 
 class ObservedChildren:
-    """The children as their watch last showed them, by owner: what passes read instead of
-    asking the API server (only what decisions and the apply cache need, to keep memory flat
-    at many resources)."""
+    """The children as their watch last showed them, by owner and name suffix ("" for the
+    resource's own, "canary" for <name>-canary ...): what passes read instead of asking the
+    API server (only what decisions and the apply cache need, to keep memory flat at many
+    resources)."""
 
     def __init__(self) -> None:
-        self._deployments: dict[ResourceKey, ObservedDeployment] = {}
-        # (kind, owner) -> the revision of its Service or PodDisruptionBudget
-        self._revisions: dict[tuple[str, ResourceKey], str] = {}
+        self._deployments: dict[tuple[ResourceKey, str], ObservedDeployment] = {}
+        # (kind, owner, suffix) -> the revision of a Service or PodDisruptionBudget
+        self._revisions: dict[tuple[str, ResourceKey, str], str] = {}
 
-    def seen(self, kind: str, owner: ResourceKey, child: Mapping[str, Any] | None) -> None:
-        """`child` (a Deployment, Service or PodDisruptionBudget) as watched; None: it was
-        deleted."""
+    def seen(self, owner: ResourceKey, child: Mapping[str, Any], deleted: bool) -> None:
+        """`child` (a Deployment, Service or PodDisruptionBudget) as watched, or deleted."""
+        kind, name = str(child["kind"]), str(child["metadata"]["name"])
+        suffix = "" if name == owner[1] else name.removeprefix(f"{owner[1]}-")
         if kind == "Deployment":
-            if child is None:
-                self._deployments.pop(owner, None)
+            if deleted:
+                self._deployments.pop((owner, suffix), None)
             else:
-                self._deployments[owner] = observe_deployment(child)
-        elif child is None:
-            self._revisions.pop((kind, owner), None)
+                self._deployments[owner, suffix] = observe_deployment(child)
+        elif deleted:
+            self._revisions.pop((kind, owner, suffix), None)
         else:
-            self._revisions[kind, owner] = get_child_revision(child)
+            self._revisions[kind, owner, suffix] = get_child_revision(child)
 
-    def deployment(self, owner: ResourceKey) -> ObservedDeployment | None:
-        return self._deployments.get(owner)
+    def deployment(self, owner: ResourceKey, suffix: str = "") -> ObservedDeployment | None:
+        return self._deployments.get((owner, suffix))
 
-    def revision(self, kind: str, owner: ResourceKey) -> str | None:
+    def revision(self, kind: str, owner: ResourceKey, suffix: str = "") -> str | None:
         """Of the Service or PodDisruptionBudget; None when there is none."""
-        return self._revisions.get((kind, owner))
+        return self._revisions.get((kind, owner, suffix))
 
 
 class Reconciler:
@@ -198,6 +208,7 @@ class Reconciler:
         clock: Clock,
         defaults: ServingDefaults,
         *,
+        measurer: MetricProvider,
         writes: RegistryWrites | None = None,
         concurrency: int,
         status_refresh_seconds: float,
@@ -207,6 +218,7 @@ class Reconciler:
         self.tracker = tracker
         self._resolver = resolver
         self._facts = facts
+        self._measurer = measurer  # of canary analyses
         self._writes = writes  # None: the registry is not told what serves
         self._background: set[asyncio.Task[None]] = set()
         self._children = children
@@ -258,7 +270,7 @@ class Reconciler:
         if owner_name is None:
             return
         owner: ResourceKey = (meta["namespace"], owner_name)
-        self.observed.seen(str(child["kind"]), owner, None if deleted else child)
+        self.observed.seen(owner, child, deleted)
         self.tracker.wake(owner)
 
     def stop(self) -> None:
@@ -310,12 +322,12 @@ class Reconciler:
         )
         resolution = await self._resolve(tracking_uri, spec)
         observed = self.observed.deployment(key)
+        canary_observed = self.observed.deployment(key, CANARY_SUFFIX)
+        status = await self._measure(key, spec, tracked)
         gates = Gates()
         if isinstance(resolution, ResolvedVersion):
             try:
-                gates = await self._check_gates(
-                    spec, tracking_uri, tracked.status, resolution, observed
-                )
+                gates = await self._check_gates(spec, tracking_uri, status, resolution, observed)
             except RegistryProblem as problem:
                 resolution = problem
         owner = Owner(
@@ -324,39 +336,144 @@ class Reconciler:
             uid=tracked.uid,
             labels=tracked.resource["metadata"]["labels"],
         )
+        now = self._clock.now()
         decision = decide(
             spec,
             tracked.generation,
-            tracked.status,
+            status,
             resolution,
             observed,
-            self._clock.now(),
+            now,
             selector=get_selector(owner),
             gates=gates,
+            canary_deployment=canary_observed,
+            promoted=tracked.resource["metadata"]["annotations"].get(PROMOTE_ANNOTATION, ""),
         )
-        if decision.pin is not None:
-            kind = "Deployment"
-            try:
+        clash = await self._name_clash(key, owner, spec, decision)
+        if clash is not None:
+            return name_clash(tracked.status, clash, now), float(spec.poll_interval_seconds)
+        manifest: dict[str, Any] = {}
+        try:
+            if decision.pin is not None:
                 if spec.replicas is None and observed is not None and observed.replicas_applied:
                     await self._children.apply(
                         get_replicas_handover(owner, observed.desired_replicas),
                         current_revision=None,
                         field_manager=HANDOVER_FIELD_MANAGER,
                     )
-                await self._children.apply(
-                    get_deployment(owner, spec, decision.pin, self._defaults),
-                    current_revision=observed.revision if observed is not None else None,
+                manifest = get_deployment(
+                    owner, spec, decision.pin, self._defaults, replicas=decision.stable_replicas
                 )
-                kind = "Service"
-                await self._apply_service(key, get_service(owner, spec), tracked)
-                kind = "PodDisruptionBudget"
-                await self._apply_disruption_budget(key, get_disruption_budget(owner, spec), spec)
-            except ApiError as exc:
-                if exc.status not in _INVALID:
-                    raise
-                decision = refused(tracked.status, decision, kind, exc.message, self._clock.now())
+                await self._children.apply(
+                    manifest, current_revision=observed.revision if observed else None
+                )
+                for variant in ("", *((MAIN, CANARY) if spec.canary else ())):
+                    manifest = get_service(owner, spec, variant)
+                    await self._apply_service(key, manifest, tracked)
+                manifest = get_disruption_budget(owner, spec)
+                await self._apply_disruption_budget(key, manifest, spec)
+            manifest = {}
+            await self._apply_canary(key, owner, spec, decision, canary_observed)
+        except ApiError as exc:
+            if exc.status not in _INVALID:
+                raise
+            kind = manifest.get("kind", "canary's Deployment")
+            decision = refused(tracked.status, decision, kind, exc.message, now)
         decision = await self._tell_registry(key, spec, tracking_uri, tracked, decision)
-        return decision, float(spec.poll_interval_seconds)
+        delay = float(spec.poll_interval_seconds)
+        if decision.wake_at is not None:  # a pause ends, a measurement is due
+            delay = min(delay, max((decision.wake_at - now).total_seconds(), _SOONEST))
+        return decision, delay
+
+    async def _apply_canary(
+        self,
+        key: ResourceKey,
+        owner: Owner,
+        spec: ModelDeploymentSpec,
+        decision: Decision,
+        observed: ObservedDeployment | None,
+    ) -> None:
+        """The canary Deployment as decided; the per-side Services and a drained canary
+        Deployment go once the strategy is no longer Canary."""
+        if decision.canary is not None:
+            manifest = get_deployment(
+                owner,
+                spec,
+                decision.canary.pin,
+                self._defaults,
+                variant=CANARY,
+                replicas=decision.canary.replicas,
+            )
+            await self._children.apply(
+                manifest, current_revision=observed.revision if observed else None
+            )
+        if spec.canary:
+            return
+        if observed is not None and observed.desired_replicas == 0 and decision.canary is None:
+            pin = PinnedVersion(observed.version, observed.run_id)
+            await self._children.delete(
+                get_deployment(owner, spec, pin, self._defaults, variant=CANARY)
+            )
+        for variant, suffix in ((MAIN, STABLE_SUFFIX), (CANARY, CANARY_SUFFIX)):
+            if self.observed.revision("Service", key, suffix) is not None:
+                await self._children.delete(get_service(owner, spec, variant))
+
+    async def _name_clash(
+        self, key: ResourceKey, owner: Owner, spec: ModelDeploymentSpec, decision: Decision
+    ) -> str | None:
+        """What another owner holds of the names this pass is to apply (<name>-canary,
+        <name>-stable): aliasop never adopts nor overwrites an object it does not control
+        here. Asked of the API server only for names the watch has not shown as ours."""
+        wanted: list[tuple[dict[str, Any], bool]] = []
+        if decision.canary is not None:
+            pin = decision.canary.pin
+            manifest = get_deployment(owner, spec, pin, self._defaults, variant=CANARY)
+            wanted.append((manifest, self.observed.deployment(key, CANARY_SUFFIX) is not None))
+        if spec.canary and decision.pin is not None:
+            for variant, suffix in ((MAIN, STABLE_SUFFIX), (CANARY, CANARY_SUFFIX)):
+                ours = self.observed.revision("Service", key, suffix) is not None
+                wanted.append((get_service(owner, spec, variant), ours))
+        for manifest, ours in wanted:
+            if ours:
+                continue
+            controller = await self._children.controller(manifest)
+            if controller is not None and controller != owner.uid:
+                held = "another owner" if controller else "no owner (made by hand?)"
+                name = manifest["metadata"]["name"]
+                return (
+                    f"the {manifest['kind']} {name} exists and belongs to {held}: aliasop "
+                    "leaves it alone. Rename or delete it, or rename this resource"
+                )
+        return None
+
+    async def _measure(
+        self, key: ResourceKey, spec: ModelDeploymentSpec, tracked: Tracked
+    ) -> ModelDeploymentStatus:
+        """The status with the measurements of the canary's analysis that are due now."""
+        status = tracked.status
+        state, step = status.canary, canary.analysis_under_way(spec, status.canary)
+        if step is None or state is None or state.analysis is None:
+            return status
+        measured = state.analysis
+        context = TemplateContext(
+            version=state.version,
+            model=spec.model_uri.name,
+            namespace=key[0],
+            name=key[1],
+            variant=CANARY,
+        )
+        run = await analysis.advance(step, measured, context, self._measurer, self._clock)
+        for result in run.metric_results:
+            before = measured.result(result.name)
+            taken = result.count + result.errors - (before.count + before.errors if before else 0)
+            for measurement in result.measurements[len(result.measurements) - taken :]:
+                metrics.MEASUREMENTS.labels(phase=measurement.phase).inc()
+                value = measurement.value if measurement.value is not None else measurement.message
+                tracked.logger.info(
+                    f"analysis of version {state.version}: {measurement.metric} "
+                    f"{measurement.phase}: {value}"
+                )
+        return status.model_copy(update={"canary": state.model_copy(update={"analysis": run})})
 
     async def _tell_registry(
         self,
@@ -554,9 +671,15 @@ def _identity(body: Mapping[str, Any], shard_label_keys: frozenset[str]) -> dict
     """What passes read of a ModelDeployment, and what Events name it by."""
     meta = body["metadata"]
     identity = {key: meta.get(key) for key in ("name", "namespace", "uid", "generation")}
+    annotations = meta.get("annotations") or {}
     return {
         "apiVersion": body.get("apiVersion"),
         "kind": body.get("kind"),
-        "metadata": {**identity, "labels": shard_labels(meta.get("labels"), shard_label_keys)},
+        "metadata": {
+            **identity,
+            "labels": shard_labels(meta.get("labels"), shard_label_keys),
+            # A manual promotion: no new generation, but a pass at once.
+            "annotations": {k: v for k, v in annotations.items() if k == PROMOTE_ANNOTATION},
+        },
         "spec": dict(body.get("spec") or {}),
     }

@@ -12,18 +12,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
-from typing import Any
 
-from aliasop.builders import (
-    FIELD_MANAGER,
-    RUN_ID_ANNOTATION,
-    VERSION_LABEL,
-    PinnedVersion,
-    get_child_revision,
-)
+from aliasop import canary
+from aliasop.builders import PinnedVersion
+from aliasop.deployments import ObservedDeployment
+from aliasop.events import Event, EventType
 from aliasop.models import (
     TAG_PREFIX,
+    CanaryPhase,
     Condition,
     ConditionType,
     HistoryEntry,
@@ -39,81 +35,11 @@ from aliasop.models import (
 
 
 @dataclass(frozen=True)
-class ObservedDeployment:
-    """The parts of the child Deployment that rollout decisions read."""
+class CanarySide:
+    """The canary Deployment to apply: its version and replicas."""
 
-    version: str
-    run_id: str
-    revision: str  # builders.get_child_revision: changes when someone edits it
-    replicas_applied: bool  # aliasop's server-side apply owns spec.replicas
-    generation: int
-    observed_generation: int
-    desired_replicas: int
+    pin: PinnedVersion
     replicas: int
-    updated_replicas: int
-    available_replicas: int
-    deadline_exceeded: bool
-
-    @property
-    def up_to_date(self) -> bool:
-        """The Deployment controller has seen the current template."""
-        return self.observed_generation >= self.generation
-
-    @property
-    def rolled_out(self) -> bool:
-        """Every pod runs the current template and is available; no old pod is left."""
-        return (
-            self.up_to_date
-            and self.updated_replicas >= self.desired_replicas
-            and self.replicas == self.updated_replicas
-            and self.available_replicas >= self.desired_replicas
-        )
-
-
-def observe_deployment(deployment: Mapping[str, Any]) -> ObservedDeployment:
-    """Read an apps/v1 Deployment (as a camelCase dict) into an ObservedDeployment."""
-    meta = deployment.get("metadata") or {}
-    spec = deployment.get("spec") or {}
-    status = deployment.get("status") or {}
-    template_meta = (spec.get("template") or {}).get("metadata") or {}
-    progressing: dict[str, Any] = next(
-        (c for c in status.get("conditions") or [] if c.get("type") == "Progressing"), {}
-    )
-    return ObservedDeployment(
-        version=(template_meta.get("labels") or {}).get(VERSION_LABEL, ""),
-        run_id=(template_meta.get("annotations") or {}).get(RUN_ID_ANNOTATION, ""),
-        revision=get_child_revision(deployment),
-        replicas_applied=_owns_replicas(meta.get("managedFields") or []),
-        generation=meta.get("generation") or 0,
-        observed_generation=status.get("observedGeneration") or 0,
-        desired_replicas=spec.get("replicas", 1),
-        replicas=status.get("replicas") or 0,
-        updated_replicas=status.get("updatedReplicas") or 0,
-        available_replicas=status.get("availableReplicas") or 0,
-        deadline_exceeded=progressing.get("reason") == "ProgressDeadlineExceeded",
-    )
-
-
-def _owns_replicas(managed_fields: list[dict[str, Any]]) -> bool:
-    """Whether aliasop's apply set spec.replicas last (the Deployment's managedFields)."""
-    return any(
-        entry.get("manager") == FIELD_MANAGER
-        and entry.get("operation") == "Apply"
-        and "f:replicas" in ((entry.get("fieldsV1") or {}).get("f:spec") or {})
-        for entry in managed_fields
-    )
-
-
-class EventType(StrEnum):
-    NORMAL = "Normal"
-    WARNING = "Warning"
-
-
-@dataclass(frozen=True)
-class Event:
-    type: EventType
-    reason: Reason
-    message: str
 
 
 @dataclass(frozen=True)
@@ -122,6 +48,9 @@ class Decision:
     pin: PinnedVersion | None  # the version to render; None leaves the Deployment untouched
     events: list[Event] = field(default_factory=list)
     revert_alias_to: str | None = None  # onFailure: RevertAlias, after a rollback
+    stable_replicas: int | None = None  # while a canary runs: the stable side's share
+    canary: CanarySide | None = None  # None leaves the canary Deployment untouched
+    wake_at: datetime | None = None  # a pause's end or a measurement due: pass again then
 
 
 @dataclass(frozen=True)
@@ -205,6 +134,8 @@ def candidate(
         return None
     if resolved.version == current:
         return None
+    if status.canary is not None and resolved.version == status.canary.version:
+        return None  # its canary is under way
     if resolved.version == status.failed_version:
         return None
     return resolved.version
@@ -249,12 +180,15 @@ def decide(
     now: datetime,
     selector: str | None = None,
     gates: Gates = Gates(),  # frozen: one shared default is safe
+    canary_deployment: ObservedDeployment | None = None,
+    promoted: str = "",
 ) -> Decision:
     """`selector`: the serving pods' label selector, reported for the scale subresource.
-    `gates`: what the release gates found for the candidate."""
+    `gates`: what the release gates found for the candidate. `canary_deployment`: the canary
+    Deployment, if there is one; `promoted`: the version the promote annotation names."""
     draft = _Draft(spec, status.model_copy(deep=True), now.replace(microsecond=0))
     draft.status.observed_generation = generation
-    draft.status.replicas = observed.replicas if observed is not None else 0
+    draft.status.replicas = sum(d.replicas for d in (observed, canary_deployment) if d)
     draft.status.selector = selector
     resolved = resolution if isinstance(resolution, ResolvedVersion) else None
     problem = resolution if isinstance(resolution, RegistryProblem) else None
@@ -262,12 +196,22 @@ def decide(
     _record_resolution(draft, resolved)
     _adopt_unrecorded_rollout(draft, observed)
     target = _choose_target(draft, resolved, observed, gates)
+    wake_at = _run_canary(draft, target, resolved, problem, observed, canary_deployment, promoted)
     _detect_failed_rollout(draft, target, observed)
     pin = _pin(draft, target, resolved, problem, observed)
     _record_progress(draft, target, pin, observed)
     _set_phase_and_conditions(draft, target, problem, observed, gates)
     draft.status.held_version = target.held
-    return Decision(draft.status, pin, draft.events, draft.revert_alias_to)
+    sides = _sides(draft, problem, observed, canary_deployment)
+    return Decision(
+        draft.status,
+        pin,
+        draft.events,
+        draft.revert_alias_to,
+        stable_replicas=sides[0],
+        canary=sides[1],
+        wake_at=wake_at,
+    )
 
 
 def _record_resolution(draft: _Draft, resolved: ResolvedVersion | None) -> None:
@@ -310,6 +254,124 @@ def _choose_target(
     if gates.version == version and gates.shut:
         return _Target(current, held=version)
     return _Target(version, Reason.CREATED if current is None else Reason.ALIAS_MOVED)
+
+
+def _run_canary(
+    draft: _Draft,
+    target: _Target,
+    resolved: ResolvedVersion | None,
+    problem: RegistryProblem | None,
+    stable: ObservedDeployment | None,
+    canary_deployment: ObservedDeployment | None,
+    promoted: str,
+) -> datetime | None:
+    """Canary strategy: a rollout from a serving version starts a canary instead of moving the
+    stable Deployment; the canary goes through its steps, then the stable Deployment moves to
+    its version (`target`). An alias that moves on restarts it with the new version; one that
+    moves back, a strategy dropped, abort it. Returns when to pass again for its sake."""
+    st, spec = draft.status, draft.spec
+    state = st.canary
+    current = stable.version if stable is not None else None
+    if state is not None and state.phase is CanaryPhase.PROMOTING:
+        if current == state.version:  # the stable Deployment has its template: a rollout
+            st.canary = None  # like any other from here on (history, deadline, rollback)
+        target.version = state.version
+        return None
+    moved_on = target.start_reason is Reason.ALIAS_MOVED
+    moved_away = resolved is not None and state is not None and resolved.version != state.version
+    if state is not None and (not spec.canary or moved_away):
+        why = (
+            "rollout.strategy is no longer Canary"
+            if not spec.canary
+            else f"{spec.model_uri} moved to version {resolved.version if resolved else ''}"
+        )
+        _finish(draft, state.version, Outcome.SUPERSEDED)
+        if spec.canary and moved_on and target.version is not None:
+            draft.post(
+                EventType.NORMAL,
+                Reason.CANARY_RESTARTED,
+                f"canary of version {state.version} restarts with version {target.version}: {why}",
+            )
+        else:
+            draft.post(
+                EventType.NORMAL,
+                Reason.CANARY_ABORTED,
+                f"canary of version {state.version} stopped: {why}",
+            )
+        st.canary = state = None
+    if state is None:
+        if not (spec.canary and moved_on and target.version is not None and current is not None):
+            return None
+        if current != st.serving_version:  # a first rollout, or one after a failure: whole
+            return None
+        pin = PinnedVersion(target.version, _run_id_of(target.version, resolved, stable, draft))
+        state = canary.start(spec, pin.version, pin.run_id, current, draft.now)
+        _record_start(draft, pin, Reason.ALIAS_MOVED)
+        draft.post(
+            EventType.NORMAL,
+            Reason.ROLLOUT_STARTED,
+            f"canary of version {pin.version} beside version {current}: step 1/"
+            f"{state.steps}, {canary.describe(spec.rollout.steps[0])}",
+        )
+        st.canary = state
+        target.version, target.start_reason = current, None
+    if problem is not None or spec.paused:
+        target.version = current
+        return None  # hold it where it is until the registry answers, or the spec unpauses
+    progress = canary.advance(spec, state, stable, canary_deployment, promoted, draft.now)
+    draft.events.extend(progress.events)
+    if progress.abort is not None:
+        _abort_canary(draft, target, progress.abort)
+        return None
+    st.canary = progress.state
+    target.version = st.canary.version if progress.promoting else current
+    return progress.wake_at
+
+
+def _abort_canary(draft: _Draft, target: _Target, why: str) -> None:
+    """The canary failed: it goes to zero, the stable version keeps serving, and the version
+    is not tried again until the alias moves away and back (like a rolled-back version)."""
+    st, uri = draft.status, draft.spec.model_uri
+    state = st.canary
+    assert state is not None
+    _finish(draft, state.version, Outcome.FAILED)
+    st.failed_version, st.canary = state.version, None
+    target.version = state.stable_version
+    target.failure = f"{why}; aborted, version {state.stable_version} kept serving"
+    if draft.spec.rollout.on_failure is OnFailure.REVERT_ALIAS:
+        draft.revert_alias_to = state.stable_version
+        target.failure += f", and {uri} moved back to it"
+    else:
+        target.failure += f". It is tried again when {uri} moves away and back"
+    draft.post(EventType.WARNING, Reason.ROLLOUT_FAILED, target.failure)
+
+
+def _sides(
+    draft: _Draft,
+    problem: RegistryProblem | None,
+    stable: ObservedDeployment | None,
+    canary_deployment: ObservedDeployment | None,
+) -> tuple[int | None, CanarySide | None]:
+    """Replicas of the stable side (None: spec.replicas) and the canary Deployment to apply
+    (None: leave it as it is)."""
+    state, replicas = draft.status.canary, draft.spec.replicas
+    if problem is not None or replicas is None:
+        return None, None
+    if state is None:
+        if canary_deployment is None or canary_deployment.desired_replicas == 0:
+            return None, None
+        pods = canary.drain(replicas, stable, canary_deployment)
+        pin = PinnedVersion(canary_deployment.version, canary_deployment.run_id)
+        return None, CanarySide(pin, pods)
+    pin = PinnedVersion(state.version, state.run_id)
+    if state.phase is CanaryPhase.PROMOTING:
+        current = canary_deployment.desired_replicas if canary_deployment is not None else 0
+        return None, CanarySide(pin, current)
+    wanted = canary.canary_pods(state.weight, replicas)
+    sides = canary.scale(
+        replicas, wanted, stable, state.stable_version, canary_deployment, state.version
+    )
+    return sides.stable, CanarySide(pin, sides.canary)
 
 
 def _detect_failed_rollout(
@@ -400,8 +462,9 @@ def _set_phase_and_conditions(
     """Step 5: phase, message and conditions, with an Event for each condition that turns
     bad (RolloutFailed was announced where it happened, with its own message)."""
     st = draft.status
-    rolling = target.version is not None and (
-        observed is None or target.version != observed.version or not observed.rolled_out
+    rolling = st.canary is not None or (
+        target.version is not None
+        and (observed is None or target.version != observed.version or not observed.rolled_out)
     )
     unreachable = problem is not None and problem.kind is Reason.REGISTRY_UNAVAILABLE
     failure = target.failure
@@ -438,7 +501,12 @@ def _set_phase_and_conditions(
         st.phase = Phase.PENDING
         st.message = problem.message if problem is not None else "waiting for the registry"
     elif rolling:
-        st.phase, st.message = Phase.PROGRESSING, f"rolling out version {target.version}"
+        st.phase = Phase.PROGRESSING
+        st.message = (
+            canary.summary(st.canary)
+            if st.canary is not None
+            else f"rolling out version {target.version}"
+        )
     else:
         st.phase, st.message = Phase.READY, f"version {target.version} is serving"
     if waiting:
@@ -534,7 +602,7 @@ def _set_kstatus_conditions(
     Current otherwise. A rollback after a failed rollout is progress, then a stall."""
     st = draft.status
     if rolling:
-        reconciling = (Reason.ROLLING_OUT, f"rolling out version {target.version}")
+        reconciling = (Reason.ROLLING_OUT, st.message)
     elif waiting:  # for a person's approval: no progress, and no failure either
         reconciling = (Reason.IDLE, "")
     elif target.version is None and stall is None:
@@ -689,6 +757,12 @@ def refused(
         now,
         events,
     )
+
+
+def name_clash(previous: ModelDeploymentStatus, message: str, now: datetime) -> Decision:
+    """A child's name is held by an object aliasop does not control here: nothing is applied
+    until it is freed."""
+    return _degraded(previous, previous, Reason.NAME_CLASH, message, now, [])
 
 
 def api_failing(previous: ModelDeploymentStatus, message: str, now: datetime) -> Decision:

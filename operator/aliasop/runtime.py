@@ -14,6 +14,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from aliasop.analysis_providers import HttpMetricProvider
 from aliasop.builders import ServingDefaults
 from aliasop.clock import SystemClock
 from aliasop.endpoints import WEBHOOK_PATH, build_app, serve
@@ -46,6 +47,7 @@ class Runtime:
     cluster: Cluster
     scheduler: Scheduler[ResourceKey]
     reconciler: Reconciler
+    measurer: HttpMetricProvider  # of canary analyses
     elector: LeaderElector | None = None  # None: the one replica, always writing
     _http: web.AppRunner | None = None
     _trimming: asyncio.Task[None] | None = None
@@ -87,6 +89,7 @@ class Runtime:
         if self.elector is not None:
             await self.elector.release()
         await self.registry.aclose()
+        await self.measurer.aclose()
         await self.cluster.aclose()
         if self._trimming is not None:
             self._trimming.cancel()
@@ -109,6 +112,7 @@ def build_runtime(settings: Settings, make_resolver: ResolverFactory | None = No
     cluster = Cluster(
         settings.api_concurrency, settings.report_concurrency, settings.api_timeout_seconds
     )
+    measurer = HttpMetricProvider()
     reconciler = Reconciler(
         Tracker(scheduler, resolver, cluster),
         resolver,
@@ -117,6 +121,7 @@ def build_runtime(settings: Settings, make_resolver: ResolverFactory | None = No
         reporter=cluster,
         clock=SystemClock(),
         defaults=ServingDefaults(image=settings.serving_image, tracking_uri=settings.tracking_uri),
+        measurer=measurer,
         writes=registry if settings.registry_write_back else None,
         concurrency=settings.api_concurrency,
         status_refresh_seconds=settings.status_refresh_seconds,
@@ -130,6 +135,7 @@ def build_runtime(settings: Settings, make_resolver: ResolverFactory | None = No
         cluster=cluster,
         scheduler=scheduler,
         reconciler=reconciler,
+        measurer=measurer,
     )
     if settings.leader_elect:
         elector = LeaderElector(

@@ -41,6 +41,8 @@ def test_crd_schema_is_structural() -> None:
         "Serving",
         "Ready",
         "Phase",
+        "Step",
+        "Weight",
         "Age",
     ]
     assert [c["name"] for c in columns if c.get("priority")] == ["Model", "Target", "Message"]

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from aliasop.analysis import MeasurementError
+from aliasop.analysis_models import AnalysisMetric
 from aliasop.builders import VERSION_LABEL, ServingDefaults
 from aliasop.interfaces import ApiError, ApiUnreachable, ModelKey, ResourceKey
 from aliasop.models import (
@@ -31,6 +33,7 @@ from aliasop.models import (
 )
 from aliasop.reconciler import Reconciler, Tracker
 from aliasop.scheduler import Scheduler
+from aliasop.templating import TemplateContext
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -54,6 +57,8 @@ class FakeCluster:
     refuse_once: dict[str, Exception] = field(default_factory=dict)  # kind -> at its next apply
     deleted: list[str] = field(default_factory=list)  # kinds
     wrote: asyncio.Event = field(default_factory=asyncio.Event)  # set at every apply
+    # (kind, name) -> the controller's uid of an object that exists; absent: there is none
+    controllers: dict[tuple[str, str], str] = field(default_factory=dict)
 
     async def until(self, condition: Callable[[], bool]) -> None:
         """Let the scheduler's passes run until `condition` holds after an apply."""
@@ -76,6 +81,9 @@ class FakeCluster:
 
     async def delete(self, manifest: dict[str, Any]) -> None:
         self.deleted.append(manifest["kind"])
+
+    async def controller(self, manifest: dict[str, Any]) -> str | None:
+        return self.controllers.get((manifest["kind"], manifest["metadata"]["name"]))
 
     def forget(self, namespace: str, name: str) -> None:
         self.forgotten.append((namespace, name))
@@ -168,6 +176,20 @@ class FakeWrites:
 
 
 @dataclass
+class FakeMeasurer:
+    """Measures every metric as `values` says, by version; a missing version is an error."""
+
+    values: dict[str, float] = field(default_factory=dict)
+    taken: list[tuple[str, str]] = field(default_factory=list)  # (metric, version)
+
+    async def measure(self, metric: AnalysisMetric, context: TemplateContext) -> float:
+        self.taken.append((metric.name, context.version))
+        if context.version not in self.values:
+            raise MeasurementError(f"no data for version {context.version}")
+        return self.values[context.version]
+
+
+@dataclass
 class FakeClock:
     at: datetime = T0
 
@@ -184,6 +206,7 @@ class World:
     facts: FakeFacts = field(default_factory=FakeFacts)
     writes: FakeWrites | None = None  # None: write-back off
     clock: FakeClock = field(default_factory=FakeClock)
+    measurer: FakeMeasurer = field(default_factory=FakeMeasurer)
     scheduler: Scheduler[ResourceKey] = field(default_factory=Scheduler)
 
     def __post_init__(self) -> None:
@@ -195,6 +218,7 @@ class World:
             reporter=self.cluster,
             clock=self.clock,
             defaults=ServingDefaults(image="serving:test", tracking_uri=TRACKING_URI),
+            measurer=self.measurer,
             writes=self.writes,
             concurrency=4,
             status_refresh_seconds=300,
@@ -661,3 +685,118 @@ async def test_no_disruption_budget_is_made_or_deleted_unless_asked_for() -> Non
     await world.reconciler.run_pass(KEY)
     assert not any(m["kind"] == "PodDisruptionBudget" for m in world.cluster.applied)
     assert world.cluster.deleted == []
+
+
+# --- canary strategy ------------------------------------------------------------------------
+
+CANARY_SPEC: dict[str, Any] = {
+    "replicas": 4,
+    "rollout": {
+        "strategy": "Canary",
+        "steps": [
+            {"setWeight": 25},
+            {
+                "analysis": {
+                    "interval": 10,
+                    "count": 2,
+                    "metrics": [
+                        {
+                            "name": "score",
+                            "web": {"url": "http://scorer/{{version}}", "jsonPath": "$.v"},
+                            "thresholdRange": {"min": 0.8},
+                        }
+                    ],
+                }
+            },
+        ],
+    },
+}
+
+
+def _last_deployment(world: World, name: str) -> dict[str, Any]:
+    return next(
+        m
+        for m in reversed(world.cluster.applied)
+        if m["kind"] == "Deployment" and m["metadata"]["name"] == name
+    )
+
+
+def _watched(world: World, name: str) -> None:
+    """The watch shows the last Deployment applied under `name` with every pod available."""
+    applied = _last_deployment(world, name)
+    replicas = applied["spec"]["replicas"]
+    world.reconciler.child_seen(
+        {
+            **applied,
+            "metadata": {**applied["metadata"], "generation": 1},
+            "status": {
+                "observedGeneration": 1,
+                "replicas": replicas,
+                "updatedReplicas": replicas,
+                "availableReplicas": replicas,
+            },
+        },
+        deleted=False,
+    )
+
+
+async def _canary_of_2(world: World) -> None:
+    """Version 1 serves at 4 replicas; the alias moves to 2."""
+    world.seen(**CANARY_SPEC)
+    await world.reconciler.run_pass(KEY)
+    _watched(world, "bikes")
+    await world.reconciler.run_pass(KEY)
+    assert world.status().serving_version == "1"
+    world.resolver.answer = ResolvedVersion("2", "run2")
+
+
+async def test_a_canary_runs_beside_the_stable_side_and_its_analysis_is_measured() -> None:
+    world = World()
+    await _canary_of_2(world)
+
+    await world.reconciler.run_pass(KEY)
+    canary = world.cluster.applied[-1]
+    assert (canary["metadata"]["name"], canary["spec"]["replicas"]) == ("bikes-canary", 1)
+    assert canary["spec"]["selector"]["matchLabels"]["aliasop.io/variant"] == "canary"
+    services = {m["metadata"]["name"] for m in world.cluster.applied if m["kind"] == "Service"}
+    assert services == {"bikes", "bikes-stable", "bikes-canary"}
+    stable = _last_deployment(world, "bikes")
+    assert stable["spec"]["replicas"] == 4  # until the canary pod is available
+    assert stable["spec"]["template"]["metadata"]["labels"]["aliasop.io/variant"] == "main"
+
+    _watched(world, "bikes-canary")
+    await world.reconciler.run_pass(KEY)
+    stable = _last_deployment(world, "bikes")
+    assert stable["spec"]["replicas"] == 3
+    _watched(world, "bikes")
+    world.measurer.values["2"] = 0.9
+    delay = await world.reconciler.run_pass(KEY)  # the weight is there: the analysis starts
+    state = world.status().canary
+    assert state is not None and state.step == 2 and delay <= 0.5
+    await world.reconciler.run_pass(KEY)  # its first measurement
+    assert world.measurer.taken == [("score", "2")]
+    stored = world.cluster.statuses[-1]["canary"]["analysis"]["metricResults"][0]
+    assert (stored["count"], stored["measurements"][0]["value"]) == (1, 0.9)
+
+    delay = await world.reconciler.run_pass(KEY)  # not due yet: nothing measured
+    assert world.measurer.taken == [("score", "2")] and delay == 10
+    world.clock.at += timedelta(seconds=10)
+    await world.reconciler.run_pass(KEY)
+    assert world.measurer.taken == [("score", "2"), ("score", "2")]
+    assert world.cluster.versions_applied()[-1] == "2"  # promoted: the stable side moves
+    assert "CanaryPromoted" in world.reasons()
+
+
+async def test_a_canary_name_held_by_another_owner_is_left_alone_and_reported() -> None:
+    world = World()
+    await _canary_of_2(world)
+    world.cluster.controllers[("Deployment", "bikes-canary")] = "uid-of-another"
+    applied = len(world.cluster.applied)
+
+    await world.reconciler.run_pass(KEY)
+
+    assert len(world.cluster.applied) == applied  # nothing at all: the stable side unchanged
+    assert world.status().phase is Phase.DEGRADED
+    assert world.status().canary is None
+    assert "bikes-canary exists and belongs to another owner" in world.status().message
+    assert world.reasons()[-1] == "NameClash"

@@ -4,6 +4,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from aliasop.deployments import ObservedDeployment, observe_deployment
 from aliasop.models import (
     ConditionType,
     ModelDeploymentSpec,
@@ -17,13 +18,11 @@ from aliasop.models import (
 from aliasop.rollout import (
     Decision,
     Gates,
-    ObservedDeployment,
     TagWrite,
     api_failing,
     candidate,
     decide,
     invalid_spec,
-    observe_deployment,
     refused,
     registry_records,
     status_to_store,
