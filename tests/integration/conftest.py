@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
+from metric_sources import PROMETHEUS_BINARY, TestServer
 from mlflow import MlflowClient
 
 from aliasop_dev import local
@@ -173,3 +175,30 @@ def mlflow_webhook(mlflow_uri: str, operator: local.LocalProcess) -> Iterator[No
     )
     yield
     client.delete_webhook(webhook.webhook_id)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[TestServer]:
+    """The tests' HTTP server: Prometheus's scrape target, and the web provider's answers."""
+    test_server = TestServer().start()
+    try:
+        yield test_server
+    finally:
+        test_server.stop()
+
+
+@pytest.fixture(scope="module")
+def prometheus(server: TestServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Prometheus scraping the test server every second; its base URL."""
+    if not PROMETHEUS_BINARY.exists():
+        pytest.fail(f"{PROMETHEUS_BINARY} is missing: run tests/tools/build.sh")
+    port = local.free_port()
+    workdir: Path = tmp_path_factory.mktemp("prometheus")
+    process = local.prometheus_server(
+        PROMETHEUS_BINARY, workdir, port, [f"127.0.0.1:{server.port}"]
+    ).start()
+    try:
+        process.wait_ready(f"http://127.0.0.1:{port}/-/ready", timeout=60)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.stop()

@@ -1,16 +1,18 @@
-"""Reads of a ModelDeployment and its children, for the integration tests."""
+"""Reads of a ModelDeployment and its children, for the integration tests, and a recorder of
+their every change."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pandas as pd
 import pytest
-from kubernetes import client
+from kubernetes import client, watch
 from prometheus_client.parser import text_string_to_metric_families
 
 from aliasop.builders import VERSION_LABEL
@@ -236,3 +238,119 @@ def predict_with(
         return predictions
     finally:
         server.stop()
+
+
+def is_ready(pod: client.V1Pod) -> bool:
+    conditions = pod.status.conditions or []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+
+Handler = Callable[[list[tuple[str, Any]]], None]
+
+
+class Recorder:
+    """Follows the pods and the Deployment of one ModelDeployment through watches, so that
+    no state in between two polls goes unseen: the fewest Ready pods of one version, and of
+    all, at any moment, every pod of each version, and every reason of the Deployment's
+    Progressing condition."""
+
+    def __init__(self, view: View, steady_version: str) -> None:
+        self.view, self.steady_version = view, steady_version
+        self.pods: dict[str, client.V1Pod] = {}
+        self.uids_by_version: dict[str, set[str]] = {}
+        self.ever_ready: set[str] = set()  # versions any pod of which was Ready
+        self.fewest_steady_ready: int | None = None
+        self.fewest_ready: int | None = None  # of any version
+        self.progressing_reasons: list[str] = []
+        self.errors: list[BaseException] = []
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+        selector = f"app.kubernetes.io/instance={view.name}"
+        self._threads = [
+            threading.Thread(
+                target=self._follow,
+                args=(view.core.list_namespaced_pod, self._on_pods),
+                kwargs={"namespace": view.namespace, "label_selector": selector},
+                daemon=True,
+            ),
+            threading.Thread(
+                target=self._follow,
+                args=(view.apps.list_namespaced_deployment, self._on_deployments),
+                kwargs={
+                    "namespace": view.namespace,
+                    "field_selector": f"metadata.name={view.name}",
+                },
+                daemon=True,
+            ),
+        ]
+
+    def __enter__(self) -> Recorder:
+        for thread in self._threads:
+            thread.start()
+        wait_for(lambda: self.fewest_steady_ready is not None, 10, message="the first pods")
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stopped.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+    def _follow(self, list_: Callable[..., Any], handle: Handler, **kw: Any) -> None:
+        """List, then watch from there: `handle` sees every change, each exactly once."""
+        try:
+            listed = list_(**kw)
+            with self._lock:
+                handle([("ADDED", item) for item in listed.items])  # one moment, one call
+            version = listed.metadata.resource_version
+            while not self._stopped.is_set():
+                stream = watch.Watch().stream(
+                    list_, resource_version=version, timeout_seconds=2, **kw
+                )
+                for event in stream:
+                    with self._lock:
+                        handle([(event["type"], event["object"])])
+                    version = event["object"].metadata.resource_version
+        except BaseException as exc:  # reported by check(), in the test's thread
+            self.errors.append(exc)
+
+    def _on_pods(self, events: list[tuple[str, client.V1Pod]]) -> None:
+        for kind, pod in events:
+            uid, version = pod.metadata.uid, pod.metadata.labels[VERSION_LABEL]
+            self.uids_by_version.setdefault(version, set()).add(uid)
+            if kind == "DELETED":
+                self.pods.pop(uid, None)
+            else:
+                self.pods[uid] = pod
+                if is_ready(pod):
+                    self.ever_ready.add(version)
+        steady = sum(
+            1
+            for p in self.pods.values()
+            if p.metadata.labels[VERSION_LABEL] == self.steady_version
+            and p.metadata.deletion_timestamp is None
+            and is_ready(p)
+        )
+        if self.fewest_steady_ready is None or steady < self.fewest_steady_ready:
+            self.fewest_steady_ready = steady
+        ready = sum(
+            1 for p in self.pods.values() if p.metadata.deletion_timestamp is None and is_ready(p)
+        )
+        if self.fewest_ready is None or ready < self.fewest_ready:
+            self.fewest_ready = ready
+
+    def _on_deployments(self, events: list[tuple[str, client.V1Deployment]]) -> None:
+        for _, deployment in events:
+            for condition in deployment.status.conditions or []:
+                if condition.type == "Progressing" and (
+                    self.progressing_reasons[-1:] != [condition.reason]
+                ):
+                    self.progressing_reasons.append(condition.reason)
+
+    def versions(self) -> set[str]:
+        """The versions of the pods that exist now."""
+        with self._lock:
+            return {p.metadata.labels[VERSION_LABEL] for p in self.pods.values()}
+
+    def check(self) -> None:
+        if self.errors:
+            raise self.errors[0]

@@ -1,6 +1,6 @@
-"""The analysis providers against real servers: a Prometheus built from its Go module
-(tests/tools/build-prometheus.sh) scraping series this test serves, and the test's own HTTP
-server for the web provider. No Kubernetes cluster and no MLflow: nothing here touches them.
+"""The analysis providers against real servers (metric_sources): a Prometheus built from its
+Go module scraping series this test serves, and the test's own HTTP server for the web
+provider. No Kubernetes cluster and no MLflow: nothing here touches them.
 
 The analysis' own clock is a fake one moved to each due time (the decision is a function of
 the records and the clock); what Prometheus holds changes for real, and the tests wait for
@@ -8,18 +8,13 @@ its scrapes to show it."""
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
-import httpx
 import pytest
+from metric_sources import Answer, TestServer, expose
 
 from aliasop.analysis import MeasurementError, advance, next_due, start
 from aliasop.analysis_models import (
@@ -33,134 +28,13 @@ from aliasop.analysis_providers import HttpMetricProvider
 from aliasop.templating import TemplateContext
 from aliasop_dev import local
 
-from support import cache_dir, wait_for
-
 pytestmark = pytest.mark.timeout(120)
 
-PROMETHEUS_BINARY = cache_dir() / "tools" / "bin" / "prometheus"
 CONTEXT = TemplateContext(
     version="4", model="bikes", namespace="ml", name="bikes", variant="canary"
 )
 # A label value that would end a string it is pasted into unescaped, or break the exposition.
 HOSTILE = "we\"ird'\\ mod\u00e8le} or vector(1)"
-
-
-@dataclass
-class Answer:
-    """A canned answer of the test's HTTP server."""
-
-    body: bytes = b""
-    status: int = 200
-    content_type: str = "application/json"
-    delay: float = 0.0  # seconds before answering (a slow server)
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-def label_value(value: str) -> str:
-    """A label value as the Prometheus text format writes it."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-class TestServer:
-    """The tests' HTTP server: `/metrics` in the Prometheus text format from `series`, and the
-    canned `answers` by path; it keeps what it was asked (path, query, headers)."""
-
-    __test__ = False  # not a test class
-
-    def __init__(self) -> None:
-        self.series: dict[str, float] = {}  # 'name{labels}' -> value
-        self.answers: dict[str, Answer] = {}
-        self.requests: list[tuple[str, dict[str, str], dict[str, str]]] = []
-        self.released = threading.Event()  # ends the waits of slow answers at teardown
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                url = urlsplit(self.path)
-                server.requests.append((url.path, dict(parse_qsl(url.query)), dict(self.headers)))
-                if url.path == "/metrics":
-                    lines = [f"{key} {value!r}" for key, value in dict(server.series).items()]
-                    answer = Answer("\n".join([*lines, ""]).encode(), content_type="text/plain")
-                else:
-                    answer = server.answers.get(url.path, Answer(b"not here", status=404))
-                if answer.delay:
-                    server.released.wait(answer.delay)
-                self.send_response(answer.status)
-                self.send_header("Content-Type", answer.content_type)
-                self.send_header("Content-Length", str(len(answer.body)))
-                for name, value in answer.headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(answer.body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._http.daemon_threads = True
-        self.port: int = self._http.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> TestServer:
-        threading.Thread(target=self._http.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self.released.set()
-        self._http.shutdown()
-        self._http.server_close()
-
-    def answer_json(self, path: str, document: Any, **kwargs: Any) -> str:
-        self.answers[path] = Answer(json.dumps(document).encode(), **kwargs)
-        return f"{self.url}{path}"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[TestServer]:
-    test_server = TestServer().start()
-    try:
-        yield test_server
-    finally:
-        test_server.stop()
-
-
-@pytest.fixture(scope="module")
-def prometheus(server: TestServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real Prometheus scraping the test server every second; its base URL."""
-    if not PROMETHEUS_BINARY.exists():
-        pytest.fail(f"{PROMETHEUS_BINARY} is missing: run tests/tools/build.sh")
-    port = local.free_port()
-    workdir: Path = tmp_path_factory.mktemp("prometheus")
-    process = local.prometheus_server(
-        PROMETHEUS_BINARY, workdir, port, [f"127.0.0.1:{server.port}"]
-    ).start()
-    try:
-        process.wait_ready(f"http://127.0.0.1:{port}/-/ready", timeout=60)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.stop()
-
-
-def instant(prometheus: str, query: str) -> list[dict[str, Any]]:
-    """The vector an instant query gives now (the test's own look, not the provider's)."""
-    body = httpx.get(f"{prometheus}/api/v1/query", params={"query": query}, timeout=5).json()
-    result: list[dict[str, Any]] = body["data"]["result"]
-    return result
-
-
-def expose(
-    server: TestServer, prometheus: str, name: str, labels: dict[str, str], value: float
-) -> None:
-    """Serve a sample and wait until Prometheus has scraped it."""
-    selector = ",".join(f'{k}="{label_value(v)}"' for k, v in sorted(labels.items()))
-    server.series[f"{name}{{{selector}}}"] = value
-    match = ",".join(f'{k}="{label_value(v)}"' for k, v in sorted(labels.items()))
-
-    def scraped() -> bool:
-        found = instant(prometheus, f"{name}{{{match}}}")
-        return len(found) == 1 and float(found[0]["value"][1]) == value
-
-    wait_for(scraped, timeout=30, interval=0.2, message=f"Prometheus to scrape {name}={value}")
 
 
 @pytest.fixture
