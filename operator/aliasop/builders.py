@@ -34,10 +34,11 @@ VERSION_LABEL = f"{GROUP}/model-version"
 # Which side a serving pod is on (Canary strategy): per-side Services select by it, and request
 # metrics can be split by it.
 VARIANT_LABEL = f"{GROUP}/variant"
-MAIN, CANARY = "main", "canary"
-# Children named <name>-<suffix>: the canary Deployment, and a Service per side.
-STABLE_SUFFIX, CANARY_SUFFIX = "stable", "canary"
-SUFFIXES = (STABLE_SUFFIX, CANARY_SUFFIX)
+MAIN, CANARY, CHALLENGER = "main", "canary", "challenger"
+# Children named <name>-<suffix>: the canary's and the challenger's Deployments, and a Service
+# per side (the main side's is <name>-stable).
+STABLE_SUFFIX = "stable"
+SUFFIXES = (STABLE_SUFFIX, CANARY, CHALLENGER)
 LONGEST_SUFFIX = 1 + max(len(suffix) for suffix in SUFFIXES)
 MODEL_URI_ANNOTATION = f"{GROUP}/model-uri"
 RUN_ID_ANNOTATION = f"{GROUP}/run-id"
@@ -69,6 +70,14 @@ class Owner:
 class PinnedVersion:
     version: str
     run_id: str
+
+
+@dataclass(frozen=True)
+class Side:
+    """A side's Deployment to apply (a canary's, a challenger's): its version and replicas."""
+
+    pin: PinnedVersion
+    replicas: int
 
 
 @dataclass(frozen=True)
@@ -125,9 +134,10 @@ def child_name(owner: Owner, suffix: str = "") -> str:
 
 
 def get_variant_labels(spec: ModelDeploymentSpec, variant: str) -> dict[str, str]:
-    """The variant label of a side's pods: only with the Canary strategy, so that a resource
-    without one keeps the pod template it always had (no restart at an operator upgrade)."""
-    return {VARIANT_LABEL: variant} if spec.canary or variant != MAIN else {}
+    """The variant label of a side's pods: only where there are sides (a canary, a
+    challenger), so that a resource without keeps the pod template it always had (no restart
+    at an operator upgrade)."""
+    return {VARIANT_LABEL: variant} if spec.sides or variant != MAIN else {}
 
 
 def get_deployment(
@@ -139,9 +149,10 @@ def get_deployment(
     variant: str = MAIN,
     replicas: int | None = None,
 ) -> Manifest:
-    """The Deployment of one side: the resource's own (`variant` main), or its canary
-    (`<name>-canary`, whose selector adds the variant label, so that neither Deployment's
-    pods are the other's). `replicas` overrides spec.replicas (a canary's share)."""
+    """The Deployment of one side: the resource's own (`variant` main), or its canary's or
+    challenger's (`<name>-canary`, `<name>-challenger`, whose selector adds the variant
+    label, so that no Deployment's pods are another's). `replicas` overrides spec.replicas
+    (a side's share)."""
     uri = spec.model_uri
     serving = spec.serving
     selector = get_selector_labels(owner)
@@ -247,7 +258,7 @@ def get_deployment(
     replicas = spec.replicas if replicas is None else replicas
     if replicas is not None:
         deployment_spec["replicas"] = replicas
-    name = child_name(owner, CANARY_SUFFIX if variant == CANARY else "")
+    name = child_name(owner, "" if variant == MAIN else variant)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -286,12 +297,12 @@ def get_replicas_handover(owner: Owner, replicas: int) -> Manifest:
 
 def get_service(owner: Owner, spec: ModelDeploymentSpec, variant: str = "") -> Manifest:
     """The Service of every serving pod, or (`variant`) of one side's pods only: <name>-stable
-    for the main side, <name>-canary for the canary."""
+    for the main side, <name>-canary and <name>-challenger for the others."""
     selector = get_selector_labels(owner)
     name = owner.name
     if variant:
         selector = {**selector, VARIANT_LABEL: variant}
-        name = child_name(owner, STABLE_SUFFIX if variant == MAIN else CANARY_SUFFIX)
+        name = child_name(owner, STABLE_SUFFIX if variant == MAIN else variant)
     return {
         "apiVersion": "v1",
         "kind": "Service",

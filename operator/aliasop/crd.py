@@ -27,6 +27,8 @@ from aliasop.models import (
     CANARY_STEP_MESSAGE,
     CANARY_STEPS_MESSAGE,
     CATEGORY,
+    CHALLENGER_CANARY_MESSAGE,
+    CHALLENGER_REPLICAS_MESSAGE,
     DISRUPTION_BUDGET_MESSAGE,
     GROUP,
     KIND,
@@ -57,11 +59,12 @@ NAME_RULE = {
     "message": "metadata.name must be a DNS-1035 label (lowercase letters, digits and '-', "
     "starting with a letter, at most 63 characters): it names the Deployment and Service",
 }
-CANARY_NAME_RULE = {
-    "rule": f"self.spec.rollout.strategy != 'Canary' || "
+SIDES_NAME_RULE = {
+    "rule": "(self.spec.rollout.strategy != 'Canary' && !has(self.spec.challenger)) || "
     f"self.metadata.name.size() <= {63 - LONGEST_SUFFIX}",
-    "message": f"with rollout.strategy Canary, metadata.name may have at most "
-    f"{63 - LONGEST_SUFFIX} characters: it names the Services <name>-stable and <name>-canary",
+    "message": f"with rollout.strategy Canary or a challenger, metadata.name may have at most "
+    f"{63 - LONGEST_SUFFIX} characters: it names <name>-stable, <name>-canary and "
+    "<name>-challenger",
 }
 
 
@@ -217,7 +220,8 @@ def analysis_step_schema() -> Schema:
 
 
 def _canary_rules(spec_schema: Schema) -> None:
-    """The canary steps' schema, and what a Canary strategy needs of the spec."""
+    """The canary steps' schema, and what a Canary strategy or a challenger needs of the
+    spec."""
     steps = spec_schema["properties"]["rollout"]["properties"]["steps"]
     step = steps["items"]
     fields = step["properties"]
@@ -244,7 +248,16 @@ def _canary_rules(spec_schema: Schema) -> None:
             "rule": "self.rollout.strategy != 'Canary' || size(self.rollout.steps) > 0",
             "message": CANARY_STEPS_MESSAGE,
         },
+        {
+            "rule": "!has(self.challenger) || has(self.replicas)",
+            "message": CHALLENGER_REPLICAS_MESSAGE,
+        },
+        {
+            "rule": "!has(self.challenger) || self.rollout.strategy != 'Canary'",
+            "message": CHALLENGER_CANARY_MESSAGE,
+        },
     ]
+    spec_schema["properties"]["challenger"].pop("nullable", None)  # absent, not null
 
 
 def _model_schema(model: type[ModelDeploymentSpec] | type[ModelDeploymentStatus]) -> Schema:
@@ -345,7 +358,7 @@ def build_crd() -> dict[str, Any]:
                             "description": "Serves an MLflow registered model at the version "
                             "one of its aliases points to, following the alias as it moves.",
                             "required": ["spec"],
-                            "x-kubernetes-validations": [NAME_RULE, CANARY_NAME_RULE],
+                            "x-kubernetes-validations": [NAME_RULE, SIDES_NAME_RULE],
                             "properties": {
                                 "apiVersion": {
                                     "type": "string",

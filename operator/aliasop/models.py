@@ -336,6 +336,20 @@ class RolloutSpec(CamelModel):
     )
 
 
+class ChallengerSpec(CamelModel):
+    """A second alias of the same model served beside the main one, for as long as it is set."""
+
+    alias: Annotated[str, Field(pattern=f"^{ALIAS_PATTERN}$")] = Field(
+        description="Alias of the same registered model the challenger side follows."
+    )
+    weight: int = Field(
+        ge=1,
+        le=99,
+        description="Percent of spec.replicas that run the challenger (rounded up); the main "
+        "side runs the rest.",
+    )
+
+
 class ModelDeploymentSpec(CamelModel):
     """Which model alias to serve, and how."""
 
@@ -365,14 +379,25 @@ class ModelDeploymentSpec(CamelModel):
         default_factory=RolloutSpec, description="How a version rolls out, and when it fails."
     )
     history_limit: int = Field(10, ge=1, le=100, description="Rollouts kept in status.history.")
+    challenger: ChallengerSpec | None = Field(
+        None,
+        description="Champion-challenger: serve a second alias of the model beside the main "
+        "one, in its own Deployment <name>-challenger, at `weight` percent of the replicas "
+        "(needs spec.replicas; not with rollout.strategy Canary).",
+    )
 
     @model_validator(mode="after")
-    def _canary_needs(self) -> ModelDeploymentSpec:
+    def _sides_need(self) -> ModelDeploymentSpec:
         if self.rollout.strategy is RolloutStrategy.CANARY:
             if self.replicas is None:
                 raise ValueError(CANARY_REPLICAS_MESSAGE)
             if not self.rollout.steps:
                 raise ValueError(CANARY_STEPS_MESSAGE)
+        if self.challenger is not None:
+            if self.replicas is None:
+                raise ValueError(CHALLENGER_REPLICAS_MESSAGE)
+            if self.canary:
+                raise ValueError(CHALLENGER_CANARY_MESSAGE)
         return self
 
     @property
@@ -383,11 +408,18 @@ class ModelDeploymentSpec(CamelModel):
     def canary(self) -> bool:
         return self.rollout.strategy is RolloutStrategy.CANARY
 
+    @property
+    def sides(self) -> bool:
+        """Whether the pods are split into sides (canary or challenger), told apart by a label."""
+        return self.canary or self.challenger is not None
+
 
 CANARY_REPLICAS_MESSAGE = (
     "rollout.strategy Canary needs replicas: the canary's weight is a share of them"
 )
 CANARY_STEPS_MESSAGE = "rollout.strategy Canary needs at least one step"
+CHALLENGER_REPLICAS_MESSAGE = "challenger needs replicas: its weight is a share of them"
+CHALLENGER_CANARY_MESSAGE = "challenger and rollout.strategy Canary do not go together"
 
 
 class Phase(StrEnum):
@@ -443,6 +475,7 @@ class Reason(StrEnum):
     CANARY_PROMOTED = "CanaryPromoted"
     CANARY_ABORTED = "CanaryAborted"
     CANARY_RESTARTED = "CanaryRestarted"
+    CHALLENGER_MOVED = "ChallengerMoved"  # the challenger's alias moved: its side follows
     # What else can go wrong.
     REGISTRY_AVAILABLE = "RegistryAvailable"
     INVALID_SPEC = "InvalidSpec"
@@ -524,6 +557,18 @@ class CanaryStatus(CamelModel):
     )
 
 
+class ChallengerStatus(CamelModel):
+    """The challenger side: its alias, and the version it serves."""
+
+    alias: str = Field(description="The alias it follows.")
+    alias_version: str | None = Field(None, description="Where that alias last pointed.")
+    serving_version: str | None = Field(
+        None, description="Version whose challenger pods are all available."
+    )
+    weight: int = Field(description="Percent of spec.replicas it runs.")
+    message: str = Field("", description="What is happening on this side, for people.")
+
+
 class ModelDeploymentStatus(CamelModel):
     """What the operator last saw and did."""
 
@@ -565,6 +610,9 @@ class ModelDeploymentStatus(CamelModel):
         "RegistryAvailable.",
     )
     canary: CanaryStatus | None = Field(None, description="The canary in flight, if any.")
+    challenger: ChallengerStatus | None = Field(
+        None, description="The challenger side, with spec.challenger."
+    )
     history: list[HistoryEntry] = Field(default_factory=list, description="Rollouts, newest first.")
 
     def condition(self, type_: ConditionType) -> Condition | None:

@@ -18,16 +18,17 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from aliasop import analysis, canary, metrics
+from aliasop import analysis, canary, challenger, metrics
 from aliasop.builders import (
     CANARY,
-    CANARY_SUFFIX,
+    CHALLENGER,
     HANDOVER_FIELD_MANAGER,
     MAIN,
     STABLE_SUFFIX,
     Owner,
     PinnedVersion,
     ServingDefaults,
+    Side,
     get_child_revision,
     get_deployment,
     get_disruption_budget,
@@ -56,6 +57,7 @@ from aliasop.models import (
     PROMOTE_ANNOTATION,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
+    ModelUri,
     Reason,
     RegistryProblem,
     ResolvedVersion,
@@ -320,9 +322,9 @@ class Reconciler:
         self.tracker.watch_model(
             key, (tracking_uri, spec.model_uri.name), spec.poll_interval_seconds
         )
-        resolution = await self._resolve(tracking_uri, spec)
+        resolution = await self._resolve(tracking_uri, spec.model_uri)
         observed = self.observed.deployment(key)
-        canary_observed = self.observed.deployment(key, CANARY_SUFFIX)
+        sides = {v: self.observed.deployment(key, v) for v in (CANARY, CHALLENGER)}
         status = await self._measure(key, spec, tracked)
         gates = Gates()
         if isinstance(resolution, ResolvedVersion):
@@ -330,6 +332,10 @@ class Reconciler:
                 gates = await self._check_gates(spec, tracking_uri, status, resolution, observed)
             except RegistryProblem as problem:
                 resolution = problem
+        challenger_resolution = None
+        if spec.challenger is not None:
+            uri = ModelUri(spec.model_uri.name, spec.challenger.alias)
+            challenger_resolution = await self._resolve(tracking_uri, uri)
         owner = Owner(
             name=name,
             namespace=namespace,
@@ -346,8 +352,11 @@ class Reconciler:
             now,
             selector=get_selector(owner),
             gates=gates,
-            canary_deployment=canary_observed,
+            canary_deployment=sides[CANARY],
             promoted=tracked.resource["metadata"]["annotations"].get(PROMOTE_ANNOTATION, ""),
+            challenger=challenger.plan(
+                spec, status.challenger, challenger_resolution, observed, sides[CHALLENGER]
+            ),
         )
         clash = await self._name_clash(key, owner, spec, decision)
         if clash is not None:
@@ -367,75 +376,71 @@ class Reconciler:
                 await self._children.apply(
                     manifest, current_revision=observed.revision if observed else None
                 )
-                for variant in ("", *((MAIN, CANARY) if spec.canary else ())):
+                for variant in ("", *_variants_in_use(spec)):
                     manifest = get_service(owner, spec, variant)
                     await self._apply_service(key, manifest, tracked)
                 manifest = get_disruption_budget(owner, spec)
                 await self._apply_disruption_budget(key, manifest, spec)
-            manifest = {}
-            await self._apply_canary(key, owner, spec, decision, canary_observed)
+            for variant, side in ((CANARY, decision.canary), (CHALLENGER, decision.challenger)):
+                manifest = {"kind": f"{variant}'s Deployment"}
+                await self._apply_side(key, owner, spec, variant, side, sides[variant])
         except ApiError as exc:
             if exc.status not in _INVALID:
                 raise
-            kind = manifest.get("kind", "canary's Deployment")
-            decision = refused(tracked.status, decision, kind, exc.message, now)
+            decision = refused(tracked.status, decision, manifest["kind"], exc.message, now)
         decision = await self._tell_registry(key, spec, tracking_uri, tracked, decision)
         delay = float(spec.poll_interval_seconds)
         if decision.wake_at is not None:  # a pause ends, a measurement is due
             delay = min(delay, max((decision.wake_at - now).total_seconds(), _SOONEST))
         return decision, delay
 
-    async def _apply_canary(
+    async def _apply_side(
         self,
         key: ResourceKey,
         owner: Owner,
         spec: ModelDeploymentSpec,
-        decision: Decision,
+        variant: str,
+        side: Side | None,
         observed: ObservedDeployment | None,
     ) -> None:
-        """The canary Deployment as decided; the per-side Services and a drained canary
-        Deployment go once the strategy is no longer Canary."""
-        if decision.canary is not None:
+        """The Deployment of the canary or the challenger as decided. Once the spec no longer
+        has that side, its Deployment goes when drained, and its Services go."""
+        revision = observed.revision if observed else None
+        if side is not None:
             manifest = get_deployment(
-                owner,
-                spec,
-                decision.canary.pin,
-                self._defaults,
-                variant=CANARY,
-                replicas=decision.canary.replicas,
+                owner, spec, side.pin, self._defaults, variant=variant, replicas=side.replicas
             )
-            await self._children.apply(
-                manifest, current_revision=observed.revision if observed else None
-            )
-        if spec.canary:
+            await self._children.apply(manifest, current_revision=revision)
+        in_use = _variants_in_use(spec)
+        if variant in in_use:
             return
-        if observed is not None and observed.desired_replicas == 0 and decision.canary is None:
+        if observed is not None and observed.desired_replicas == 0 and side is None:
             pin = PinnedVersion(observed.version, observed.run_id)
-            await self._children.delete(
-                get_deployment(owner, spec, pin, self._defaults, variant=CANARY)
-            )
-        for variant, suffix in ((MAIN, STABLE_SUFFIX), (CANARY, CANARY_SUFFIX)):
+            manifest = get_deployment(owner, spec, pin, self._defaults, variant=variant)
+            await self._children.delete(manifest)
+        for gone in (variant, *(() if in_use else (MAIN,))):
+            suffix = STABLE_SUFFIX if gone == MAIN else gone
             if self.observed.revision("Service", key, suffix) is not None:
-                await self._children.delete(get_service(owner, spec, variant))
+                await self._children.delete(get_service(owner, spec, gone))
 
     async def _name_clash(
         self, key: ResourceKey, owner: Owner, spec: ModelDeploymentSpec, decision: Decision
     ) -> str | None:
         """What another owner holds of the names this pass is to apply (<name>-canary,
-        <name>-stable): aliasop never adopts nor overwrites an object it does not control
-        here. Asked of the API server only for names the watch has not shown as ours."""
-        wanted: list[tuple[dict[str, Any], bool]] = []
-        if decision.canary is not None:
-            pin = decision.canary.pin
-            manifest = get_deployment(owner, spec, pin, self._defaults, variant=CANARY)
-            wanted.append((manifest, self.observed.deployment(key, CANARY_SUFFIX) is not None))
-        if spec.canary and decision.pin is not None:
-            for variant, suffix in ((MAIN, STABLE_SUFFIX), (CANARY, CANARY_SUFFIX)):
-                ours = self.observed.revision("Service", key, suffix) is not None
-                wanted.append((get_service(owner, spec, variant), ours))
-        for manifest, ours in wanted:
-            if ours:
-                continue
+        <name>-challenger, <name>-stable): aliasop never adopts nor overwrites an object it
+        does not control here. Asked of the API server only for names the watch has not
+        shown as ours."""
+        wanted: list[dict[str, Any]] = []
+        for variant, side in ((CANARY, decision.canary), (CHALLENGER, decision.challenger)):
+            if side is not None and self.observed.deployment(key, variant) is None:
+                pin = side.pin
+                wanted.append(get_deployment(owner, spec, pin, self._defaults, variant=variant))
+        if decision.pin is not None:
+            for variant in _variants_in_use(spec):
+                suffix = STABLE_SUFFIX if variant == MAIN else variant
+                if self.observed.revision("Service", key, suffix) is None:
+                    wanted.append(get_service(owner, spec, variant))
+        for manifest in wanted:
             controller = await self._children.controller(manifest)
             if controller is not None and controller != owner.uid:
                 held = "another owner" if controller else "no owner (made by hand?)"
@@ -600,13 +605,11 @@ class Reconciler:
         elif revision is not None:
             await self._children.delete(budget)
 
-    async def _resolve(
-        self, tracking_uri: str, spec: ModelDeploymentSpec
-    ) -> ResolvedVersion | RegistryProblem:
+    async def _resolve(self, tracking_uri: str, uri: ModelUri) -> ResolvedVersion | RegistryProblem:
         started = time.perf_counter()
         resolution: ResolvedVersion | RegistryProblem
         try:
-            resolution = await self._resolver.resolve(tracking_uri, spec.model_uri)
+            resolution = await self._resolver.resolve(tracking_uri, uri)
             result = "Resolved"
         except RegistryProblem as problem:
             resolution, result = problem, problem.kind.value
@@ -650,6 +653,16 @@ class Reconciler:
             with contextlib.suppress(*RETRIED):
                 tracked.status = await self._report(tracked, decision)
         return delay
+
+
+def _variants_in_use(spec: ModelDeploymentSpec) -> tuple[str, ...]:
+    """The sides with a Service of their own: the main side and the canary (Canary strategy)
+    or the challenger; none without either."""
+    if spec.canary:
+        return (MAIN, CANARY)
+    if spec.challenger is not None:
+        return (MAIN, CHALLENGER)
+    return ()
 
 
 def describe(exc: Exception) -> str:

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from aliasop import canary
-from aliasop.builders import PinnedVersion
+from aliasop.builders import PinnedVersion, Side
+from aliasop.challenger import ChallengerPlan
 from aliasop.deployments import ObservedDeployment
 from aliasop.events import Event, EventType
 from aliasop.models import (
@@ -35,21 +36,14 @@ from aliasop.models import (
 
 
 @dataclass(frozen=True)
-class CanarySide:
-    """The canary Deployment to apply: its version and replicas."""
-
-    pin: PinnedVersion
-    replicas: int
-
-
-@dataclass(frozen=True)
 class Decision:
     status: ModelDeploymentStatus
     pin: PinnedVersion | None  # the version to render; None leaves the Deployment untouched
     events: list[Event] = field(default_factory=list)
     revert_alias_to: str | None = None  # onFailure: RevertAlias, after a rollback
     stable_replicas: int | None = None  # while a canary runs: the stable side's share
-    canary: CanarySide | None = None  # None leaves the canary Deployment untouched
+    canary: Side | None = None  # None leaves the canary Deployment untouched
+    challenger: Side | None = None  # None leaves the challenger Deployment untouched
     wake_at: datetime | None = None  # a pause's end or a measurement due: pass again then
 
 
@@ -182,13 +176,18 @@ def decide(
     gates: Gates = Gates(),  # frozen: one shared default is safe
     canary_deployment: ObservedDeployment | None = None,
     promoted: str = "",
+    challenger: ChallengerPlan | None = None,
 ) -> Decision:
     """`selector`: the serving pods' label selector, reported for the scale subresource.
     `gates`: what the release gates found for the candidate. `canary_deployment`: the canary
-    Deployment, if there is one; `promoted`: the version the promote annotation names."""
+    Deployment, if there is one; `promoted`: the version the promote annotation names;
+    `challenger`: the challenger side, as planned (aliasop.challenger)."""
     draft = _Draft(spec, status.model_copy(deep=True), now.replace(microsecond=0))
     draft.status.observed_generation = generation
-    draft.status.replicas = sum(d.replicas for d in (observed, canary_deployment) if d)
+    sides = (observed, canary_deployment, challenger.observed if challenger else None)
+    draft.status.replicas = sum(d.replicas for d in sides if d)
+    draft.status.challenger = challenger.status if challenger is not None else None
+    draft.events.extend(challenger.events if challenger is not None else ())
     draft.status.selector = selector
     resolved = resolution if isinstance(resolution, ResolvedVersion) else None
     problem = resolution if isinstance(resolution, RegistryProblem) else None
@@ -202,14 +201,17 @@ def decide(
     _record_progress(draft, target, pin, observed)
     _set_phase_and_conditions(draft, target, problem, observed, gates)
     draft.status.held_version = target.held
-    sides = _sides(draft, problem, observed, canary_deployment)
+    stable_replicas, canary_side = _sides(draft, problem, observed, canary_deployment)
+    if challenger is not None and stable_replicas is None:
+        stable_replicas = challenger.main_replicas
     return Decision(
         draft.status,
         pin,
         draft.events,
         draft.revert_alias_to,
-        stable_replicas=sides[0],
-        canary=sides[1],
+        stable_replicas=stable_replicas,
+        canary=canary_side,
+        challenger=challenger.side if challenger is not None else None,
         wake_at=wake_at,
     )
 
@@ -351,7 +353,7 @@ def _sides(
     problem: RegistryProblem | None,
     stable: ObservedDeployment | None,
     canary_deployment: ObservedDeployment | None,
-) -> tuple[int | None, CanarySide | None]:
+) -> tuple[int | None, Side | None]:
     """Replicas of the stable side (None: spec.replicas) and the canary Deployment to apply
     (None: leave it as it is)."""
     state, replicas = draft.status.canary, draft.spec.replicas
@@ -362,16 +364,16 @@ def _sides(
             return None, None
         pods = canary.drain(replicas, stable, canary_deployment)
         pin = PinnedVersion(canary_deployment.version, canary_deployment.run_id)
-        return None, CanarySide(pin, pods)
+        return None, Side(pin, pods)
     pin = PinnedVersion(state.version, state.run_id)
     if state.phase is CanaryPhase.PROMOTING:
         current = canary_deployment.desired_replicas if canary_deployment is not None else 0
-        return None, CanarySide(pin, current)
+        return None, Side(pin, current)
     wanted = canary.canary_pods(state.weight, replicas)
     sides = canary.scale(
         replicas, wanted, stable, state.stable_version, canary_deployment, state.version
     )
-    return sides.stable, CanarySide(pin, sides.canary)
+    return sides.stable, Side(pin, sides.canary)
 
 
 def _detect_failed_rollout(

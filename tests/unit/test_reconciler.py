@@ -114,6 +114,7 @@ class FakeResolver:
         default_factory=lambda: ResolvedVersion("1", "run1")
     )
     watching: dict[ResourceKey, ModelKey] = field(default_factory=dict)
+    by_alias: dict[str, ResolvedVersion] = field(default_factory=dict)  # others: `answer`
 
     def watch(self, resource: ResourceKey, model: ModelKey, interval: float) -> None:
         self.watching[resource] = model
@@ -122,6 +123,8 @@ class FakeResolver:
         self.watching.pop(resource, None)
 
     async def resolve(self, tracking_uri: str, uri: ModelUri) -> ResolvedVersion:
+        if uri.alias in self.by_alias:
+            return self.by_alias[uri.alias]
         if isinstance(self.answer, RegistryProblem):
             raise self.answer
         return self.answer
@@ -800,3 +803,39 @@ async def test_a_canary_name_held_by_another_owner_is_left_alone_and_reported() 
     assert world.status().canary is None
     assert "bikes-canary exists and belongs to another owner" in world.status().message
     assert world.reasons()[-1] == "NameClash"
+
+
+async def test_a_challenger_serves_its_own_alias_beside_the_main_one() -> None:
+    world = World()
+    world.resolver.by_alias["challenger"] = ResolvedVersion("7", "run7")
+    world.seen(replicas=4, challenger={"alias": "challenger", "weight": 25})
+
+    await world.reconciler.run_pass(KEY)
+    side = _last_deployment(world, "bikes-challenger")
+    assert side["spec"]["replicas"] == 1
+    labels = side["spec"]["template"]["metadata"]["labels"]
+    assert (labels["aliasop.io/variant"], labels[VERSION_LABEL]) == ("challenger", "7")
+    main = _last_deployment(world, "bikes")
+    assert main["spec"]["replicas"] == 4  # until the challenger's pod is available
+    assert main["spec"]["template"]["metadata"]["labels"]["aliasop.io/variant"] == "main"
+    services = {m["metadata"]["name"] for m in world.cluster.applied if m["kind"] == "Service"}
+    assert services == {"bikes", "bikes-stable", "bikes-challenger"}
+
+    _watched(world, "bikes-challenger")
+    _watched(world, "bikes")
+    await world.reconciler.run_pass(KEY)
+    assert _last_deployment(world, "bikes")["spec"]["replicas"] == 3
+    challenger = world.status().challenger
+    assert challenger is not None and challenger.serving_version == "7"
+    assert world.status().replicas == 5  # both sides' pods, as watched
+
+    world.resolver.by_alias["challenger"] = ResolvedVersion("8", "run8")
+    await world.reconciler.run_pass(KEY)
+    assert (
+        _last_deployment(world, "bikes-challenger")["spec"]["template"]["metadata"]["labels"][
+            VERSION_LABEL
+        ]
+        == "8"
+    )
+    assert world.cluster.versions_applied().count("8") == 1  # the main side kept version 1
+    assert "ChallengerMoved" in world.reasons()
