@@ -94,7 +94,7 @@ lint: install
 	$(BIN)/hadolint Dockerfile
 
 demo: install cluster-up
-	$(CLUSTER_ENV) $(BIN)/aliasop-dev demo
+	$(CLUSTER_ENV) $(BIN)/aliasop-dev demo $(if $(CANARY),--canary)
 
 demo-down:
 	if [ -x $(BIN)/aliasop-dev ]; then $(BIN)/aliasop-dev demo --down; fi

@@ -16,8 +16,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="run the end-to-end demo on the test cluster")
     demo.add_argument("--down", action="store_true", help="stop what the demo started")
+    demo.add_argument(
+        "--canary", action="store_true", help="then release version 2 again, as a canary"
+    )
     args = parser.parse_args(argv)
 
     from aliasop_dev.demo import run_demo, stop_demo
 
-    return stop_demo() if args.down else run_demo()
+    return stop_demo() if args.down else run_demo(canary=args.canary)

@@ -81,12 +81,13 @@ def kubectl_json(*args: str) -> dict[str, Any]:
     return body
 
 
-def run_demo() -> int:
+def run_demo(canary: bool = False) -> int:
+    """`canary`: end with a canary release of version 2 (`make demo CANARY=1`)."""
     if not os.environ.get("KUBECONFIG"):
         print("KUBECONFIG is not set: run the demo with `make demo`.", file=sys.stderr)
         return 2
     state, checkout = _state_dir(), repo()
-    say = Narrator(steps=7)
+    say = Narrator(steps=8 if canary else 7)
 
     say.step(f"MLflow tracking server at {MLFLOW_URI} (sqlite registry, artifacts on disk)")
     _start_mlflow(state, say)
@@ -126,12 +127,51 @@ def run_demo() -> int:
             f"{entry['outcome']:<10} {entry['startedAt']} -> {entry.get('finishedAt')}"
         )
 
+    if canary:
+        say.step(f"A canary: version {v2} again, one pod first, promoted by hand")
+        _canary(v2, watch, say)
+
     say.step("Predictions from the serving pod aliasop rendered, run as local processes")
     for version, pod in pods.items():
         _predict(state, version, pod, say)
 
     _next_steps()
     return 0
+
+
+# Of 3 replicas: one canary pod, then two; a pause for a promotion by hand in between.
+CANARY_STEPS = [{"setWeight": 33}, {"pause": {}}, {"setWeight": 66}, {"pause": {"seconds": 5}}]
+
+
+def _canary(version: str, watch: Watch, say: Narrator) -> None:
+    rollout = {"strategy": "Canary", "steps": CANARY_STEPS}
+    kubectl(
+        "patch",
+        "mdep",
+        MODEL,
+        "-n",
+        NAMESPACE,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"rollout": rollout}}),
+    )
+    say.line(f"rollout.strategy: Canary, steps: {json.dumps(CANARY_STEPS)}")
+    watch.until(lambda s: s.get("phase") == "Ready" and s.get("observedGeneration") == 2)
+    _move_alias(version, say)
+    watch.until(lambda s: (s.get("canary") or {}).get("phase") == "Paused")
+    print(kubectl("get", "mdep,deployments", "-n", NAMESPACE), flush=True)
+    kubectl(
+        "annotate", "--overwrite", "mdep", MODEL, "-n", NAMESPACE, f"aliasop.io/promote={version}"
+    )
+    say.line(f"kubectl annotate mdep {MODEL} aliasop.io/promote={version}")
+    watch.until(lambda s: s.get("phase") == "Ready" and s.get("servingVersion") == version)
+    events = kubectl_json(
+        "get", "events", "-n", NAMESPACE, "--field-selector", f"involvedObject.name={MODEL}"
+    )["items"]
+    canary_reasons = ("RolloutStarted", "CanaryStep", "CanaryPromoted", "RolloutSucceeded")
+    for event in sorted(events, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or ""):
+        if event["reason"] in canary_reasons and "canary" in event["message"].lower():
+            say.line(f"Event {event['reason']}: {event['message']}")
 
 
 def stop_demo() -> int:
@@ -222,10 +262,13 @@ class Watch:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             status = kubectl_json("get", "mdep", MODEL, "-n", NAMESPACE).get("status") or {}
+            canary = status.get("canary")
+            where = f" canary: step {canary['step']}, {canary['weight']}%" if canary else ""
             snapshot = (
                 f"phase={status.get('phase', '-'):<11} alias={status.get('aliasVersion', '-')} "
                 f"target={status.get('targetVersion', '-')} "
-                f"serving={status.get('servingVersion', '-')}  pods ready: {_pods_by_version()}"
+                f"serving={status.get('servingVersion', '-')}{where}  "
+                f"pods ready: {_pods_by_version()}"
             )
             if snapshot != self.last:
                 self.say.line(snapshot)

@@ -37,12 +37,13 @@ def test_demo_runs_the_whole_loop_and_cleans_up(
     aliasop_dev = str(Path(sys.executable).parent / "aliasop-dev")
     try:
         run = subprocess.run(
-            [aliasop_dev, "demo"], env=env, capture_output=True, text=True, timeout=480
+            [aliasop_dev, "demo", "--canary"], env=env, capture_output=True, text=True, timeout=480
         )
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
         out = run.stdout
-        for step in range(1, 8):
-            assert f"[{step}/7]" in out
+        for step in range(1, 9):
+            assert f"[{step}/8]" in out
+        assert "Event CanaryPromoted" in out
         assert "--artifact-uri models:/bikes/1" in out and "--artifact-uri models:/bikes/2" in out
         assert len(re.findall(r"-> \d+ rentals", out)) == 6  # three from each version
         assert "make demo-down" in out
@@ -53,10 +54,11 @@ def test_demo_runs_the_whole_loop_and_cleans_up(
         status = mdep["status"]
         assert (status["phase"], status["servingVersion"], status["aliasVersion"]) == (
             "Ready",
-            "1",
-            "1",
+            "2",
+            "2",
         )
         assert [(h["version"], h["reason"], h["outcome"]) for h in status["history"]] == [
+            ("2", "AliasMoved", "Succeeded"),  # the canary
             ("1", "AliasMoved", "Succeeded"),
             ("2", "AliasMoved", "Succeeded"),
             ("1", "Created", "Succeeded"),
