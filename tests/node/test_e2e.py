@@ -518,3 +518,56 @@ def test_version_whose_server_cannot_load_is_rolled_back(
         wait_for(lambda: len(requests.answers) >= during + 20, timeout=30, message="answers")
     assert requests.failures == [], requests.failures
     assert set(requests.answers) == {good}, Counter(requests.answers)
+
+
+CANARY_PAUSE_SECONDS = 60
+CANARY_SAMPLE = 200  # requests per weight: the share's standard error is about 3 points
+
+
+def test_canary_weights_are_the_share_of_requests_the_canary_answers(
+    serving: Serving, k8s: client.ApiClient
+) -> None:
+    """Canary strategy at 4 replicas: at each weight (25, 50, 75), the share of requests sent
+    through the Service that the canary answers, measured; kube-proxy spreads connections
+    evenly over the Ready endpoints, so it is the canary's share of the pods."""
+    model = serving.model
+    stable, fresh = model.versions[1].version, model.versions[0].version
+    bikes.set_alias(model.tracking_uri, model.name, "champion", stable)
+    pause = {"pause": {"seconds": CANARY_PAUSE_SECONDS}}
+    steps = [{"setWeight": w} if i % 2 == 0 else pause for i, w in enumerate([25, 0, 50, 0, 75, 0])]
+    client.CustomObjectsApi(k8s).patch_namespaced_custom_object(
+        "aliasop.io",
+        "v1alpha1",
+        serving.namespace,
+        "modeldeployments",
+        NAME,
+        {"spec": {"replicas": 4, "rollout": {"strategy": "Canary", "steps": steps}}},
+    )
+    wait_for(
+        lambda: serving.serving(stable) and len(serving.pods()) == 4,
+        timeout=240,
+        interval=1,
+        message=f"4 pods of version {stable}",
+    )
+    bikes.set_alias(model.tracking_uri, model.name, "champion", fresh)
+
+    shares: dict[int, float] = {}
+    for step, weight in ((2, 25), (4, 50), (6, 75)):
+
+        def paused(step: int = step) -> dict[str, Any] | None:
+            canary = serving.status().get("canary") or {}
+            return canary if (canary.get("step"), canary.get("phase")) == (step, "Paused") else None
+
+        state = wait_for(paused, timeout=240, interval=1, message=f"the pause at {weight}%")
+        # Discarded: requests routed before kube-proxy's next sync took the new endpoints.
+        for _ in range(20):
+            serving.predict()
+        answers = [which(model, serving.predict()) for _ in range(CANARY_SAMPLE)]
+        assert serving.status()["canary"]["step"] == step, "the pause ended while measuring"
+        assert set(answers) <= {stable, fresh}, Counter(answers)
+        shares[weight] = answers.count(fresh) / len(answers)
+        assert state["weight"] == weight
+    print(f"canary share of requests by weight: {shares}")
+    for weight, share in shares.items():
+        assert abs(share - weight / 100) <= 0.15, shares
+    wait_for(lambda: serving.serving(fresh), timeout=300, interval=1, message="the promotion")
