@@ -318,7 +318,7 @@ def _run_canary(
         st.canary = state
         target.version, target.start_reason = current, None
     if problem is not None or spec.paused:
-        target.version = current
+        target.version = state.stable_version
         return None  # hold it where it is until the registry answers, or the spec unpauses
     progress = canary.advance(spec, state, stable, canary_deployment, promoted, draft.now)
     draft.events.extend(progress.events)
@@ -326,7 +326,7 @@ def _run_canary(
         _abort_canary(draft, target, progress.abort)
         return None
     st.canary = progress.state
-    target.version = st.canary.version if progress.promoting else current
+    target.version = st.canary.version if progress.promoting else state.stable_version
     return progress.wake_at
 
 

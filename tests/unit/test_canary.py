@@ -400,3 +400,16 @@ def test_a_canary_needs_replicas_and_steps_and_each_step_is_one_thing() -> None:
         spec({"setWeight": 10, "pause": {}})
     with pytest.raises(ValueError, match="exactly one of setWeight, pause and analysis"):
         spec({})
+
+
+def test_a_stable_deployment_deleted_mid_canary_is_put_back_at_its_version() -> None:
+    sim = Sim(spec({"setWeight": 25}, {"pause": {}}))
+    sim.serving("1")
+    sim.alias = "2"
+    for _ in range(3):
+        sim.step()
+    sim.stable = None  # someone deleted it
+    decision = sim.step(settle=False)
+    assert decision.pin is not None and decision.pin.version == "1"
+    assert decision.stable_replicas == 3  # its share
+    assert sim.status.canary is not None and sim.status.canary.version == "2"
