@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from metric_sources import PROMETHEUS_BINARY, TestServer
 from mlflow import MlflowClient
 
 from aliasop_dev import local
 
+from metric_sources import PROMETHEUS_BINARY, TestServer
 from resources import (
     OPERATOR_NAMESPACE,
     READER,

@@ -49,6 +49,12 @@ class View:
     def status(self) -> dict[str, Any]:
         return self.mdep().get("status") or {}
 
+    def patch_spec(self, spec: dict[str, Any]) -> None:
+        """Merge `spec` into the ModelDeployment's spec (None removes a field)."""
+        self.custom.patch_namespaced_custom_object(
+            "aliasop.io", "v1alpha1", self.namespace, "modeldeployments", self.name, {"spec": spec}
+        )
+
     def deployment(self) -> client.V1Deployment | None:
         try:
             return self.apps.read_namespaced_deployment(self.name, self.namespace)

@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from metric_sources import Answer, TestServer, expose
 
 from aliasop.analysis import MeasurementError, advance, next_due, start
 from aliasop.analysis_models import (
@@ -27,6 +26,8 @@ from aliasop.analysis_models import (
 from aliasop.analysis_providers import HttpMetricProvider
 from aliasop.templating import TemplateContext
 from aliasop_dev import local
+
+from metric_sources import Answer, TestServer, expose
 
 pytestmark = pytest.mark.timeout(120)
 

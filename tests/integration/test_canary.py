@@ -13,10 +13,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from metric_sources import TestServer, expose
 
 from aliasop_dev import bikes, local
 
+from metric_sources import TestServer, expose
 from resources import Recorder, Versions, View
 from support import Cluster, wait_for
 

@@ -40,15 +40,7 @@ def test_the_challenger_follows_its_own_alias_beside_the_main_one(
     with Recorder(bikes_view, steady_version=v1.version) as recorder:
         # Added to a resource that serves: the main side restarts once (its pods gain the
         # variant label) and makes room for the challenger's pod, never below 4 Ready.
-        api = client.CustomObjectsApi(bikes_view.apps.api_client)
-        api.patch_namespaced_custom_object(
-            "aliasop.io",
-            "v1alpha1",
-            bikes_view.namespace,
-            "modeldeployments",
-            "bikes",
-            {"spec": {"challenger": {"alias": "challenger", "weight": 25}}},
-        )
+        bikes_view.patch_spec({"challenger": {"alias": "challenger", "weight": 25}})
 
         def both_serving() -> dict[str, Any] | None:
             status = bikes_view.status()
@@ -88,14 +80,7 @@ def test_the_challenger_follows_its_own_alias_beside_the_main_one(
     assert len(main - main_sets) == 1  # the one restart for the variant label, no more
 
     # Removed: the main side grows back first, then the challenger's pods go.
-    api.patch_namespaced_custom_object(
-        "aliasop.io",
-        "v1alpha1",
-        bikes_view.namespace,
-        "modeldeployments",
-        "bikes",
-        {"spec": {"challenger": None}},
-    )
+    bikes_view.patch_spec({"challenger": None})
     wait_for(lambda: challenger.deployment() is None, 90, message="the challenger to go")
     wait_for(lambda: bikes_view.pods_by_version() == {v1.version: 4}, 60, message="4 main pods")
     assert bikes_view.status().get("challenger") is None

@@ -138,19 +138,13 @@ def test_kstatus_and_argocd_health_on_a_live_resource(
     proxy.start()
     wait_until(lambda m: condition(m, "RegistryAvailable").get("status") == "True", "back")
 
-    bikes_view.custom.patch_namespaced_custom_object(
-        "aliasop.io", "v1alpha1", bikes_view.namespace, "modeldeployments", "bikes",
-        {"spec": {"paused": True}},
-    )  # fmt: skip
+    bikes_view.patch_spec({"paused": True})
     bikes.set_alias(mlflow_uri, model_name, "champion", v2.version)
     table["paused"] = health(
         wait_until(lambda m: (m.get("status") or {}).get("aliasVersion") == v2.version, "paused")
     )
 
-    bikes_view.custom.patch_namespaced_custom_object(
-        "aliasop.io", "v1alpha1", bikes_view.namespace, "modeldeployments", "bikes",
-        {"spec": {"paused": False}},
-    )  # fmt: skip
+    bikes_view.patch_spec({"paused": False})
     table["rolling out a new version"] = health(
         wait_until(lambda m: (m.get("status") or {}).get("targetVersion") == v2.version, "v2")
     )
@@ -320,10 +314,7 @@ def test_replicas_handed_to_an_hpa_do_not_drop_for_a_moment(
     try:
         wait_for(lambda: seen, 10, message="the watch")
         generation = bikes_view.mdep()["metadata"]["generation"]
-        bikes_view.custom.patch_namespaced_custom_object(
-            "aliasop.io", "v1alpha1", namespace, "modeldeployments", "bikes",
-            {"spec": {"replicas": None}},  # a merge patch: null removes the field
-        )  # fmt: skip
+        bikes_view.patch_spec({"replicas": None})  # a merge patch: null removes the field
         wait_for(
             lambda: bikes_view.status().get("observedGeneration", 0) > generation,
             30,

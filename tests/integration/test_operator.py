@@ -86,14 +86,7 @@ def test_paused_reports_the_move_but_keeps_the_pods(
 ) -> None:
     v1, v2 = two_versions
     bikes_view = serving_v1(replicas=1)
-    bikes_view.custom.patch_namespaced_custom_object(
-        "aliasop.io",
-        "v1alpha1",
-        bikes_view.namespace,
-        "modeldeployments",
-        "bikes",
-        {"spec": {"paused": True}},
-    )
+    bikes_view.patch_spec({"paused": True})
     wait_for(lambda: bikes_view.status().get("phase") == "Paused", 30, message="Paused")
     bikes.set_alias(mlflow_uri, model_name, "champion", v2.version)
     status = wait_for(
@@ -105,14 +98,7 @@ def test_paused_reports_the_move_but_keeps_the_pods(
     assert bikes_view.template_version() == v1.version
     assert bikes_view.pods_by_version() == {v1.version: 1}
 
-    bikes_view.custom.patch_namespaced_custom_object(
-        "aliasop.io",
-        "v1alpha1",
-        bikes_view.namespace,
-        "modeldeployments",
-        "bikes",
-        {"spec": {"paused": False}},
-    )
+    bikes_view.patch_spec({"paused": False})
     bikes_view.wait_serving(v2.version)
 
 

@@ -136,14 +136,7 @@ def test_pod_settings_reach_the_pods_which_turn_ready(
         assert any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions)
 
     # Settings taken out of the spec leave the pod template: the operator's apply owns them.
-    bikes_view.custom.patch_namespaced_custom_object(
-        "aliasop.io",
-        "v1alpha1",
-        namespace,
-        "modeldeployments",
-        "bikes",
-        {"spec": {"serving": {"tolerations": None, "podLabels": None}}},
-    )
+    bikes_view.patch_spec({"serving": {"tolerations": None, "podLabels": None}})
 
     def dropped() -> bool:
         current = bikes_view.deployment()
@@ -357,14 +350,7 @@ def test_a_disruption_budget_the_download_volume_and_the_drain_reach_the_cluster
     assert pod["containers"][0]["lifecycle"] == {"preStop": {"sleep": {"seconds": 3}}}
     assert pod["terminationGracePeriodSeconds"] == 33
 
-    bikes_view.custom.patch_namespaced_custom_object(
-        "aliasop.io",
-        "v1alpha1",
-        bikes_view.namespace,
-        "modeldeployments",
-        "bikes",
-        {"spec": {"serving": {"disruptionBudget": None}}},
-    )
+    bikes_view.patch_spec({"serving": {"disruptionBudget": None}})
 
     def gone() -> bool:
         try:

@@ -33,6 +33,8 @@ from aliasop.models import (
 )
 from aliasop.rollout import Decision, decide
 
+from observed import observed
+
 pytestmark = pytest.mark.timeout(10)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -59,23 +61,6 @@ def spec(*steps: dict[str, Any], replicas: int = 4, **fields: Any) -> ModelDeplo
     )
 
 
-def deployment(version: str, replicas: int, available: int | None = None) -> ObservedDeployment:
-    available = replicas if available is None else available
-    return ObservedDeployment(
-        version=version,
-        run_id=f"run{version}",
-        revision="1",
-        replicas_applied=True,
-        generation=1,
-        observed_generation=1,
-        desired_replicas=replicas,
-        replicas=replicas,
-        updated_replicas=replicas,
-        available_replicas=available,
-        deadline_exceeded=False,
-    )
-
-
 @dataclass
 class Sim:
     """The two Deployments and the resource's status, pass after pass."""
@@ -94,7 +79,7 @@ class Sim:
         for side in ("stable", "canary"):
             seen = getattr(self, side)
             if seen is not None:
-                setattr(self, side, deployment(seen.version, seen.desired_replicas))
+                setattr(self, side, observed(seen.version, seen.desired_replicas))
 
     def available(self) -> int:
         return sum(d.available_replicas for d in (self.stable, self.canary) if d is not None)
@@ -141,7 +126,7 @@ def _rescale(seen: ObservedDeployment | None, version: str, replicas: int) -> Ob
         old = seen.available_replicas if seen is not None else 0
         # A rolling update with maxUnavailable 0: the old pods serve until new ones are ready.
         return replace(
-            deployment(version, replicas, available=min(old, replicas)),
+            observed(version, replicas, available=min(old, replicas)),
             updated_replicas=0,
             replicas=replicas + (seen.replicas if seen is not None else 0),
         )
@@ -165,17 +150,15 @@ def test_canary_pods_are_the_weight_of_replicas_rounded_up() -> None:
 
 
 def test_a_side_shrinks_only_once_the_other_has_its_share_available() -> None:
-    stable, fresh = deployment("1", 4), deployment("2", 1, available=0)
+    stable, fresh = observed("1", 4), observed("2", 1, available=0)
     assert canary.scale(4, 1, stable, "1", None, "2") == canary.Scale(stable=4, canary=1)
     assert canary.scale(4, 1, stable, "1", fresh, "2") == canary.Scale(stable=4, canary=1)
-    ready = deployment("2", 1)
+    ready = observed("2", 1)
     assert canary.scale(4, 1, stable, "1", ready, "2") == canary.Scale(stable=3, canary=1)
     # Weight back down: the stable side grows first, the canary waits for it.
-    small = deployment("1", 2)
-    assert canary.scale(4, 1, small, "1", deployment("2", 2), "2") == canary.Scale(3, 2)
-    assert canary.scale(4, 1, deployment("1", 3), "1", deployment("2", 2), "2") == canary.Scale(
-        3, 1
-    )
+    small = observed("1", 2)
+    assert canary.scale(4, 1, small, "1", observed("2", 2), "2") == canary.Scale(3, 2)
+    assert canary.scale(4, 1, observed("1", 3), "1", observed("2", 2), "2") == canary.Scale(3, 1)
 
 
 def test_the_first_rollout_is_whole_and_an_alias_move_starts_a_canary() -> None:
@@ -382,7 +365,7 @@ def test_current_step_and_the_analysis_under_way() -> None:
     state = canary.start(md, "2", "run2", "1", T0)
     assert canary.current_step(md, state) == md.rollout.steps[0]
     assert canary.analysis_under_way(md, state) is None
-    second = canary.advance(md, state, deployment("1", 3), deployment("2", 1), "", T0).state
+    second = canary.advance(md, state, observed("1", 3), observed("2", 1), "", T0).state
     assert second.step == 2
     assert canary.analysis_under_way(md, second) == md.rollout.steps[1].analysis
     assert second.analysis is not None

@@ -28,27 +28,14 @@ from aliasop.rollout import (
     status_to_store,
 )
 
+from observed import observed
+
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+rolled_out = observed  # every pod of the version available
 
 
 def spec(**fields: object) -> ModelDeploymentSpec:
     return ModelDeploymentSpec.model_validate({"model": "models:/bikes@champion", **fields})
-
-
-def rolled_out(version: str, replicas: int = 2) -> ObservedDeployment:
-    return ObservedDeployment(
-        version=version,
-        run_id=f"run{version}",
-        revision="1",
-        replicas_applied=True,
-        generation=1,
-        observed_generation=1,
-        desired_replicas=replicas,
-        replicas=replicas,
-        updated_replicas=replicas,
-        available_replicas=replicas,
-        deadline_exceeded=False,
-    )
 
 
 def rolling(version: str) -> ObservedDeployment:
