@@ -140,9 +140,12 @@ def structural(schema: Schema, defs: dict[str, Schema] | None = None) -> Schema:
     if POD_SPEC_SCHEMA in schema:  # typed loosely in the model: Kubernetes' schema, our words
         kubernetes = pod_spec_schema(schema[POD_SPEC_SCHEMA])
         return {**kubernetes, "description": schema.get("description", kubernetes["description"])}
-    if "$ref" in schema:  # a nested model; the field's own description is the better one
+    if "$ref" in schema:  # a nested model or enum; the field's own description is the better one
         nested = structural(defs[schema["$ref"].rsplit("/", 1)[-1]], defs)
-        return {**nested, "description": schema.get("description", nested.get("description"))}
+        nested["description"] = schema.get("description", nested.get("description"))
+        if schema.get("default") not in (None, {}, []):  # an enum's default
+            nested["default"] = schema["default"]
+        return nested
     types = {s.get("type") for s in schema.get("anyOf", [])}
     if types - {"null"} == {"integer", "string"}:  # an IntOrString, perhaps optional
         pattern = next(s.get("pattern") for s in schema["anyOf"] if s.get("type") == "string")

@@ -526,6 +526,7 @@ class HistoryEntry(CamelModel):
     started_at: Timestamp = Field(description="When the rollout started.")
     finished_at: Timestamp | None = Field(None, description="When it ended, if it has.")
     outcome: Outcome = Field(description="Progressing, Succeeded, Failed or Superseded.")
+    message: str = Field("", description="Why it failed, when it did.")
 
 
 class CanaryPhase(StrEnum):

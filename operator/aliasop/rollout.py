@@ -336,7 +336,7 @@ def _abort_canary(draft: _Draft, target: _Target, why: str) -> None:
     st, uri = draft.status, draft.spec.model_uri
     state = st.canary
     assert state is not None
-    _finish(draft, state.version, Outcome.FAILED)
+    _finish(draft, state.version, Outcome.FAILED, why)
     st.failed_version, st.canary = state.version, None
     target.version = state.stable_version
     target.failure = f"{why}; aborted, version {state.stable_version} kept serving"
@@ -395,7 +395,7 @@ def _detect_failed_rollout(
         f"version {failed} did not become available within "
         f"{draft.spec.rollout.progress_deadline_seconds}s"
     )
-    if _finish(draft, failed, Outcome.FAILED):
+    if _finish(draft, failed, Outcome.FAILED, target.failure):
         draft.post(EventType.WARNING, Reason.ROLLOUT_FAILED, target.failure)
     if draft.spec.rollout.auto_rollback and st.last_good_version is not None:
         st.failed_version = failed
@@ -471,8 +471,16 @@ def _set_phase_and_conditions(
     unreachable = problem is not None and problem.kind is Reason.REGISTRY_UNAVAILABLE
     failure = target.failure
     if failure is None and st.failed_version is not None:
+        why = next(
+            (
+                f" ({e.message})"
+                for e in st.history
+                if e.version == st.failed_version and e.outcome is Outcome.FAILED and e.message
+            ),
+            "",
+        )
         failure = (
-            f"version {st.failed_version} failed to roll out; serving version "
+            f"version {st.failed_version} failed to roll out{why}; serving version "
             f"{st.serving_version}. It is tried again when {draft.spec.model_uri} moves away "
             "and back"
         )
@@ -678,11 +686,12 @@ def _record_start(draft: _Draft, pin: PinnedVersion, reason: Reason) -> bool:
     return True
 
 
-def _finish(draft: _Draft, version: str | None, outcome: Outcome) -> bool:
-    """Close the in-progress history entry of `version`; False when there is none."""
+def _finish(draft: _Draft, version: str | None, outcome: Outcome, why: str = "") -> bool:
+    """Close the in-progress history entry of `version` (`why`: what made it fail); False
+    when there is none."""
     for entry in draft.status.history:
         if entry.version == version and entry.outcome is Outcome.PROGRESSING:
-            entry.outcome, entry.finished_at = outcome, draft.now
+            entry.outcome, entry.finished_at, entry.message = outcome, draft.now, why
             return True
     return False
 
