@@ -238,30 +238,35 @@ def test_a_third_version_mid_canary_restarts_it_with_that_version(
 def test_a_name_another_resource_holds_is_reported_not_taken(
     two_versions: Versions,
     model_name: str,
-    mlflow_uri: str,
-    serving_v1: Callable[..., View],
     mdeps: Callable[..., Any],
     view: Callable[[str], View],
 ) -> None:
-    v1, v2 = two_versions
-    mdeps("bikes-canary", model=f"models:/{model_name}@champion", replicas=1)
+    """`bikes-canary`, a ModelDeployment of its own, holds the names of bikes' canary side
+    (its Deployment and Service are `bikes-canary`): bikes, with the Canary strategy, takes
+    neither, and says why, until the name is free."""
+    v1 = two_versions[0]
+    uri = f"models:/{model_name}@champion"
+    mdeps("bikes-canary", model=uri, replicas=1)
     neighbour = view("bikes-canary")
     neighbour.wait_serving(v1.version)
-    bikes_view = serving_v1(**canary_spec({"setWeight": 25}))
-    bikes.set_alias(mlflow_uri, model_name, "champion", v2.version)
+    before = neighbour.mdep()["metadata"]["uid"]
+    mdeps("bikes", model=uri, pollIntervalSeconds=5, **canary_spec({"setWeight": 25}))
+    bikes_view = view("bikes")
 
     def clash() -> dict[str, Any] | None:
         status = bikes_view.status()
-        return (
-            status if status.get("message", "").startswith("the Deployment bikes-canary") else None
-        )
+        return status if status.get("message", "").startswith("the Service bikes-canary") else None
 
     status = wait_for(clash, 60, message="the name clash in status")
     assert "belongs to another owner" in status["message"]
-    assert status["phase"] == "Degraded" and status.get("canary") is None
+    assert status["phase"] == "Degraded"
     assert "NameClash" in bikes_view.events()
-    deployment = neighbour.deployment()
-    assert deployment is not None
-    assert [r.name for r in deployment.metadata.owner_references] == ["bikes-canary"]
-    assert "aliasop.io/variant" not in deployment.spec.template.metadata.labels
-    assert bikes_view.template_version() == v1.version and replicas(bikes_view, "bikes") == 4
+    service = neighbour.core.read_namespaced_service("bikes-canary", neighbour.namespace)
+    assert [r.uid for r in service.metadata.owner_references] == [before]
+    assert "aliasop.io/variant" not in service.spec.selector  # not bikes' canary Service
+    assert bikes_view.deployment() is None  # nothing applied while the name is taken
+
+    neighbour.custom.delete_namespaced_custom_object(
+        "aliasop.io", "v1alpha1", neighbour.namespace, "modeldeployments", "bikes-canary"
+    )
+    bikes_view.wait_serving(v1.version, timeout=120)
