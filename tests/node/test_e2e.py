@@ -534,6 +534,7 @@ def test_canary_weights_are_the_share_of_requests_the_canary_answers(
     model = serving.model
     stable, fresh = model.versions[1].version, model.versions[0].version
     bikes.set_alias(model.tracking_uri, model.name, "champion", stable)
+    wait_for(lambda: serving.serving(stable), timeout=180, interval=1, message=f"{stable} serving")
     pause = {"pause": {"seconds": CANARY_PAUSE_SECONDS}}
     steps = [{"setWeight": w} if i % 2 == 0 else pause for i, w in enumerate([25, 0, 50, 0, 75, 0])]
     client.CustomObjectsApi(k8s).patch_namespaced_custom_object(
