@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -78,6 +79,7 @@ def _run(args: argparse.Namespace, make_resolver: ResolverFactory | None) -> int
     # import alone is 24 MiB resident. A None entry makes `import kubernetes` fail at once.
     sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
     import kopf
+    from kopf._core.engines.peering import Identity  # kopf.run's type, not re-exported
 
     from aliasop import handlers  # noqa: F401  (registers the handlers)
     from aliasop.runtime import build_runtime
@@ -91,6 +93,9 @@ def _run(args: argparse.Namespace, make_resolver: ResolverFactory | None) -> int
     kopf.configure(verbose=False, log_prefix=True)  # "[namespace/name] ..." on each object's lines
     kopf.run(
         standalone=True,  # no kopf peering: replicas share the work through a Lease
+        # kopf's own id (its peering's only): its default starts with the user's name, which a
+        # UID without a passwd entry has none of (KeyError), as the image's 10001 in a pod.
+        identity=Identity(socket.gethostname()),
         clusterwide=args.all_namespaces or not args.namespace,
         namespaces=args.namespace,
         liveness_endpoint=args.liveness,

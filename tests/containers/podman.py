@@ -162,6 +162,9 @@ def run_options(
         "never",  # images come from the local store, as imagePullPolicy: Never
         "--network",
         "host",
+        # No /etc/passwd entry for the container's user unless the image has one: a kubelet
+        # adds none (podman does by default, which hid an operator that needed one).
+        "--passwd=false",
         *podman_env()["run"],
     ]
     if "terminationGracePeriodSeconds" in pod_spec:
