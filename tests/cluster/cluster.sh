@@ -94,7 +94,11 @@ check_binaries() {
 # (TokenRequest, kube-controller-manager's token/service-account controllers); kubeAdmission keeps
 # the default admission plugins. Both are kwokctl's defaults with a secure port, pinned here
 # because the tests depend on them. bindAddress keeps every component off the network
-# (kwokctl's default is 0.0.0.0); ports are picked free by kwokctl and kept across restarts.
+# (kwokctl's default is 0.0.0.0) but the API server, which pods on the real node reach through
+# the `kubernetes` Service: its endpoint is the address kube-apiserver advertises, this host's
+# default-route address, so it listens on every address (clients still need the cluster's
+# certificates or a token). Its certificate (kwokctl's) names kubernetes.default.svc and the
+# host's addresses. Ports are picked free by kwokctl and kept across restarts.
 # enableCRDs: [Stage] makes kwok take its Stages from the API server instead of kwokctl's fixed
 # built-in set: kwokctl installs the Stage CRD and no stage at all, stages.yaml holds the defaults
 # (apply_stages), and tests can add or remove stages while the cluster runs.
@@ -130,6 +134,9 @@ options:
 componentsPatches:
 - name: kube-apiserver
   extraArgs:
+  - key: bind-address
+    value: 0.0.0.0
+    override: true
   - key: service-cluster-ip-range
     value: 10.96.0.0/16
   - key: kubelet-client-certificate
