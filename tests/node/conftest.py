@@ -14,18 +14,22 @@ import os
 import shutil
 import subprocess
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from realnode import REAL_NODE, RealNode
+from aliasop_dev import local
+
+from realnode import REAL_NODE, NodeMlflow, RealNode
 from support import REPO, Cluster, cache_dir
 
 VERSION: str = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
-# As `make images` tags it in podman's store, and as containerd names it once imported.
+# As `make images` tags them in podman's store, and as containerd names them once imported.
 SERVING_IMAGE = f"localhost/aliasop-serving:{VERSION}"
+OPERATOR_IMAGE = f"localhost/aliasop:{VERSION}"
 
 
 @pytest.fixture(scope="session")
@@ -101,25 +105,24 @@ def imported_config(image: str) -> str | None:
     return config
 
 
-@pytest.fixture(scope="session")
-def serving_image(real_node: RealNode, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The serving image `make images` built, imported into the real node's containerd (once per
+def imported(image: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """`image`, as `make images` built it, imported into the real node's containerd (once per
     build: skipped when containerd holds the same image ID). Pods find it there: its tag is not
     `latest`, so the kubelet's default pull policy is IfNotPresent and nothing is pulled."""
     if shutil.which("podman") is None:
         reason = "podman is not installed: run images/setup.sh and make images"
-    elif podman("image", "exists", SERVING_IMAGE, check=False).returncode != 0:
-        reason = f"no image {SERVING_IMAGE} in podman's store: run make images"
+    elif podman("image", "exists", image, check=False).returncode != 0:
+        reason = f"no image {image} in podman's store: run make images"
     else:
         reason = ""
     if reason:
         if containers_required() or os.environ.get("ALIASOP_REQUIRE_REAL_NODE") == "1":
             pytest.fail(f"{reason} (required here)")
         pytest.skip(reason)
-    image_id = podman("image", "inspect", "--format", "{{.Id}}", SERVING_IMAGE).stdout.strip()
-    if imported_config(SERVING_IMAGE) != f"sha256:{image_id}":
-        archive: Path = tmp_path_factory.mktemp("serving-image") / "serving.tar"
-        podman("save", "--format", "docker-archive", "-o", str(archive), SERVING_IMAGE)
+    image_id = podman("image", "inspect", "--format", "{{.Id}}", image).stdout.strip()
+    if imported_config(image) != f"sha256:{image_id}":
+        archive: Path = tmp_path_factory.mktemp("image") / "image.tar"
+        podman("save", "--format", "docker-archive", "-o", str(archive), image)
         subprocess.run(
             [str(REPO / "tests" / "cluster" / "realnode.sh"), "import", str(archive)],
             check=True,
@@ -128,5 +131,32 @@ def serving_image(real_node: RealNode, tmp_path_factory: pytest.TempPathFactory)
             stdin=subprocess.DEVNULL,
         )
         archive.unlink()
-        assert imported_config(SERVING_IMAGE) == f"sha256:{image_id}"
-    return SERVING_IMAGE
+        assert imported_config(image) == f"sha256:{image_id}"
+    return image
+
+
+@pytest.fixture(scope="session")
+def serving_image(real_node: RealNode, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return imported(SERVING_IMAGE, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def operator_image(real_node: RealNode, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return imported(OPERATOR_IMAGE, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def node_mlflow(
+    real_node: RealNode, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NodeMlflow]:
+    """A real MLflow server on the node's bridge address, which the pods reach (through their
+    default route, the node)."""
+    workdir = tmp_path_factory.mktemp("mlflow-on-node")
+    port = local.free_port()
+    server = local.mlflow_server(workdir, port, host=real_node.address).start()
+    uri = f"http://{real_node.address}:{port}"
+    try:
+        server.wait_ready(f"{uri}/health", timeout=90)
+        yield NodeMlflow(uri, workdir / "artifacts")
+    finally:
+        server.stop()

@@ -12,11 +12,9 @@ whose download fails, rolled back. The operator follows only resources labelled
 from __future__ import annotations
 
 import importlib
-import json
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -31,7 +29,7 @@ from mlflow import MlflowClient
 from aliasop.builders import DOWNLOAD_CONTAINER, SERVING_CONTAINER, VERSION_LABEL
 from aliasop_dev import bikes, local
 
-from realnode import RealNode, on_real_node
+from realnode import NodeMlflow, RealNode, on_real_node, predict
 from support import REPO, SHARD_LABEL, Cluster, wait_for
 
 # func_only: the session's fixtures (the image's import, MLflow, the operator, the first pod)
@@ -43,8 +41,6 @@ NAME = "bikes"
 PORT = 8080
 # A rollout slower than this has failed: the bad version's pods give up well within a test.
 DEADLINE_SECONDS = 30
-# No direct opener would honour a proxy set in the environment: these addresses are local.
-HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 @dataclass
@@ -106,20 +102,6 @@ class Serving:
         return predict(self.url, self.model.versions[0].input_example)
 
 
-def predict(url: str, example: Any) -> list[float]:
-    body = {"dataframe_split": json.loads(example.to_json(orient="split", index=False))}
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    # A new connection each time: each request is routed by kube-proxy's rules of the moment.
-    with HTTP.open(request, timeout=10) as response:
-        predictions: list[float] = json.loads(response.read())["predictions"]
-    return predictions
-
-
 def which(model: Model, predictions: list[float]) -> str | None:
     """The version whose predictions these are, if any."""
     for v in model.versions:
@@ -156,24 +138,16 @@ class Client(threading.Thread):
 
 
 @pytest.fixture(scope="module")
-def model(real_node: RealNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Model]:
-    """A real MLflow server on the node's bridge address, which the pods reach (through their
-    default route, the node), and versions 1 and 2 of a fresh model, which predict
+def model(node_mlflow: NodeMlflow) -> Model:
+    """Versions 1 and 2 of a fresh model on the MLflow server the pods reach, which predict
     differently; @champion -> 1."""
-    workdir = tmp_path_factory.mktemp("mlflow")
-    port = local.free_port()
-    server = local.mlflow_server(workdir, port, host=real_node.address).start()
-    uri = f"http://{real_node.address}:{port}"
-    try:
-        server.wait_ready(f"{uri}/health", timeout=90)
-        m = Model(uri, workdir / "artifacts", f"bikes-{uuid.uuid4().hex[:8]}")
-        m.versions.append(bikes.train_and_register(uri, m.name, kind="linear"))
-        m.versions.append(bikes.train_and_register(uri, m.name, kind="hourly"))
-        assert m.versions[0].predictions != pytest.approx(m.versions[1].predictions)
-        bikes.set_alias(uri, m.name, "champion", m.versions[0].version)
-        yield m
-    finally:
-        server.stop()
+    uri = node_mlflow.uri
+    m = Model(uri, node_mlflow.artifacts, f"bikes-{uuid.uuid4().hex[:8]}")
+    m.versions.append(bikes.train_and_register(uri, m.name, kind="linear"))
+    m.versions.append(bikes.train_and_register(uri, m.name, kind="hourly"))
+    assert m.versions[0].predictions != pytest.approx(m.versions[1].predictions)
+    bikes.set_alias(uri, m.name, "champion", m.versions[0].version)
+    return m
 
 
 @pytest.fixture(scope="module")

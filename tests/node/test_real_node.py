@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import urllib.request
 from collections import Counter
 from typing import Any
 
 import pytest
 from kubernetes import client
 
-from realnode import SMOKE_IMAGE, RealNode, condition, on_real_node
+from realnode import HTTP, SMOKE_IMAGE, RealNode, condition, on_real_node
 from support import Cluster, wait_for
 
 # func_only: the first test must not spend its budget on starting the session's cluster.
@@ -35,8 +34,6 @@ LOCKED_DOWN = {
     "allowPrivilegeEscalation": False,
     "capabilities": {"drop": ["ALL"]},
 }
-# No direct opener would honour a proxy set in the environment: these addresses are local.
-HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def pod_spec(command: list[str], **container: Any) -> dict[str, Any]:
