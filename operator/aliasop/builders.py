@@ -129,6 +129,11 @@ def get_serving_args(port: int, workers: int) -> list[str]:
     ]
 
 
+def service_suffix(variant: str) -> str:
+    """The suffix of a side's own Service: the main side's is <name>-stable."""
+    return STABLE_SUFFIX if variant == MAIN else variant
+
+
 def child_name(owner: Owner, suffix: str = "") -> str:
     return f"{owner.name}-{suffix}" if suffix else owner.name
 
@@ -302,7 +307,7 @@ def get_service(owner: Owner, spec: ModelDeploymentSpec, variant: str = "") -> M
     name = owner.name
     if variant:
         selector = {**selector, VARIANT_LABEL: variant}
-        name = child_name(owner, STABLE_SUFFIX if variant == MAIN else variant)
+        name = child_name(owner, service_suffix(variant))
     return {
         "apiVersion": "v1",
         "kind": "Service",

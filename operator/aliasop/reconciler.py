@@ -24,7 +24,6 @@ from aliasop.builders import (
     CHALLENGER,
     HANDOVER_FIELD_MANAGER,
     MAIN,
-    STABLE_SUFFIX,
     Owner,
     PinnedVersion,
     ServingDefaults,
@@ -37,6 +36,7 @@ from aliasop.builders import (
     get_selector,
     get_service,
     get_tracking_uri,
+    service_suffix,
 )
 from aliasop.clock import Clock
 from aliasop.deployments import ObservedDeployment, observe_deployment
@@ -419,8 +419,7 @@ class Reconciler:
             manifest = get_deployment(owner, spec, pin, self._defaults, variant=variant)
             await self._children.delete(manifest)
         for gone in (variant, *(() if in_use else (MAIN,))):
-            suffix = STABLE_SUFFIX if gone == MAIN else gone
-            if self.observed.revision("Service", key, suffix) is not None:
+            if self.observed.revision("Service", key, service_suffix(gone)) is not None:
                 await self._children.delete(get_service(owner, spec, gone))
 
     async def _name_clash(
@@ -437,8 +436,7 @@ class Reconciler:
                 wanted.append(get_deployment(owner, spec, pin, self._defaults, variant=variant))
         if decision.pin is not None:
             for variant in _variants_in_use(spec):
-                suffix = STABLE_SUFFIX if variant == MAIN else variant
-                if self.observed.revision("Service", key, suffix) is None:
+                if self.observed.revision("Service", key, service_suffix(variant)) is None:
                     wanted.append(get_service(owner, spec, variant))
         for manifest in wanted:
             controller = await self._children.controller(manifest)

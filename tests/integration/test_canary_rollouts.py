@@ -64,7 +64,7 @@ def at_step(view: View, step: int, phase: str) -> dict[str, Any]:
     return wait_for(reached, 90, message=f"canary step {step} ({phase})")
 
 
-def seconds(text: str) -> datetime:
+def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
@@ -107,7 +107,7 @@ def test_steps_weights_pause_analysis_and_promotion(
 
         analysing = at_step(bikes_view, 4, "Analysing")
         assert (replicas(bikes_view, "bikes"), replicas(bikes_view, "bikes-canary")) == (2, 2)
-        waited = seconds(analysing["stepStartedAt"]) - seconds(paused["stepStartedAt"])
+        waited = parse_time(analysing["stepStartedAt"]) - parse_time(paused["stepStartedAt"])
         assert waited.total_seconds() >= 10, "the pause was cut short"
 
         bikes_view.wait_serving(v2.version, timeout=120)
@@ -178,7 +178,7 @@ def test_an_operator_killed_mid_pause_resumes_the_same_step(
     bikes_view = serving_v1(**canary_spec({"setWeight": 25}, {"pause": {"seconds": 40}}))
     bikes.set_alias(mlflow_uri, model_name, "champion", v2.version)
     paused = at_step(bikes_view, 2, "Paused")
-    halfway = seconds(paused["stepStartedAt"]) + timedelta(seconds=20)
+    halfway = parse_time(paused["stepStartedAt"]) + timedelta(seconds=20)
     wait_for(lambda: datetime.now(UTC) >= halfway, 30, message="the pause half over")
 
     operator.kill()
@@ -187,7 +187,7 @@ def test_an_operator_killed_mid_pause_resumes_the_same_step(
 
     def passed_again() -> dict[str, Any] | None:
         status = bikes_view.status()
-        return status if seconds(status["lastResolvedTime"]) > killed else None
+        return status if parse_time(status["lastResolvedTime"]) > killed else None
 
     resumed = wait_for(passed_again, 60, message="a pass of the restarted operator")["canary"]
     assert resumed is not None, "the canary was dropped"
@@ -199,7 +199,7 @@ def test_an_operator_killed_mid_pause_resumes_the_same_step(
     status = bikes_view.wait_serving(v2.version, timeout=120)
     rollouts = [h for h in status["history"] if h["version"] == v2.version]
     assert [h["outcome"] for h in rollouts] == ["Succeeded"]  # one rollout, not two
-    late = seconds(rollouts[0]["finishedAt"]) - seconds(paused["pauseUntil"])
+    late = parse_time(rollouts[0]["finishedAt"]) - parse_time(paused["pauseUntil"])
     assert late.total_seconds() < 15
 
 
