@@ -361,33 +361,34 @@ class Reconciler:
         clash = await self._name_clash(key, owner, spec, decision)
         if clash is not None:
             return name_clash(tracked.status, clash, now), float(spec.poll_interval_seconds)
-        manifest: dict[str, Any] = {}
+        applying = ""  # the kind of child in hand, named if the API server refuses it
         try:
             if decision.pin is not None:
+                applying = "Deployment"
                 if spec.replicas is None and observed is not None and observed.replicas_applied:
                     await self._children.apply(
                         get_replicas_handover(owner, observed.desired_replicas),
                         current_revision=None,
                         field_manager=HANDOVER_FIELD_MANAGER,
                     )
-                manifest = get_deployment(
-                    owner, spec, decision.pin, self._defaults, replicas=decision.stable_replicas
-                )
                 await self._children.apply(
-                    manifest, current_revision=observed.revision if observed else None
+                    get_deployment(
+                        owner, spec, decision.pin, self._defaults, replicas=decision.stable_replicas
+                    ),
+                    current_revision=observed.revision if observed else None,
                 )
+                applying = "Service"
                 for variant in ("", *_variants_in_use(spec)):
-                    manifest = get_service(owner, spec, variant)
-                    await self._apply_service(key, manifest, tracked)
-                manifest = get_disruption_budget(owner, spec)
-                await self._apply_disruption_budget(key, manifest, spec)
+                    await self._apply_service(key, get_service(owner, spec, variant), tracked)
+                applying = "PodDisruptionBudget"
+                await self._apply_disruption_budget(key, get_disruption_budget(owner, spec), spec)
             for variant, side in ((CANARY, decision.canary), (CHALLENGER, decision.challenger)):
-                manifest = {"kind": f"{variant}'s Deployment"}
+                applying = f"{variant}'s Deployment"
                 await self._apply_side(key, owner, spec, variant, side, sides[variant])
         except ApiError as exc:
             if exc.status not in _INVALID:
                 raise
-            decision = refused(tracked.status, decision, manifest["kind"], exc.message, now)
+            decision = refused(tracked.status, decision, applying, exc.message, now)
         decision = await self._tell_registry(key, spec, tracking_uri, tracked, decision)
         delay = float(spec.poll_interval_seconds)
         if decision.wake_at is not None:  # a pause ends, a measurement is due
