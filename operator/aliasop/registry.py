@@ -25,7 +25,7 @@ from aliasop.signatures import SignatureInputs, Unreadable
 
 _READY = "READY"
 INVALID_HOST = "Invalid Host header"  # the start of MLflow 3's refusal of an unknown Host
-_RUN_ID_CACHE_SIZE = 10_000
+_VERSIONS_REMEMBERED = 10_000  # per cache: the run ids of READY versions, their signatures
 
 
 class MlflowRegistry:
@@ -90,16 +90,13 @@ class MlflowRegistry:
         cached = self._ready_run_ids.get((tracking_uri, uri.name, version))
         if cached is not None:
             return ResolvedVersion(version=version, run_id=cached)
-        body = await self._get(
-            tracking_uri, "model-versions/get", {"name": uri.name, "version": version}
+        model_version = await self._model_version(
+            tracking_uri,
+            uri.name,
+            version,
+            f"alias {uri.alias!r} points at version {version} of {uri.name!r}, "
+            "which does not exist",
         )
-        if body is None:
-            raise RegistryProblem(
-                Reason.VERSION_NOT_FOUND,
-                f"alias {uri.alias!r} points at version {version} of {uri.name!r}, "
-                "which does not exist",
-            )
-        model_version = body.get("model_version", {})
         status = model_version.get("status", _READY)
         if status != _READY:
             raise RegistryProblem(
@@ -107,22 +104,28 @@ class MlflowRegistry:
                 f"version {version} of {uri.name!r} is {status}, not READY",
             )
         run_id = model_version.get("run_id") or ""
-        if len(self._ready_run_ids) >= _RUN_ID_CACHE_SIZE:
+        if len(self._ready_run_ids) >= _VERSIONS_REMEMBERED:
             self._ready_run_ids.clear()
         self._ready_run_ids[(tracking_uri, uri.name, version)] = run_id
         return ResolvedVersion(version=version, run_id=run_id)
 
     async def version_tags(self, tracking_uri: str, name: str, version: str) -> dict[str, str]:
         """The tags of one model version, as they are now (tags change: never cached)."""
+        missing = f"version {version} of {name!r} does not exist"
+        model_version = await self._model_version(tracking_uri, name, version, missing)
+        tags = model_version.get("tags") or []
+        return {tag["key"]: str(tag.get("value", "")) for tag in tags}
+
+    async def _model_version(
+        self, tracking_uri: str, name: str, version: str, missing: str
+    ) -> dict[str, Any]:
+        """MLflow's model_version object; VERSION_NOT_FOUND saying `missing` when it is gone."""
         body = await self._get(
             tracking_uri, "model-versions/get", {"name": name, "version": version}
         )
         if body is None:
-            raise RegistryProblem(
-                Reason.VERSION_NOT_FOUND, f"version {version} of {name!r} does not exist"
-            )
-        tags = body.get("model_version", {}).get("tags") or []
-        return {tag["key"]: str(tag.get("value", "")) for tag in tags}
+            raise RegistryProblem(Reason.VERSION_NOT_FOUND, missing)
+        return dict(body.get("model_version", {}))
 
     async def signature_inputs(self, tracking_uri: str, name: str, version: str) -> SignatureInputs:
         """`signature.inputs` of a version's MLmodel (a JSON string); None when it has no
@@ -132,7 +135,7 @@ class MlflowRegistry:
         key = (tracking_uri, name, version)
         task = self._signature_inputs.get(key)
         if task is None:
-            if len(self._signature_inputs) >= _RUN_ID_CACHE_SIZE:
+            if len(self._signature_inputs) >= _VERSIONS_REMEMBERED:
                 self._signature_inputs.clear()
             task = asyncio.ensure_future(self._read_signature_inputs(tracking_uri, name, version))
             self._signature_inputs[key] = task
