@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,28 +110,24 @@ def train_and_register(
     model.fit(features, target)
     example = features.head(5)
     predictions = [float(p) for p in model.predict(example)]
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment(f"aliasop-{name}")
     signature = infer_signature(features, model.predict(features))
     if optional:
         assert signature.inputs is not None
         extra = [ColSpec("double", column, required=False) for column in optional]
         signature = ModelSignature(Schema([*signature.inputs.inputs, *extra]), signature.outputs)
-    with mlflow.start_run() as run:
-        mlflow.log_params({"kind": kind, "seed": seed})
-        info = mlflow.sklearn.log_model(
+    return _register(
+        tracking_uri,
+        name,
+        example,
+        predictions,
+        lambda: mlflow.sklearn.log_model(
             model,
             name="model",
             signature=signature,
             input_example=example,
             registered_model_name=name,
-        )
-    return RegisteredVersion(
-        name=name,
-        version=str(info.registered_model_version),
-        run_id=run.info.run_id,
-        input_example=example,
-        predictions=predictions,
+        ),
+        params={"kind": kind, "seed": seed},
     )
 
 
@@ -158,17 +154,40 @@ def log_fleet_model(
     model = fleet.FleetModel(Ridge(alpha=1.0).fit(features, target), fleet_size=fleet_size)
     example = features.head(5)
     predictions = [float(p) for p in model.predict(None, example)]
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment(f"aliasop-{name}")
-    with mlflow.start_run() as run:
-        info = mlflow.pyfunc.log_model(
+    return _register(
+        tracking_uri,
+        name,
+        example,
+        predictions,
+        lambda: mlflow.pyfunc.log_model(
             name="model",
             python_model=model,
             code_paths=[str(FLEET_CODE)],
             signature=infer_signature(features, predictions),
             input_example=example,
             registered_model_name=name,
-        )
+        ),
+    )
+
+
+def _register(
+    tracking_uri: str,
+    name: str,
+    example: pd.DataFrame,
+    predictions: list[float],
+    log_model: Callable[[], Any],
+    params: dict[str, Any] | None = None,
+) -> RegisteredVersion:
+    """Run `log_model` (which logs the model and registers it as `name`) in a new run of the
+    model's experiment."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(f"aliasop-{name}")
+    with mlflow.start_run() as run:
+        if params:
+            mlflow.log_params(params)
+        info = log_model()
     return RegisteredVersion(
         name=name,
         version=str(info.registered_model_version),
