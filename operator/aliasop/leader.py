@@ -172,19 +172,36 @@ class LeaderElector:
                 await asyncio.sleep(min(config.retry_period, self._seconds_left()))
 
     async def release(self) -> None:
-        """Give the Lease up, if held, so that a standby takes over at once."""
+        """Give the Lease up, if held, so that a standby takes over at once. Bounded by the
+        renew deadline, so that it cannot use up a pod's termination grace period."""
         if not self.leading or self._observed is None:
             return
         self._renewed_at = None  # no write of ours goes out from here on
         try:
-            await self._leases.replace_lease(
-                self.config.namespace,
-                self.config.name,
-                released(self._observed, datetime.datetime.now(datetime.UTC)),
-            )
-            _log.info(f"released Lease {self._lease_ref}")
-        except (ApiError, OSError) as exc:
+            async with asyncio.timeout(self.config.renew_deadline):
+                released_now = await self._release(self._observed)
+        except (ApiError, OSError, TimeoutError) as exc:
             _log.warning(f"could not release Lease {self._lease_ref}: {exc}")
+            return
+        if released_now:
+            _log.info(f"released Lease {self._lease_ref}")
+
+    async def _release(self, lease: dict[str, Any]) -> bool:
+        """False when another replica holds the Lease by now."""
+        config = self.config
+        now = datetime.datetime.now(datetime.UTC)
+        try:
+            await self._leases.replace_lease(config.namespace, config.name, released(lease, now))
+            return True
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+        # A renewal cancelled in flight may have been stored after all: release what is there.
+        stored = await self._leases.get_lease(config.namespace, config.name)
+        if stored is None or (stored.get("spec") or {}).get("holderIdentity") != config.identity:
+            return False
+        await self._leases.replace_lease(config.namespace, config.name, released(stored, now))
+        return True
 
     @property
     def _lease_ref(self) -> str:

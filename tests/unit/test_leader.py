@@ -193,6 +193,34 @@ async def test_a_released_lease_is_taken_by_the_standby_at_its_next_try() -> Non
     assert await b._claim()  # no wait for the lease duration
 
 
+async def test_a_renewal_stored_after_it_was_abandoned_is_released_all_the_same() -> None:
+    leases, clock = FakeLeases(), Clock()
+    a, _ = elector("a", leases, clock)
+    assert await a._claim()
+    # A renewal the API server stored, but whose answer never reached `a` (cancelled at stop):
+    renewed = claimed(copy.deepcopy(leases.lease), a.config, NOW)
+    await leases.replace_lease("aliasop-system", "aliasop", renewed)
+
+    await a.release()
+
+    assert leases.holder is None
+
+
+async def test_a_lease_another_replica_took_meanwhile_is_left_to_it() -> None:
+    leases, clock = FakeLeases(), Clock()
+    a, _ = elector("a", leases, clock)
+    b, _ = elector("b", leases, clock)
+    assert await a._claim()
+    assert not await b._claim()
+    clock.now += 16  # a's renewals stopped reaching the API server: b takes over
+    assert await b._claim()
+
+    clock.now -= 11  # a still leads by its own clock (its renew deadline is 10 s)
+    await a.release()
+
+    assert leases.holder == "b"
+
+
 async def test_of_two_replicas_claiming_at_once_one_wins() -> None:
     leases, clock = FakeLeases(), Clock()
     a, _ = elector("a", leases, clock)
