@@ -495,6 +495,7 @@ def test_version_whose_server_cannot_load_is_rolled_back(
 
 
 CANARY_PAUSE_SECONDS = 30  # long enough to measure in: 220 requests take about 10 s
+PROMOTION_DEADLINE_SECONDS = 180
 CANARY_SAMPLE = 200  # requests per weight: the share's standard error is about 3 points
 
 
@@ -517,7 +518,18 @@ def test_canary_weights_are_the_share_of_requests_the_canary_answers(
         serving.namespace,
         "modeldeployments",
         NAME,
-        {"spec": {"replicas": 4, "rollout": {"strategy": "Canary", "steps": steps}}},
+        # The promotion starts 4 pods of the canary's version at once in the stable
+        # Deployment: on a busy 2-core node none may be Ready within the module's 30 s.
+        {
+            "spec": {
+                "replicas": 4,
+                "rollout": {
+                    "strategy": "Canary",
+                    "steps": steps,
+                    "progressDeadlineSeconds": PROMOTION_DEADLINE_SECONDS,
+                },
+            }
+        },
     )
     wait_for(
         lambda: serving.serving(stable) and len(serving.pods()) == 4,
