@@ -125,7 +125,9 @@ class Client(threading.Thread):
         while not self.stopped.is_set():
             try:
                 self.answers.append(which(self.serving.model, self.serving.predict()))
-            except OSError as error:  # HTTP errors and timeouts too
+            # Any error, not only OSError (HTTP errors, timeouts): a bad body (ValueError,
+            # IncompleteRead) would otherwise end the thread unrecorded.
+            except Exception as error:
                 self.failures.append(f"{time.strftime('%H:%M:%S')} {error!r}")
 
     def __enter__(self) -> Client:
