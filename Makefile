@@ -40,7 +40,7 @@ images: images-setup
 	images/build.sh
 
 # The images for `make test` (the container tier, the real node's end-to-end tests), where this
-# machine can make them: about a second when they are built. Where images/setup.sh cannot provide
+# machine can make them: 0.7 s when they are built. Where images/setup.sh cannot provide
 # podman or the base image (not root, no apt-get, no network...) it says why, and the tests that
 # need them skip, saying so (or fail, where ALIASOP_REQUIRE_* says they must run). A failed build
 # fails.
