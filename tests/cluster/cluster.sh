@@ -5,11 +5,13 @@
 #
 #   cluster.sh up      start the cluster, or reuse a healthy one, or repair a stopped/broken one;
 #                      a cluster made with another configuration (an older cluster.sh) is recreated.
-#                      Then the real node; where it cannot run, the cluster runs without it and
-#                      says why (the reason is kept in $ALIASOP_CACHE/realnode/unavailable)
+#                      Then the real node; where it cannot run or does not start, the cluster runs
+#                      without it and says why (the reason is kept in
+#                      $ALIASOP_CACHE/realnode/unavailable)
 #   cluster.sh down    delete the cluster and the real node; no process of them is left running
 #   cluster.sh status  exit 0 when the API server answers, the kwok node is Ready, the cluster was
-#                      made with this configuration, and the real node is Ready or cannot run here
+#                      made with this configuration, and the real node is Ready, cannot run here,
+#                      or did not start at the last `up`
 #
 # The kubeconfig is written to $ALIASOP_CACHE/kubeconfig (default ~/.cache/aliasop/kubeconfig);
 # kwokctl's state lives in $ALIASOP_CACHE/kwok, and ~/.kube/config is never touched.
@@ -312,8 +314,8 @@ up() {
   real_node_up
 }
 
-# The real node; the cluster runs without it where it cannot start, saying why (tests that need
-# it skip, or fail under ALIASOP_REQUIRE_REAL_NODE=1).
+# The real node; the cluster runs without it where it cannot run or does not start, saying why
+# (tests that need it skip, or fail under ALIASOP_REQUIRE_REAL_NODE=1).
 real_node_up() {
   local rc=0
   "$here/realnode.sh" up || rc=$?
@@ -334,7 +336,8 @@ status() {
     log "not running or not healthy"
     return 1
   fi
-  # Ready, or unable to run on this machine (3): both are a healthy cluster.
+  # Ready, or unavailable (3: it cannot run on this machine, or the last `up` could not start
+  # it): either way a healthy cluster, which the tests reuse rather than start and stop.
   local rc=0
   "$here/realnode.sh" status || rc=$?
   [ "$rc" = 0 ] || [ "$rc" = 3 ]

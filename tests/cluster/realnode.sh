@@ -4,12 +4,13 @@
 # that Service ClusterIPs route to them. cluster.sh runs this after the control plane is up.
 #
 #   realnode.sh up       start what is not running (or repair what died); exit 3 when the node
-#                        cannot run on this machine, the reason also written to $home/unavailable
+#                        cannot run on this machine or does not start, the reason also written to
+#                        $home/unavailable
 #   realnode.sh down     stop it all: pods' containers and network namespaces, the node object,
 #                        kube-proxy's iptables chains, the bridge; the kernel settings the kubelet
 #                        changed are put back
 #   realnode.sh status   exit 0 when the node is Ready and every part runs, 3 when it cannot run
-#                        here (the reason printed), 1 otherwise
+#                        here or the last `up` could not start it (the reason printed), 1 otherwise
 #   realnode.sh import ARCHIVE   import an image archive (docker or OCI, e.g. `podman save`) into
 #                        the node's containerd; pods then use it with imagePullPolicy Never
 #
@@ -35,6 +36,8 @@ taint_key=aliasop.io/real-node
 home="$cache/realnode"  # kept by down: the images built here, busybox
 run="$home/run"         # made by up, removed by down
 unavailable="$home/unavailable"
+# Made by an `up` that passed the checks and still failed, removed by the next `up`.
+failed="$home/failed"
 host_owner=/run/aliasop-real-node
 sock="$run/containerd/containerd.sock"
 cni_bin=/usr/lib/cni
@@ -70,6 +73,20 @@ wait_for() {
     ((SECONDS < deadline)) || { echo "[realnode] timed out after ${seconds}s: $what" >&2; return 1; }
     sleep 1
   done
+}
+
+# up's EXIT trap once the machine passed the checks: an early end (a part that did not start,
+# cannot, an unexpected error) is a failed start. Exit 3 as where the node cannot run, with the
+# reason kept, and $failed makes status answer 3 as well: a control plane that runs is healthy
+# without its real node, until an `up` starts it.
+failed_start() {
+  local rc=$?
+  trap - EXIT
+  ((rc != 0)) || return 0
+  # Exit 3 comes with its reason written.
+  [ "$rc" = 3 ] || echo "realnode.sh up failed (exit $rc; logs: $run/logs)" >"$unavailable"
+  touch "$failed"
+  exit 3
 }
 
 # --- what this machine needs ---------------------------------------------------------------
@@ -538,8 +555,10 @@ up() {
   mkdir -p "$home"
   exec 9>"$home/lock"
   flock -w 120 9 || die "another realnode.sh (or a process it started) has held $home/lock for 2 minutes"
+  rm -f "$failed"
   prerequisites
   claim_host
+  trap failed_start EXIT
   local was_healthy=false
   if healthy; then was_healthy=true; fi
   settings
@@ -550,8 +569,10 @@ up() {
     import_image "$smoke_image" "$home/images/smoke.tar" && start_kubelet && start_kube_proxy; }; then
     show_logs
     echo "could not start (logs: $run/logs)" >"$unavailable"
-    die "could not start the real node; logs in $run/logs"
+    echo "[realnode] error: could not start the real node; logs in $run/logs" >&2
+    exit 3
   fi
+  trap - EXIT
   rm -f "$unavailable"
   if $was_healthy; then
     log "node $node already running and Ready"
@@ -670,6 +691,10 @@ status() {
   (prerequisites && host_free) 2>/dev/null || rc=$?
   if [ "$rc" = 3 ]; then
     echo "[realnode] cannot run here: $(cat "$unavailable")"
+    return 3
+  fi
+  if [ "$rc" = 0 ] && [ -f "$failed" ]; then
+    echo "[realnode] the last start failed: $(cat "$unavailable"); \`cluster.sh up\` tries again"
     return 3
   fi
   echo "[realnode] node $node not running or not Ready"

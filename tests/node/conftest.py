@@ -141,6 +141,16 @@ def serving_image(real_node: RealNode, tmp_path_factory: pytest.TempPathFactory)
 
 
 @pytest.fixture(scope="session")
+def serving_image_id(serving_image: str) -> str:
+    """containerd's ID of the imported serving image: its config's digest (podman's image ID),
+    read from the manifest containerd holds under the image's name. The kubelet reports it as a
+    container's imageID (the image has no repo digest); `ctr images ls` shows the manifest's."""
+    image_id = imported_config(serving_image)
+    assert image_id is not None
+    return image_id
+
+
+@pytest.fixture(scope="session")
 def operator_image(real_node: RealNode, tmp_path_factory: pytest.TempPathFactory) -> str:
     return imported(OPERATOR_IMAGE, tmp_path_factory)
 

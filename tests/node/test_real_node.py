@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from realnode import HTTP, SMOKE_IMAGE, RealNode, condition, on_real_node
+from realnode import HTTP, REAL_NODE_LABEL, SMOKE_IMAGE, RealNode, condition, on_real_node
 from support import Cluster, wait_for
 
 # func_only: the first test must not spend its budget on starting the session's cluster.
@@ -242,3 +242,30 @@ def test_pods_that_cannot_serve_never_become_ready(
         assert not condition(p, "Ready"), p.metadata.name
     running = core.read_namespaced_pod("bad-probe", namespace)
     assert running.status.container_statuses[0].state.running is not None
+
+
+def test_pods_without_the_toleration_stay_off_the_node(
+    k8s: client.ApiClient, namespace: str, real_node: RealNode
+) -> None:
+    core = client.CoreV1Api(k8s)
+    node = core.read_node(real_node.name)
+    assert node.metadata.labels[REAL_NODE_LABEL] == "true"
+    taints = {(t.key, t.value, t.effect) for t in node.spec.taints or []}
+    assert (REAL_NODE_LABEL, "true", "NoSchedule") in taints, taints
+    # Selects the node, but does not tolerate its taint: the scheduler finds no node for it.
+    spec = pod_spec(["sleep", "3600"])
+    del spec["tolerations"]
+    core.create_namespaced_pod(namespace, pod("untolerated", spec))
+
+    def refused() -> str:
+        events = core.list_namespaced_event(
+            namespace, field_selector="involvedObject.name=untolerated,reason=FailedScheduling"
+        ).items
+        return " ".join(e.message or "" for e in events)
+
+    message = wait_for(refused, timeout=30, message="the scheduler's FailedScheduling event")
+    # The scheduler's message counts the nodes each filter refused, without naming the taint.
+    assert "had untolerated taint(s)" in message, message
+    untolerated = core.read_namespaced_pod("untolerated", namespace)
+    assert untolerated.status.phase == "Pending"
+    assert untolerated.spec.node_name is None
