@@ -352,6 +352,30 @@ def test_retry_after_is_bounded_and_a_date_waits_a_second() -> None:
     assert _seconds("Wed, 21 Oct 2026 07:28:00 GMT") == _seconds(None) == 1
 
 
+@pytest.mark.timeout(10)
+async def test_a_401_after_a_429_still_logs_in_afresh(api: tuple[StandIn, Cluster]) -> None:
+    """The token may expire while a call waits out a 429: the re-login is not the first
+    attempt's only."""
+    stand_in, cluster = api
+    tokens: list[str] = []
+
+    async def respond(request: web.Request) -> web.Response:
+        tokens.append(request.headers["Authorization"])
+        if len(tokens) == 1:
+            return web.json_response(
+                {"message": "slow down"}, status=429, headers={"Retry-After": "0"}
+            )
+        if request.headers["Authorization"] != "Bearer fresh":
+            return web.json_response({"message": "Unauthorized"}, status=401)
+        return web.json_response({"metadata": {"generation": 1}})
+
+    stand_in.respond = respond
+    fresh = kopf.ConnectionInfo(server=stand_in.server, token="fresh")
+    cluster.connect(kopf.ConnectionInfo(server=stand_in.server, token="t0ken"), lambda: fresh)
+    await cluster.apply(deployment("a"), current_revision=None)
+    assert tokens == ["Bearer t0ken", "Bearer t0ken", "Bearer fresh"]
+
+
 # The API server's answers (as `kubectl -v=8` shows them) when the Deployment asked about does
 # not exist, and when the namespace a write names does not (an apply into it).
 DEPLOYMENT_NOT_FOUND = {
