@@ -12,7 +12,7 @@ from typing import Any
 import kopf
 import pytest
 
-from aliasop import cli, runtime
+from aliasop import cli, handlers, runtime
 from aliasop.interfaces import NotLeading
 from aliasop.runtime import Runtime, build_runtime, lease_config
 from aliasop.settings import Settings
@@ -132,3 +132,20 @@ def test_leader_election_fences_the_cluster_s_and_the_registry_s_writes(
     assert made.registry.fence == made.elector.fence
     with pytest.raises(NotLeading):  # no Lease taken yet
         made.cluster.fence()
+
+
+@pytest.mark.timeout(10)
+async def test_kopf_posts_no_events_of_its_own() -> None:
+    """Only the leader writes: aliasop's Events go through the fenced kube.Cluster."""
+
+    class Starting:
+        settings = Settings()
+        started = False
+
+        async def start(self) -> None:
+            self.started = True
+
+    settings, starting = kopf.OperatorSettings(), Starting()
+    await handlers.configure(settings=settings, memo=kopf.Memo(runtime=starting))
+    assert settings.posting.enabled is False
+    assert starting.started
