@@ -284,7 +284,9 @@ def test_a_leader_stopped_by_sigterm_hands_over_in_moments_with_its_rollout(
     handover = time.monotonic() - stopping
 
     assert "released Lease" in leader.output()
-    assert handover < LEASE_SECONDS  # released, not expired
+    # Released, not expired: an unreleased Lease expires for the standby a lease duration
+    # after the last renewal it saw, at most a retry period before the SIGTERM.
+    assert handover < LEASE_SECONDS / 2, f"handover in {handover:.2f}s"
     rolled_out_once(pair.view, two_versions[1].version)
 
 
