@@ -231,6 +231,7 @@ def test_a_frozen_leader_is_replaced_and_writes_nothing_once_it_thaws(
         return seen[-1] if len(seen) > 1 and seen[-1] == seen[-2] else None
 
     before = wait_for(settled, timeout=60, message="the rollout settled")
+    assert before.events  # the rollouts' own: the query finds what the operator posts
 
     # Its passes and its registry poll are overdue, with v1 in its memory: it would write
     # now if it could.
