@@ -48,6 +48,10 @@ class _NoDiffBase(kopf.DiffBaseStorage):
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.diffbase_storage = _NoDiffBase()
+    # Events kopf would post (kopf.event; before kopf 1.41 also handlers' log messages, event
+    # handlers' excepted) are unfenced writes, a standby's too. aliasop posts its own through
+    # kube.Cluster, behind the leader's fence.
+    settings.posting.enabled = False
     # The API server filters the watches: a shard receives its own resources and their
     # children only, and no operator the Deployments and Services of others.
     selector = memo.runtime.settings.watch_label_selector

@@ -37,7 +37,7 @@ _EVENT_MESSAGE_LIMIT = 1024  # longer messages are refused
 _log = logging.getLogger(__name__)
 
 
-_ATTEMPTS = 4  # of one call: a re-login, or waits the API server asks for (429)
+_WAITS = 3  # of one call for the API server (429): then the pass's back-off takes over
 _RETRY_AFTER_MAX_SECONDS = 10.0  # a longer wait is the pass's back-off's to make
 
 
@@ -265,24 +265,26 @@ class Cluster:
         fenced: bool = True,
     ) -> bytes:
         """Send a request and return the response body; an error status raises ApiError, no
-        answer ApiUnreachable (a timeout: TimeoutError). A 401 logs in afresh and tries once
-        more; a 429 waits as Retry-After says (bounded), a few times. `fenced`: a write that
-        only the leader may send (the fence is checked right before each attempt)."""
-        attempt = 0
+        answer ApiUnreachable (a timeout: TimeoutError). A 401 logs in afresh and tries again,
+        once per call (also after a 429: the token may expire while it waits); a 429 waits as
+        Retry-After says (bounded), a few times. `fenced`: a write that only the leader may
+        send (the fence is checked right before each attempt)."""
+        relogged, waits = False, 0
         while True:
-            attempt += 1
             if fenced and self.fence is not None:
                 self.fence()
             status, reason, payload, retry_after = await self._send_once(
                 method, path, body, content_type
             )
-            if status == 401 and attempt == 1 and self._relogin is not None:
+            if status == 401 and not relogged and self._relogin is not None:
+                relogged = True
                 _log.info("the API server refused the credentials (401): logging in afresh")
                 info = self._relogin()
                 if info is not None:
                     self.connect(info)
                     continue
-            if status == 429 and attempt < _ATTEMPTS:
+            if status == 429 and waits < _WAITS:
+                waits += 1
                 await asyncio.sleep(retry_after)
                 continue
             if status >= 400:

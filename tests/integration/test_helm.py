@@ -118,6 +118,10 @@ VALUE_SETS: dict[str, dict[str, str]] = {
     "defaults": {},
     "leader-election-off": {"leaderElection.enabled": "false"},
     "extras": {"networkPolicy.enabled": "true", "serviceMonitor.enabled": "true"},
+    "network-policy-from": {
+        "networkPolicy.enabled": "true",
+        "networkPolicy.from[0].namespaceSelector.matchLabels.team": "mlflow",
+    },
     "sharded": {"watchLabelSelector": "aliasop.io/shard=a"},
     "namespaced": {"watchNamespaces": "{a,b}"},
 }
@@ -280,6 +284,26 @@ def test_network_policy_and_service_monitor(
     assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
     assert endpoint["path"] == "/metrics"
     dry_run(cluster, [m for m in manifests if m["kind"] != "ServiceMonitor"])
+
+
+@pytest.mark.timeout(120)
+def test_a_network_policy_naming_peers_still_lets_the_replicas_reach_each_other(
+    helm: Callable[..., str], cluster: Cluster, namespaces: Callable[[str], str]
+) -> None:
+    """A standby forwards webhook deliveries to the leader's pod (aliasop.endpoints): the
+    release's own pods reach each other's HTTP port, whatever `from` lets in."""
+    values = set_args(VALUE_SETS["network-policy-from"])
+    manifests = template(helm, release_name(), namespaces("ops"), *values)
+    kinds = by_kind(manifests)
+    (policy,) = kinds["NetworkPolicy"]
+    (deployment,) = kinds["Deployment"]
+    named, replicas = policy["spec"]["ingress"]
+    assert named["from"] == [{"namespaceSelector": {"matchLabels": {"team": "mlflow"}}}]
+    assert replicas == {
+        "ports": [{"protocol": "TCP", "port": 9090}],
+        "from": [{"podSelector": {"matchLabels": deployment["spec"]["selector"]["matchLabels"]}}],
+    }
+    dry_run(cluster, manifests)
 
 
 @pytest.mark.timeout(120)

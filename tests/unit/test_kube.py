@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,7 @@ from aiohttp import web
 
 from aliasop.builders import get_child_revision
 from aliasop.interfaces import ApiError
-from aliasop.kube import Cluster
+from aliasop.kube import _RETRY_AFTER_MAX_SECONDS, Cluster, _seconds
 
 
 @dataclass
@@ -24,12 +25,13 @@ class StandIn:
     """Records each request; `respond` decides the answer (default: the generation 1)."""
 
     server: str = ""
-    requests: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    requests: list[tuple[str, str, Any]] = field(default_factory=list)  # body None: a GET's
     respond: Callable[[web.Request], Awaitable[web.Response]] | None = None
 
-    async def handle(self, request: web.Request) -> web.Response:  # PATCH and POST
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
         self.requests.append(
-            (request.path_qs, request.headers["Content-Type"], json.loads(await request.read()))
+            (request.path_qs, request.headers["Content-Type"], json.loads(body) if body else None)
         )
         if self.respond is not None:
             return await self.respond(request)
@@ -308,3 +310,124 @@ async def test_a_429_waits_as_retry_after_says_then_gives_up(api: tuple[StandIn,
     with pytest.raises(ApiError, match="HTTP 429: slow down"):  # always busy: the pass backs off
         await cluster.apply(deployment("b"), current_revision=None)
     assert len(stand_in.requests) == 3 + 4
+
+
+def answering(
+    status: int, body: dict[str, Any] | str, retry_after: str | None = None
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A `respond` that always gives this answer (a str body: not JSON)."""
+    headers = {"Retry-After": retry_after} if retry_after is not None else None
+
+    async def respond(_: web.Request) -> web.Response:
+        if isinstance(body, str):
+            return web.Response(status=status, text=body, headers=headers)
+        return web.json_response(body, status=status, headers=headers)
+
+    return respond
+
+
+@pytest.mark.timeout(10)
+async def test_a_429_waits_as_long_as_retry_after_says(api: tuple[StandIn, Cluster]) -> None:
+    stand_in, cluster = api
+    slow_down = answering(429, {"message": "slow down"}, retry_after="1")
+
+    async def then_through(request: web.Request) -> web.Response:
+        stand_in.respond = None
+        return await slow_down(request)
+
+    stand_in.respond = then_through
+    started = time.monotonic()
+    await cluster.apply(deployment("a"), current_revision=None)
+    assert time.monotonic() - started >= 0.95  # a lower bound the client must honour
+    assert len(stand_in.requests) == 2
+
+
+@pytest.mark.timeout(10)
+def test_retry_after_is_bounded_and_a_date_waits_a_second() -> None:
+    """A longer wait is the pass's back-off's to make; the API server sends seconds, so an
+    HTTP-date (which would need the server's clock) is read as no advice."""
+    assert _seconds("999") == _RETRY_AFTER_MAX_SECONDS == 10
+    assert _seconds("2.5") == 2.5
+    assert _seconds("-3") == 0
+    assert _seconds("Wed, 21 Oct 2026 07:28:00 GMT") == _seconds(None) == 1
+
+
+@pytest.mark.timeout(10)
+async def test_a_401_after_a_429_still_logs_in_afresh(api: tuple[StandIn, Cluster]) -> None:
+    """The token may expire while a call waits out a 429: the re-login is not the first
+    attempt's only."""
+    stand_in, cluster = api
+    tokens: list[str] = []
+
+    async def respond(request: web.Request) -> web.Response:
+        tokens.append(request.headers["Authorization"])
+        if len(tokens) == 1:
+            return web.json_response(
+                {"message": "slow down"}, status=429, headers={"Retry-After": "0"}
+            )
+        if request.headers["Authorization"] != "Bearer fresh":
+            return web.json_response({"message": "Unauthorized"}, status=401)
+        return web.json_response({"metadata": {"generation": 1}})
+
+    stand_in.respond = respond
+    fresh = kopf.ConnectionInfo(server=stand_in.server, token="fresh")
+    cluster.connect(kopf.ConnectionInfo(server=stand_in.server, token="t0ken"), lambda: fresh)
+    await cluster.apply(deployment("a"), current_revision=None)
+    assert tokens == ["Bearer t0ken", "Bearer t0ken", "Bearer fresh"]
+
+
+# The API server's answers (as `kubectl -v=8` shows them) when the Deployment asked about does
+# not exist, and when the namespace a write names does not (an apply into it).
+DEPLOYMENT_NOT_FOUND = {
+    "kind": "Status",
+    "apiVersion": "v1",
+    "metadata": {},
+    "status": "Failure",
+    "message": 'deployments.apps "a" not found',
+    "reason": "NotFound",
+    "details": {"name": "a", "group": "apps", "kind": "deployments"},
+    "code": 404,
+}
+NAMESPACE_NOT_FOUND = {
+    "kind": "Status",
+    "apiVersion": "v1",
+    "metadata": {},
+    "status": "Failure",
+    "message": 'namespaces "ns" not found',
+    "reason": "NotFound",
+    "details": {"name": "ns", "kind": "namespaces"},
+    "code": 404,
+}
+
+
+@pytest.mark.timeout(10)
+async def test_a_404_naming_the_object_asked_about_means_it_is_gone(
+    api: tuple[StandIn, Cluster],
+) -> None:
+    stand_in, cluster = api
+    stand_in.respond = answering(404, DEPLOYMENT_NOT_FOUND)
+    await cluster.delete(deployment("a"))  # deleted already: done
+    assert await cluster.controller(deployment("a")) is None
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(
+    ("asked", "answer"),
+    [
+        (deployment("a"), NAMESPACE_NOT_FOUND),
+        (service("a"), DEPLOYMENT_NOT_FOUND),  # the same name, another kind
+        (deployment("a"), "404 page not found"),  # no Status: a path not served, a proxy's
+    ],
+    ids=["namespace", "another-kind", "no-status"],
+)
+async def test_a_404_naming_another_object_raises(
+    api: tuple[StandIn, Cluster], asked: dict[str, Any], answer: dict[str, Any] | str
+) -> None:
+    stand_in, cluster = api
+    stand_in.respond = answering(404, answer)
+    with pytest.raises(ApiError, match="HTTP 404"):
+        await cluster.delete(asked)
+    with pytest.raises(ApiError, match="HTTP 404"):
+        await cluster.controller(asked)
+    with pytest.raises(ApiError, match="HTTP 404"):
+        await cluster.get_lease("ns", "a")
