@@ -53,12 +53,11 @@ WRITABLE_DIRS = {"tmp": "/tmp"}
 MODEL_VOLUME, MODEL_DIR = "model", "/var/lib/aliasop/model"
 # How long a stopping server may take to finish the requests in flight, after its drain.
 IN_FLIGHT_SECONDS = 30
-# The server is MLflow's scoring app run by uvicorn itself, as PID 1, the command
-# `mlflow models serve --env-manager local` starts as its child (mlflow.pyfunc.scoring_server.
-# get_cmd): SIGTERM then reaches uvicorn, which stops accepting, finishes the requests in flight
-# and exits. (The `mlflow` CLI as PID 1 ignores SIGTERM: the pod was SIGKILLed at the end of its
-# grace period.) The app reads the model's path from this variable, a name private to MLflow:
-# tests/unit/test_builders.py checks both against the installed MLflow.
+# The server: uvicorn running MLflow's scoring app as PID 1, the command `mlflow models serve
+# --env-manager local` would start as its child (scoring_server.get_cmd). The `mlflow` CLI as
+# PID 1 ignores SIGTERM; uvicorn stops accepting, finishes the requests in flight and exits.
+# The app finds the model through a variable private to MLflow: tests/unit/test_builders.py
+# checks both names against the installed MLflow.
 SERVING_APP = "mlflow.pyfunc.scoring_server.app:app"
 SERVING_MODEL_PATH_ENV = "__pyfunc_model_path__"
 
