@@ -421,6 +421,7 @@ def test_alias_move_drops_no_request(serving: Serving) -> None:
             lambda: len(requests.answers) >= during + 50, timeout=60, message="50 more answers"
         )
         in_flight.join(timeout=60)
+        assert not in_flight.is_alive(), "the slow request still waits for its answer"
         wait_for(lambda: stopping.seen.gone, timeout=30, message=f"version {v1}'s pod gone")
     assert stopping.errors == [], stopping.errors
     assert requests.failures == [], requests.failures
