@@ -53,7 +53,8 @@ RUN /opt/aliasop/bin/pip install --disable-pip-version-check --no-deps --no-inde
     && /opt/aliasop/bin/pip check
 
 # The serving virtualenv: the `serving` extra's locked packages (MLflow, scikit-learn,
-# uvicorn) and none of the operator's; serving pods run `mlflow models serve`.
+# uvicorn) and none of the operator's; serving pods run `mlflow artifacts download`, then
+# MLflow's scoring app with uvicorn.
 FROM python AS serving-env
 COPY requirements/serving.txt /tmp/requirements.txt
 RUN --mount=type=cache,id=aliasop-wheels,target=/var/cache/wheels \
@@ -86,7 +87,8 @@ EXPOSE 8080 9090
 ENTRYPOINT ["aliasop"]
 CMD ["run", "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz"]
 
-# Serving pods: the operator renders `mlflow models serve -m models:/<name>/<version> ...`.
+# Serving pods: the operator renders the download (`mlflow artifacts download --artifact-uri
+# models:/<name>/<version> ...`) and the server (`uvicorn ... mlflow.pyfunc.scoring_server.app:app`).
 # HOME=/tmp: with a read-only root filesystem, /tmp is the emptyDir the pod mounts.
 FROM python AS serving
 ARG VERSION

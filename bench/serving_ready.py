@@ -17,7 +17,13 @@ from pathlib import Path
 import httpx
 from machine import describe
 
-from aliasop.builders import MODEL_DIR, Owner, PinnedVersion, ServingDefaults, get_deployment
+from aliasop.builders import (
+    SERVING_MODEL_PATH_ENV,
+    Owner,
+    PinnedVersion,
+    ServingDefaults,
+    get_deployment,
+)
 from aliasop.models import ModelDeploymentSpec
 from aliasop_dev import bikes, local
 
@@ -53,8 +59,9 @@ def main() -> None:
             # Before the download step: the server read the model from the registry itself.
             direct = copy.deepcopy(pod)
             del direct["initContainers"]
-            args = direct["containers"][0]["args"]
-            args[args.index(MODEL_DIR)] = f"models:/bench-bikes/{version.version}"
+            env = direct["containers"][0]["env"]
+            (model_path,) = (e for e in env if e["name"] == SERVING_MODEL_PATH_ENV)
+            model_path["value"] = f"models:/bench-bikes/{version.version}"
             started = time.perf_counter()
             serve(local.serving_pod(direct, work / f"direct-{run}"), base, example)
             times["direct"].append(time.perf_counter() - started)
@@ -82,7 +89,8 @@ def main() -> None:
         f"`bench/serving_ready.py`, {runs} runs, {time.strftime('%Y-%m-%d')}, on {describe()}.\n"
         "The serving pod exactly as the operator renders it, its containers run as local "
         "processes: the download step (`mlflow artifacts download`, an init container), then "
-        "`mlflow models serve --env-manager local` from the downloaded files. The model is a "
+        "the scoring server (uvicorn running MLflow's scoring app, as `mlflow models serve "
+        "--env-manager local` does) from the downloaded files. The model is a "
         "one-hot + ridge scikit-learn model on a local MLflow server (sqlite registry, proxied "
         "artifacts). *Before* is the server alone reading the model from the registry, as "
         "pods did before the download step.\n\n"

@@ -18,8 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-# A custom pyfunc model's own code (the package bike_fleet), logged with it (`code_paths`).
+# Custom pyfunc models' own code (packages bike_fleet, slow_bikes), logged with them
+# (`code_paths`).
 FLEET_CODE = Path(__file__).parent / "pyfunc_code" / "bike_fleet"
+SLOW_CODE = Path(__file__).parent / "pyfunc_code" / "slow_bikes"
 
 FEATURES = ["hour", "weekday", "season", "temperature", "humidity", "wind", "weather"]
 
@@ -146,10 +148,7 @@ def log_fleet_model(
     from mlflow.models import infer_signature
     from sklearn.linear_model import Ridge
 
-    if str(FLEET_CODE.parent) not in sys.path:
-        sys.path.insert(0, str(FLEET_CODE.parent))
-    fleet = importlib.import_module(FLEET_CODE.name)
-
+    fleet = _code_package(FLEET_CODE)
     features, target = bike_rentals(seed=seed)
     model = fleet.FleetModel(Ridge(alpha=1.0).fit(features, target), fleet_size=fleet_size)
     example = features.head(5)
@@ -168,6 +167,45 @@ def log_fleet_model(
             registered_model_name=name,
         ),
     )
+
+
+def log_slow_model(tracking_uri: str, name: str, seed: int = 7) -> RegisteredVersion:
+    """Log and register a custom pyfunc model that answers as slowly as a request asks:
+    `slow_bikes.SlowModel`, the ridge regression of `train_and_register` (kind linear, same
+    data and input example), whose answer waits for the request's `delay_seconds` param
+    (`{"dataframe_split": ..., "params": {"delay_seconds": 8}}`). Logged with its package in
+    `code_paths`, as `log_fleet_model`."""
+    import mlflow
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import Ridge
+
+    slow = _code_package(SLOW_CODE)
+    features, target = bike_rentals(seed=seed)
+    model = slow.SlowModel(Ridge(alpha=1.0).fit(features, target))
+    example = features.head(5)
+    predictions = model.predict(None, example)
+    return _register(
+        tracking_uri,
+        name,
+        example,
+        predictions,
+        lambda: mlflow.pyfunc.log_model(
+            name="model",
+            python_model=model,
+            code_paths=[str(SLOW_CODE)],
+            signature=infer_signature(features, predictions, params={slow.DELAY_PARAM: 0.0}),
+            input_example=example,
+            registered_model_name=name,
+        ),
+        params={"seed": seed},
+    )
+
+
+def _code_package(path: Path) -> Any:
+    """The package at `path` (a model's own code), imported from its parent directory."""
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
+    return importlib.import_module(path.name)
 
 
 def _register(

@@ -275,17 +275,23 @@ def container_process(
     `secrets` holds the data of the Secrets its `envFrom` names (name -> key -> value), which
     reach the process as the kubelet passes them: every key, with the entry's prefix, and the
     container's own `env` winning over them. `mounts` maps volume names to local directories,
-    put where an argument names the volume's mount path."""
-    env = env_from(container, secrets or {})
-    env.update({e["name"]: e["value"] for e in container.get("env") or [] if "value" in e})
-    bin_dir = str(Path(sys.executable).parent)
-    env["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+    put where an argument or a literal env value names the volume's mount path."""
     volumes = mounts or {}
     paths = {
         mount["mountPath"]: str(volumes[mount["name"]])
         for mount in container.get("volumeMounts") or []
         if mount["name"] in volumes
     }
+    env = env_from(container, secrets or {})
+    env.update(
+        {
+            e["name"]: paths.get(e["value"], e["value"])
+            for e in container.get("env") or []
+            if "value" in e
+        }
+    )
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
     return LocalProcess(
         name=f"{container.get('name', 'container')} {container.get('image', '')}",
         args=[paths.get(arg, arg) for arg in [*container["command"], *container.get("args", [])]],

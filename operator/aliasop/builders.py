@@ -53,6 +53,13 @@ WRITABLE_DIRS = {"tmp": "/tmp"}
 MODEL_VOLUME, MODEL_DIR = "model", "/var/lib/aliasop/model"
 # How long a stopping server may take to finish the requests in flight, after its drain.
 IN_FLIGHT_SECONDS = 30
+# The server: uvicorn running MLflow's scoring app as PID 1, the command `mlflow models serve
+# --env-manager local` would start as its child (scoring_server.get_cmd). The `mlflow` CLI as
+# PID 1 ignores SIGTERM; uvicorn stops accepting, finishes the requests in flight and exits.
+# The app finds the model through a variable private to MLflow: tests/unit/test_builders.py
+# checks both names against the installed MLflow.
+SERVING_APP = "mlflow.pyfunc.scoring_server.app:app"
+SERVING_MODEL_PATH_ENV = "__pyfunc_model_path__"
 
 
 @dataclass(frozen=True)
@@ -112,21 +119,8 @@ def get_download_args(pinned_uri: str) -> list[str]:
 
 
 def get_serving_args(port: int, workers: int) -> list[str]:
-    """Arguments of `mlflow models serve` for the downloaded version."""
-    return [
-        "models",
-        "serve",
-        "--model-uri",
-        MODEL_DIR,
-        "--env-manager",
-        "local",
-        "--host",
-        "0.0.0.0",
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-    ]
+    """Arguments of `uvicorn` serving the downloaded version (SERVING_MODEL_PATH_ENV names it)."""
+    return ["--host", "0.0.0.0", "--port", str(port), "--workers", str(workers), SERVING_APP]
 
 
 def service_suffix(variant: str) -> str:
@@ -179,7 +173,6 @@ def get_deployment(
     # server needs) and hardening; the downloaded files are the server's, read-only.
     common: Manifest = {
         "image": serving.image or defaults.image,
-        "command": ["mlflow"],
         "env": env,
         "resources": serving.resources.model_dump(exclude_defaults=True),
         "securityContext": {
@@ -190,12 +183,15 @@ def get_deployment(
         },
     }
     writable = [{"name": n, "mountPath": p} for n, p in WRITABLE_DIRS.items()]
-    # A failed download shows as the pod's Init:Error, with the reason in its log, instead
-    # of a serving container that crash-loops.
+    # A failed download shows as the pod's Init:Error instead of a serving container that
+    # crash-loops; the tail of its log becomes the termination message, so the reason shows
+    # in the pod's status and `kubectl describe` too.
     download: Manifest = {
         "name": DOWNLOAD_CONTAINER,
         **copy.deepcopy(common),
+        "command": ["mlflow"],
         "args": get_download_args(uri.pinned(pin.version)),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [*writable, {"name": MODEL_VOLUME, "mountPath": MODEL_DIR}],
     }
     if serving.credentials_secret:
@@ -203,21 +199,25 @@ def get_deployment(
     container: Manifest = {
         "name": SERVING_CONTAINER,
         **common,
+        "command": ["uvicorn"],
         "args": get_serving_args(serving.port, serving.workers),
+        "env": [*env, {"name": SERVING_MODEL_PATH_ENV, "value": MODEL_DIR}],
         "ports": [{"name": "http", "containerPort": serving.port, "protocol": "TCP"}],
         "readinessProbe": _probe(period=5, failures=3),
         # Loading a model can take a while; liveness starts counting only once it is up.
         "startupProbe": _probe(period=5, failures=120),
         "livenessProbe": _probe(period=10, failures=6),
-        # A stopping pod leaves the Service's endpoints at once, but kube-proxy and load
-        # balancers learn of it a moment later: it keeps serving that long, then SIGTERM
-        # lets the server finish what is in flight (within the grace period below).
-        "lifecycle": {"preStop": {"sleep": {"seconds": serving.drain_seconds}}},
         "volumeMounts": [
             *writable,
             {"name": MODEL_VOLUME, "mountPath": MODEL_DIR, "readOnly": True},
         ],
     }
+    # A stopping pod leaves the Service's endpoints at once, but kube-proxy and load balancers
+    # learn of it a moment later: it keeps serving that long, then SIGTERM makes uvicorn stop
+    # accepting, finish what is in flight (within the grace period below) and exit. No sleep
+    # at all for 0: Kubernetes before 1.33 refuses a preStop sleep of 0 seconds.
+    if serving.drain_seconds:
+        container["lifecycle"] = {"preStop": {"sleep": {"seconds": serving.drain_seconds}}}
     model_volume: Manifest = {"name": MODEL_VOLUME, "emptyDir": {}}
     if serving.storage.size_limit is not None:
         model_volume["emptyDir"]["sizeLimit"] = serving.storage.size_limit

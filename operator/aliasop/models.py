@@ -141,9 +141,10 @@ class StorageSpec(CamelModel):
 
     size_limit: Quantity | None = Field(
         None,
-        description="Size limit of the emptyDir the model is downloaded into (e.g. 2Gi): a "
-        "model that outgrows it fails its download (the pod shows Init:Error) instead of "
-        "filling the node's disk. Empty: no limit.",
+        description="Size limit of the emptyDir the model is downloaded into (e.g. 2Gi), so "
+        "that a model cannot fill the node's disk: the kubelet evicts a pod whose model "
+        "outgrows it (the pod fails with reason Evicted; its Deployment makes a new one). "
+        "Empty: no limit.",
     )
 
 
@@ -183,7 +184,8 @@ class ServingSpec(CamelModel):
         le=300,
         description="Seconds a stopping pod goes on serving after Kubernetes takes it out of "
         "the Service, while the change reaches every node: requests routed to it meanwhile "
-        "still get answers. Then the server finishes the requests in flight and exits.",
+        "still get answers (a preStop sleep; none for 0). Then SIGTERM: the server stops "
+        "accepting, finishes the requests in flight (for up to 30 seconds more) and exits.",
     )
     # Pod settings: placement, identity, image pulls, labels and annotations of serving pods.
     service_account_name: str = Field(

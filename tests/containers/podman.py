@@ -374,6 +374,12 @@ class Container:
     def tail(self, lines: int = 60) -> str:
         return "\n".join(self.logs().splitlines()[-lines:])
 
+    def stop(self, grace_seconds: int) -> int:
+        """Stop it as the kubelet does: SIGTERM, SIGKILL after `grace_seconds`; its exit code."""
+        podman("stop", "--time", str(grace_seconds), self.name, timeout=grace_seconds + 60)
+        code: int = self.inspect()["State"]["ExitCode"]
+        return code
+
     def remove(self) -> None:
         podman("rm", "--force", "--time", "10", self.name, check=False, timeout=60)
 

@@ -5,6 +5,7 @@ securityContext and volumes, mapped to podman by podman.py."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -74,8 +75,10 @@ def test_serving_image_serves_the_rendered_version(
         assert contains(options, "--read-only")
         assert contains(options, "--cap-drop", "ALL")
         assert contains(options, "--security-opt", "no-new-privileges")
-        assert contains(options, "--entrypoint", '["mlflow"]')
         assert any(o.endswith(":/tmp") for o in options)
+    assert contains(pod.run(download["name"]).options, "--entrypoint", '["mlflow"]')
+    # The server is PID 1 of its container, on the image's PATH.
+    assert contains(pod.run(container["name"]).options, "--entrypoint", '["uvicorn"]')
     assert any(o.endswith(f":{MODEL_DIR}:ro") for o in pod.run(container["name"]).options)
 
     pods.append(pod)
@@ -98,3 +101,10 @@ def test_serving_image_serves_the_rendered_version(
     assert server.exec("touch", "/opt/serving/written").returncode != 0
     assert server.exec("touch", f"{MODEL_DIR}/written").returncode != 0
     assert server.exec("touch", "/tmp/written").returncode == 0
+
+    # SIGTERM reaches the server: it shuts down at once, cleanly, not SIGKILLed (137) at the
+    # end of the grace period.
+    started = time.monotonic()
+    assert server.stop(pod_spec["terminationGracePeriodSeconds"]) == 0, server.tail()
+    assert time.monotonic() - started < 15, server.tail()
+    assert "Finished server process" in server.logs(), server.tail()

@@ -55,9 +55,16 @@ def condition(pod: client.V1Pod, kind: str) -> bool:
     return any(c.type == kind and c.status == "True" for c in pod.status.conditions or [])
 
 
-def predict(url: str, example: Any) -> list[float]:
-    """POST `example` (a DataFrame) to a model server's /invocations `url`; its predictions."""
-    body = {"dataframe_split": json.loads(example.to_json(orient="split", index=False))}
+def predict(
+    url: str, example: Any, params: dict[str, Any] | None = None, timeout: float = 10
+) -> list[float]:
+    """POST `example` (a DataFrame), and MLflow `params` if any, to a model server's
+    /invocations `url`; its predictions."""
+    body: dict[str, Any] = {
+        "dataframe_split": json.loads(example.to_json(orient="split", index=False))
+    }
+    if params:
+        body["params"] = params
     request = urllib.request.Request(
         url,
         data=json.dumps(body).encode(),
@@ -65,6 +72,6 @@ def predict(url: str, example: Any) -> list[float]:
         method="POST",
     )
     # A new connection each time: each request is routed by kube-proxy's rules of the moment.
-    with HTTP.open(request, timeout=10) as response:
+    with HTTP.open(request, timeout=timeout) as response:
         predictions: list[float] = json.loads(response.read())["predictions"]
     return predictions

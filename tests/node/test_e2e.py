@@ -4,9 +4,10 @@ its init container from a real MLflow server, and a client sends requests throug
 ClusterIP the whole time.
 
 The tests share one ModelDeployment (starting a serving pod takes a while on two cores) and run
-in order: its security settings on the first pod, a move from version 1 to 2, and a version
-whose download fails, rolled back. The operator follows only resources labelled
-`aliasop.io/shard=e2e`, which the integration session's operator leaves alone.
+in order: its security settings on the first pod, a move from version 1 to 2 (the old pod
+finishing a request in flight as it stops), and a version whose download fails, rolled back.
+The operator follows only resources labelled `aliasop.io/shard=e2e`, which the integration
+session's operator leaves alone.
 """
 
 from __future__ import annotations
@@ -23,10 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client
+from kubernetes import client, watch
 from mlflow import MlflowClient
 
-from aliasop.builders import DOWNLOAD_CONTAINER, SERVING_CONTAINER, VERSION_LABEL
+from aliasop.builders import (
+    DOWNLOAD_CONTAINER,
+    IN_FLIGHT_SECONDS,
+    SERVING_CONTAINER,
+    VERSION_LABEL,
+)
 from aliasop_dev import bikes, local
 
 from realnode import NodeMlflow, RealNode, on_real_node, predict
@@ -41,6 +47,7 @@ NAME = "bikes"
 PORT = 8080
 # A rollout slower than this has failed: the bad version's pods give up well within a test.
 DEADLINE_SECONDS = 30
+DRAIN_SECONDS = 5
 
 
 @dataclass
@@ -142,10 +149,11 @@ class Client(threading.Thread):
 @pytest.fixture(scope="module")
 def model(node_mlflow: NodeMlflow) -> Model:
     """Versions 1 and 2 of a fresh model on the MLflow server the pods reach, which predict
-    differently; @champion -> 1."""
+    differently; @champion -> 1. Version 1 is a custom pyfunc model (with its own code) that
+    answers as slowly as a request asks; version 2 a scikit-learn one."""
     uri = node_mlflow.uri
     m = Model(uri, node_mlflow.artifacts, f"bikes-{uuid.uuid4().hex[:8]}")
-    m.versions.append(bikes.train_and_register(uri, m.name, kind="linear"))
+    m.versions.append(bikes.log_slow_model(uri, m.name))
     m.versions.append(bikes.train_and_register(uri, m.name, kind="hourly"))
     assert m.versions[0].predictions != pytest.approx(m.versions[1].predictions)
     bikes.set_alias(uri, m.name, "champion", m.versions[0].version)
@@ -197,6 +205,7 @@ def serving(
         "serving": {
             "image": serving_image,
             "port": PORT,
+            "drainSeconds": DRAIN_SECONDS,
             # A download the MLflow server answers with errors fails at once, not after
             # MLflow's retries with backoff (minutes).
             "env": [{"name": "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "value": "0"}],
@@ -290,6 +299,9 @@ def test_serving_pod_runs_locked_down(
         for line in _exec(cluster, ns, name, "cat /proc/1/status").splitlines()
         if ":" in line
     )
+    # PID 1 is uvicorn itself, so that SIGTERM reaches the server.
+    cmdline = _exec(cluster, ns, name, "tr '\\0' ' ' < /proc/1/cmdline")
+    assert "/uvicorn --host 0.0.0.0" in cmdline, cmdline
     assert int(proc["CapEff"].strip(), 16) == 0
     assert int(proc["CapPrm"].strip(), 16) == 0
     assert proc["NoNewPrivs"].strip() == "1"
@@ -297,15 +309,112 @@ def test_serving_pod_runs_locked_down(
     assert serving.predict() == pytest.approx(serving.model.versions[0].predictions)
 
 
+@dataclass
+class Stopping:
+    """What a watch of one pod saw as it stopped: when its deletion began (wall clock), its
+    grace period, its server's last state, and when it was gone."""
+
+    began: float | None = None
+    grace_seconds: int | None = None
+    server: client.V1ContainerState | None = None
+    gone: float | None = None
+
+
+class PodWatch(threading.Thread):
+    """Follows one pod until it is gone (or stopped), recording its stop (`Stopping`)."""
+
+    def __init__(self, core: client.CoreV1Api, namespace: str, name: str) -> None:
+        super().__init__(daemon=True)
+        self.core, self.namespace, self.name = core, namespace, name
+        self.seen = Stopping()
+        self.errors: list[BaseException] = []
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        kw = {"field_selector": f"metadata.name={self.name}"}
+        try:
+            listed = self.core.list_namespaced_pod(self.namespace, **kw)
+            for pod in listed.items:
+                self._record(pod)
+            version = listed.metadata.resource_version
+            while not self.stopped.is_set() and self.seen.gone is None:
+                stream = watch.Watch().stream(
+                    self.core.list_namespaced_pod,
+                    self.namespace,
+                    resource_version=version,
+                    timeout_seconds=2,
+                    **kw,
+                )
+                for event in stream:
+                    self._record(event["object"])
+                    if event["type"] == "DELETED":
+                        self.seen.gone = time.time()
+                        break
+                    version = event["object"].metadata.resource_version
+        except BaseException as error:  # reported in the test's thread
+            self.errors.append(error)
+
+    def _record(self, pod: client.V1Pod) -> None:
+        meta = pod.metadata
+        if meta.deletion_timestamp is not None and self.seen.began is None:
+            # The API server sets deletionTimestamp to the end of the grace period.
+            self.seen.grace_seconds = meta.deletion_grace_period_seconds
+            self.seen.began = meta.deletion_timestamp.timestamp() - self.seen.grace_seconds
+        for status in pod.status.container_statuses or []:
+            if status.name == SERVING_CONTAINER:
+                self.seen.server = status.state
+
+    def __enter__(self) -> PodWatch:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stopped.set()
+        self.join(timeout=10)
+
+
+# Longer than the drain: sent as the pod starts stopping, it is in flight at its SIGTERM.
+SLOW_REQUEST_SECONDS = DRAIN_SECONDS + 4
+
+
 def test_alias_move_drops_no_request(serving: Serving) -> None:
     """@champion moves from 1 to 2 while a client sends requests through the ClusterIP: every
-    request is answered, by version 1 or 2, and once the rollout is done, by 2 only."""
+    request is answered, by version 1 or 2, and once the rollout is done, by 2 only.
+
+    The old pod, as it starts stopping, gets a request straight to its address that takes
+    longer than its drain: it is answered though the pod got SIGTERM meanwhile, and the server
+    then exits on that SIGTERM (exit code 0), the pod gone long before its grace period ends
+    (the `mlflow` CLI as PID 1 ignored SIGTERM: SIGKILL at the end of the grace period)."""
     model = serving.model
     v1, v2 = (v.version for v in model.versions[:2])
     wait_for(lambda: serving.serving(v1), timeout=60, message=f"version {v1} serving")
-    with Client(serving) as requests:
+    (old,) = serving.pods()
+    old_url = f"http://{old.status.pod_ip}:{PORT}/invocations"
+    slow: dict[str, Any] = {}
+
+    def slow_request() -> None:
+        slow["sent"] = time.time()
+        delay = {"delay_seconds": SLOW_REQUEST_SECONDS}
+        try:
+            slow["answer"] = predict(old_url, model.versions[0].input_example, delay, timeout=60)
+        except OSError as error:
+            slow["error"] = repr(error)
+        slow["answered"] = time.time()
+
+    with (
+        Client(serving) as requests,
+        PodWatch(serving.core, serving.namespace, old.metadata.name) as stopping,
+    ):
         wait_for(lambda: len(requests.answers) >= 20, timeout=30, message="20 answers")
         bikes.set_alias(model.tracking_uri, model.name, "champion", v2)
+        wait_for(
+            lambda: stopping.seen.began or stopping.errors,
+            timeout=180,
+            interval=0.1,
+            message=f"version {v1}'s pod stopping",
+        )
+        in_flight = threading.Thread(target=slow_request, daemon=True)
+        in_flight.start()
         wait_for(
             lambda: serving.serving(v2), timeout=180, interval=1, message=f"version {v2} serving"
         )
@@ -314,6 +423,10 @@ def test_alias_move_drops_no_request(serving: Serving) -> None:
         wait_for(
             lambda: len(requests.answers) >= during + 50, timeout=60, message="50 more answers"
         )
+        in_flight.join(timeout=60)
+        assert not in_flight.is_alive(), "the slow request still waits for its answer"
+        wait_for(lambda: stopping.seen.gone, timeout=30, message=f"version {v1}'s pod gone")
+    assert stopping.errors == [], stopping.errors
     assert requests.failures == [], requests.failures
     counts = Counter(requests.answers)
     assert set(counts) == {v1, v2}, counts  # None: an answer from neither version
@@ -325,11 +438,32 @@ def test_alias_move_drops_no_request(serving: Serving) -> None:
     (download,) = pod.status.init_container_statuses
     assert download.state.terminated.exit_code == 0
 
+    seen = stopping.seen
+    assert seen.began is not None and seen.gone is not None, seen
+    assert seen.grace_seconds == DRAIN_SECONDS + IN_FLIGHT_SECONDS, seen
+    sigterm = seen.began + DRAIN_SECONDS  # the preStop sleep's end
+    sent, answered = slow["sent"] - seen.began, slow["answered"] - seen.began
+    print(
+        f"the old pod, from its deletion: SIGTERM at ~{DRAIN_SECONDS}s, the slow request sent "
+        f"at {sent:.1f}s and answered at {answered:.1f}s, the pod gone at "
+        f"{seen.gone - seen.began:.1f}s (grace period {seen.grace_seconds}s)"
+    )
+    # The request was in flight at the SIGTERM (deletionTimestamp has whole seconds: 1 s of
+    # margin each side), and answered in full by version 1.
+    assert slow["sent"] < sigterm - 1 and slow["answered"] > sigterm + 1, slow
+    assert "error" not in slow, slow
+    assert slow["answer"] == pytest.approx(model.versions[0].predictions), slow
+    # The server exited on the SIGTERM once the request was answered, not at a SIGKILL.
+    assert seen.server is not None and seen.server.terminated is not None, seen
+    assert seen.server.terminated.exit_code == 0, seen.server.terminated
+    assert seen.gone < seen.began + seen.grace_seconds - 10, seen
+
 
 def test_version_that_cannot_start_is_rolled_back(serving: Serving, cluster: Cluster) -> None:
     """A version whose files the MLflow server cannot serve: its pod's download fails in the
-    init container (Init:Error, the reason in its log), the rollout misses its deadline and is
-    rolled back, and requests keep being answered by the version that served before."""
+    init container (Init:Error, the reason in its log and in the pod's status), the rollout
+    misses its deadline and is rolled back, and requests keep being answered by the version
+    that served before."""
     model = serving.model
     good = model.versions[-1].version
     wait_for(
@@ -375,6 +509,13 @@ def test_version_that_cannot_start_is_rolled_back(serving: Serving, cluster: Clu
                 "logs", "-n", serving.namespace, name, "-c", DOWNLOAD_CONTAINER, "--previous"
             ).stdout
         assert "mlflow-artifacts" in log and "500 error" in log, log
+        # The log's tail is the termination message: the reason is in the pod's status, and
+        # `kubectl describe` shows it.
+        (status,) = pod.status.init_container_statuses
+        message = (status.state.terminated or status.last_state.terminated).message or ""
+        assert "mlflow-artifacts" in message and "500 error" in message, message
+        described = cluster.kubectl("describe", "pod", "-n", serving.namespace, name).stdout
+        assert "too many 500 error responses" in described, described
         assert pod.status.container_statuses[0].state.waiting is not None  # never started
 
         def rolled_back() -> bool:

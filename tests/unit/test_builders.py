@@ -1,4 +1,8 @@
+import shlex
 from typing import Any
+
+from mlflow.environment_variables import MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT
+from mlflow.pyfunc import scoring_server
 
 from aliasop.builders import (
     ALIAS_ANNOTATION,
@@ -6,6 +10,7 @@ from aliasop.builders import (
     MODEL_DIR,
     MODEL_URI_ANNOTATION,
     RUN_ID_ANNOTATION,
+    SERVING_MODEL_PATH_ENV,
     VERSION_LABEL,
     Owner,
     PinnedVersion,
@@ -40,7 +45,8 @@ def test_pod_template_pins_the_version_not_the_alias() -> None:
         "--dst-path",
         MODEL_DIR,
     ]
-    assert container["args"][:4] == ["models", "serve", "--model-uri", MODEL_DIR]
+    assert container["command"] == ["uvicorn"]
+    assert {"name": SERVING_MODEL_PATH_ENV, "value": MODEL_DIR} in container["env"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/ping"
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     assert deployment["spec"]["replicas"] == 2
@@ -241,9 +247,42 @@ def test_the_rendered_pod_settings_are_copies() -> None:
     assert serving_spec.serving.affinity == POD_SETTINGS["affinity"]
 
 
+def pod_spec(**serving: object) -> dict[str, Any]:
+    deployment = get_deployment(OWNER, spec(serving=serving), PinnedVersion("1", ""), DEFAULTS)
+    pod: dict[str, Any] = deployment["spec"]["template"]["spec"]
+    return pod
+
+
 def test_a_stopping_pod_serves_while_it_leaves_the_endpoints_then_finishes_in_flight() -> None:
-    pod = get_deployment(
-        OWNER, spec(serving={"drainSeconds": 8}), PinnedVersion("1", ""), DEFAULTS
-    )["spec"]["template"]["spec"]
+    pod = pod_spec(drainSeconds=8)
     assert pod["containers"][0]["lifecycle"] == {"preStop": {"sleep": {"seconds": 8}}}
     assert pod["terminationGracePeriodSeconds"] == 8 + IN_FLIGHT_SECONDS
+
+
+def test_no_drain_renders_no_prestop_hook() -> None:
+    # Kubernetes before 1.33 refuses a preStop sleep of 0 seconds.
+    pod = pod_spec(drainSeconds=0)
+    assert "lifecycle" not in pod["containers"][0]
+    assert pod["terminationGracePeriodSeconds"] == IN_FLIGHT_SECONDS
+
+
+def test_the_server_is_the_uvicorn_that_mlflow_models_serve_would_start() -> None:
+    """`mlflow models serve --env-manager local` runs MLflow's get_cmd as its child; the pod
+    runs that command itself, as PID 1, so that SIGTERM reaches it. The variable naming the
+    model is private to MLflow: an MLflow update that changes it, or the command, fails here."""
+    container = pod_spec(port=9000, workers=3)["containers"][0]
+    command, env = scoring_server.get_cmd(MODEL_DIR, port=9000, host="0.0.0.0", nworkers=3)
+    assert [*container["command"], *container["args"]] == shlex.split(command)
+    assert SERVING_MODEL_PATH_ENV == scoring_server._SERVER_MODEL_PATH
+    assert {"name": SERVING_MODEL_PATH_ENV, "value": MODEL_DIR} in container["env"]
+    # get_cmd also sets the request timeout, to the default the app reads when it is unset:
+    # left out, so that serving.env may set it without a duplicate entry.
+    timeout = MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT
+    assert env[timeout.name] == str(timeout.default)
+    assert timeout.name not in {e["name"] for e in container["env"]}
+
+
+def test_a_failed_download_leaves_its_reason_in_the_pod_status() -> None:
+    (download,) = pod_spec()["initContainers"]
+    assert download["command"] == ["mlflow"]
+    assert download["terminationMessagePolicy"] == "FallbackToLogsOnError"

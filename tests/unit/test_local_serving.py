@@ -38,3 +38,17 @@ def test_a_required_secret_that_is_missing_fails(tmp_path: Path) -> None:
     container = {"command": ["mlflow"], "envFrom": [{"secretRef": {"name": "store"}}]}
     with pytest.raises(KeyError, match="store"):
         local.container_process(container, tmp_path / "log", secrets={})
+
+
+def test_mount_paths_in_args_and_env_become_the_local_directories(tmp_path: Path) -> None:
+    container = {
+        "command": ["uvicorn"],
+        "args": ["--port", "8080", "app:app"],
+        "env": [{"name": "MODEL", "value": "/model"}, {"name": "OTHER", "value": "/elsewhere"}],
+        "volumeMounts": [{"name": "model", "mountPath": "/model", "readOnly": True}],
+    }
+    mounts = {"model": tmp_path / "model"}
+    process = local.container_process(container, tmp_path / "log", mounts=mounts)
+    assert process.args == ["uvicorn", "--port", "8080", "app:app"]
+    assert process.env["MODEL"] == str(tmp_path / "model")
+    assert process.env["OTHER"] == "/elsewhere"
