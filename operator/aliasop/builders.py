@@ -51,8 +51,9 @@ WRITABLE_DIRS = {"tmp": "/tmp"}
 # The pinned version's files, downloaded once per pod by the init container (an emptyDir:
 # a restarted server starts from them again without a download).
 MODEL_VOLUME, MODEL_DIR = "model", "/var/lib/aliasop/model"
-# How long a stopping server may take to finish the requests in flight, after its drain.
-IN_FLIGHT_SECONDS = 30
+# How long a stopping server may take to finish the requests in flight, after its drain:
+# MLflow's scoring server gives a request that long by default.
+IN_FLIGHT_SECONDS = 60
 # The server: uvicorn running MLflow's scoring app as PID 1, the command `mlflow models serve
 # --env-manager local` would start as its child (scoring_server.get_cmd). The `mlflow` CLI as
 # PID 1 ignores SIGTERM; uvicorn stops accepting, finishes the requests in flight and exits.

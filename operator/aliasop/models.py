@@ -185,7 +185,8 @@ class ServingSpec(CamelModel):
         description="Seconds a stopping pod goes on serving after Kubernetes takes it out of "
         "the Service, while the change reaches every node: requests routed to it meanwhile "
         "still get answers (a preStop sleep; none for 0). Then SIGTERM: the server stops "
-        "accepting, finishes the requests in flight (for up to 30 seconds more) and exits.",
+        "accepting, finishes the requests in flight (for up to 60 seconds more, MLflow's "
+        "request timeout) and exits.",
     )
     # Pod settings: placement, identity, image pulls, labels and annotations of serving pods.
     service_account_name: str = Field(
