@@ -144,13 +144,43 @@ def log_fleet_model(
     the artifacts, never from an installed copy. (`bike_fleet` is importable here only because
     this function puts its parent directory on sys.path.)
     """
-    import mlflow
-    from mlflow.models import infer_signature
     from sklearn.linear_model import Ridge
 
     fleet = _code_package(FLEET_CODE)
     features, target = bike_rentals(seed=seed)
     model = fleet.FleetModel(Ridge(alpha=1.0).fit(features, target), fleet_size=fleet_size)
+    return _log_pyfunc(tracking_uri, name, FLEET_CODE, model, features, seed)
+
+
+def log_slow_model(tracking_uri: str, name: str, seed: int = 7) -> RegisteredVersion:
+    """Log and register a custom pyfunc model that answers as slowly as a request asks:
+    `slow_bikes.SlowModel`, the ridge regression of `train_and_register` (kind linear, same
+    data and input example), whose answer waits for the request's `delay_seconds` param
+    (`{"dataframe_split": ..., "params": {"delay_seconds": 8}}`). Logged with its package in
+    `code_paths`, as `log_fleet_model`."""
+    from sklearn.linear_model import Ridge
+
+    slow = _code_package(SLOW_CODE)
+    features, target = bike_rentals(seed=seed)
+    model = slow.SlowModel(Ridge(alpha=1.0).fit(features, target))
+    params = {slow.DELAY_PARAM: 0.0}
+    return _log_pyfunc(tracking_uri, name, SLOW_CODE, model, features, seed, params)
+
+
+def _log_pyfunc(
+    tracking_uri: str,
+    name: str,
+    code: Path,
+    model: Any,
+    features: pd.DataFrame,
+    seed: int,
+    signature_params: dict[str, Any] | None = None,
+) -> RegisteredVersion:
+    """Log `model` (a PythonModel of the package at `code`) with that package in its
+    artifacts, and register it."""
+    import mlflow
+    from mlflow.models import infer_signature
+
     example = features.head(5)
     predictions = [float(p) for p in model.predict(None, example)]
     return _register(
@@ -161,39 +191,8 @@ def log_fleet_model(
         lambda: mlflow.pyfunc.log_model(
             name="model",
             python_model=model,
-            code_paths=[str(FLEET_CODE)],
-            signature=infer_signature(features, predictions),
-            input_example=example,
-            registered_model_name=name,
-        ),
-    )
-
-
-def log_slow_model(tracking_uri: str, name: str, seed: int = 7) -> RegisteredVersion:
-    """Log and register a custom pyfunc model that answers as slowly as a request asks:
-    `slow_bikes.SlowModel`, the ridge regression of `train_and_register` (kind linear, same
-    data and input example), whose answer waits for the request's `delay_seconds` param
-    (`{"dataframe_split": ..., "params": {"delay_seconds": 8}}`). Logged with its package in
-    `code_paths`, as `log_fleet_model`."""
-    import mlflow
-    from mlflow.models import infer_signature
-    from sklearn.linear_model import Ridge
-
-    slow = _code_package(SLOW_CODE)
-    features, target = bike_rentals(seed=seed)
-    model = slow.SlowModel(Ridge(alpha=1.0).fit(features, target))
-    example = features.head(5)
-    predictions = model.predict(None, example)
-    return _register(
-        tracking_uri,
-        name,
-        example,
-        predictions,
-        lambda: mlflow.pyfunc.log_model(
-            name="model",
-            python_model=model,
-            code_paths=[str(SLOW_CODE)],
-            signature=infer_signature(features, predictions, params={slow.DELAY_PARAM: 0.0}),
+            code_paths=[str(code)],
+            signature=infer_signature(features, predictions, params=signature_params),
             input_example=example,
             registered_model_name=name,
         ),
