@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from aliasop.builders import IN_FLIGHT_SECONDS
+
 from resources import Versions, View
 from support import Cluster, wait_for
 
@@ -348,7 +350,7 @@ def test_a_disruption_budget_the_download_volume_and_the_drain_reach_the_cluster
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["model"]["emptyDir"] == {"sizeLimit": "512Mi"}
     assert pod["containers"][0]["lifecycle"] == {"preStop": {"sleep": {"seconds": 3}}}
-    assert pod["terminationGracePeriodSeconds"] == 33
+    assert pod["terminationGracePeriodSeconds"] == 3 + IN_FLIGHT_SECONDS
 
     bikes_view.patch_spec({"serving": {"disruptionBudget": None}})
 
