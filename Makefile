@@ -59,11 +59,12 @@ lock: install
 node-setup:
 	tests/cluster/node-setup.sh
 
-cluster-up: cluster-build node-setup
-	tests/cluster/cluster.sh up
+# The test cluster (aliasop_dev.cluster): kwok's control plane and the real node beside it.
+cluster-up: install cluster-build node-setup
+	$(BIN)/python -m aliasop_dev.cluster up
 
-cluster-down:
-	tests/cluster/cluster.sh down
+cluster-down: install
+	$(BIN)/python -m aliasop_dev.cluster down
 
 # The CRD, generated from the pydantic models, in both places it ships: crds/ (kubectl apply -f)
 # and the chart's crds/ (helm install). tests/unit/test_crd.py fails when either is stale.
@@ -105,9 +106,9 @@ lint: install
 demo: install cluster-up
 	$(CLUSTER_ENV) $(BIN)/aliasop-dev demo $(if $(CANARY),--canary)
 
-demo-down:
-	if [ -x $(BIN)/aliasop-dev ]; then $(BIN)/aliasop-dev demo --down; fi
-	tests/cluster/cluster.sh down
+demo-down: install
+	$(BIN)/aliasop-dev demo --down
+	$(BIN)/python -m aliasop_dev.cluster down
 
 bench: install cluster-up
 	$(CLUSTER_ENV) $(BIN)/python bench/scale.py

@@ -6,6 +6,7 @@ import contextlib
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -18,7 +19,6 @@ from aliasop_dev import local
 T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parent.parent
-CLUSTER_SCRIPT = REPO / "tests" / "cluster" / "cluster.sh"
 # Operators a test runs of its own follow the resources it labels with this (their shard);
 # the integration session's operator follows the others only.
 SHARD_LABEL = "aliasop.io/shard"
@@ -61,9 +61,10 @@ def k8s_version() -> str:
 
 
 def cluster_script(command: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run tests/cluster/cluster.sh COMMAND; its progress goes to this process's output."""
+    """Run `python -m aliasop_dev.cluster COMMAND` (up, down, status: make cluster-up...); its
+    progress goes to this process's output."""
     return subprocess.run(
-        [str(CLUSTER_SCRIPT), command],
+        [sys.executable, "-m", "aliasop_dev.cluster", command],
         check=check,
         text=True,
         timeout=600,

@@ -18,13 +18,16 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
+T = TypeVar("T")
+
 # Below the kernel's ephemeral range (32768-60999), where outgoing connections take their
-# local ports, and below realnode.sh's (29001-29999): a port the kernel hands out (bind to 0)
-# can be taken by any client connection between this check and the server's bind.
+# local ports, and below the real node's (29001-29999, aliasop_dev.cluster.realnode): a port the
+# kernel hands out (bind to 0) can be taken by any client connection between this check and the
+# server's bind.
 _PORTS = range(20000, 29000)
 
 
@@ -71,17 +74,19 @@ class LocalProcess:
 
     def wait_ready(self, url: str, timeout: float) -> None:
         """Wait until `url` answers 200; fail early, with the log's tail, if the process dies."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
             if not self.running:
                 raise RuntimeError(f"{self.name} exited early:\n{self.tail()}")
             try:
-                if httpx.get(url, timeout=2).status_code == 200:
-                    return
+                return httpx.get(url, timeout=2).status_code == 200
             except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
-        raise TimeoutError(f"{self.name} not ready at {url} after {timeout}s:\n{self.tail()}")
+                return False
+
+        try:
+            wait_for(ready, timeout, interval=0.25, message=f"{self.name} at {url}")
+        except TimeoutError as error:
+            raise TimeoutError(f"{error}:\n{self.tail()}") from None
 
     def stop(self, timeout: float = 15) -> None:
         if self.process is not None:
@@ -123,6 +128,27 @@ class LocalProcess:
         if not self.log.exists():
             return ""
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def wait_for(
+    predicate: Callable[[], T],
+    timeout: float = 60.0,
+    interval: float = 0.5,
+    message: str = "condition",
+) -> T:
+    """Call `predicate` until it returns something truthy, and return that.
+
+    Raises TimeoutError naming `message` and the last value seen once `timeout` seconds pass.
+    Exceptions from `predicate` propagate: catch the expected ones inside it.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {message}; last: {value!r}")
+        time.sleep(interval)
 
 
 def mlflow_server(

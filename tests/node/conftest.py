@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -124,7 +125,7 @@ def imported(image: str, tmp_path_factory: pytest.TempPathFactory) -> str:
         archive: Path = tmp_path_factory.mktemp("image") / "image.tar"
         podman("save", "--format", "docker-archive", "-o", str(archive), image)
         subprocess.run(
-            [str(REPO / "tests" / "cluster" / "realnode.sh"), "import", str(archive)],
+            [sys.executable, "-m", "aliasop_dev.cluster.realnode", "import", str(archive)],
             check=True,
             capture_output=True,
             timeout=300,
