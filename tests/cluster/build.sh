@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the test cluster from Go modules: kube-apiserver, kube-controller-manager,
 # kube-scheduler, kubectl, etcd, kwok and kwokctl for the control plane, and kubelet and
-# kube-proxy for the real node (see realnode.sh). Binaries go to
+# kube-proxy for the real node (see aliasop_dev.cluster.realnode). Binaries go to
 # ${ALIASOP_CACHE:-~/.cache/aliasop}/cluster/<k8s-version>/bin; what is already there is skipped.
 set -euo pipefail
 

@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# Installs, from Debian's packages, what the test cluster's real node (realnode.sh) needs:
-# containerd and runc (the container runtime), containernetworking-plugins (the pods' bridge
-# network), iptables and conntrack (kube-proxy), iproute2, procps and curl (realnode.sh), gcc
-# with libc6-dev (the pause image is built from pause.c). Idempotent: installed packages are left
-# alone. kubelet and kube-proxy are built by build.sh; the smoke-test image's busybox comes from
-# Debian's busybox-static .deb, which realnode.sh downloads (installing it would replace a
-# machine's busybox package).
+# Installs, from Debian's packages, what the test cluster's real node (aliasop_dev.cluster.realnode)
+# needs: containerd and runc (the container runtime), containernetworking-plugins (the pods' bridge
+# network), iptables and conntrack (kube-proxy), iproute2 and procps (the node's bridge, ports and
+# kernel settings), gcc with libc6-dev (the pause image is built from pause.c). Idempotent:
+# installed packages are left alone. kubelet and kube-proxy are built by build.sh; the smoke-test
+# image's busybox comes from Debian's busybox-static .deb, which the real node downloads (installing
+# it would replace a machine's busybox package).
 #
 # Where this cannot install (not root, no apt-get, apt fails) it says why and exits 0, so that
 # `make test` still runs everything else and the real-node tests skip with the reason; with
 # ALIASOP_REQUIRE_REAL_NODE=1 (CI) it exits 1 instead.
 set -euo pipefail
 
-packages=(containerd runc containernetworking-plugins iptables conntrack iproute2 procps curl gcc libc6-dev)
+packages=(containerd runc containernetworking-plugins iptables conntrack iproute2 procps gcc libc6-dev)
 
 log() { echo "[node-setup] $*  ($(date +%H:%M:%S))"; }
 give_up() {
@@ -39,7 +39,7 @@ command -v apt-get >/dev/null || give_up "missing ${missing[*]} and no apt-get"
 started=$SECONDS
 log "installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-# No recommends; and no service is started: realnode.sh runs containerd with its own
+# No recommends; and no service is started: the real node runs containerd with its own
 # configuration, socket and directories (on a machine with systemd the package's own
 # containerd.service may also start; the two do not share anything).
 apt-get update -qq || give_up "apt-get update failed"

@@ -2,7 +2,7 @@
  * The pause process of the test cluster's real node: the first process of every pod sandbox,
  * holding the pod's namespaces while its containers come and go. As PID 1 of the pod it reaps
  * orphaned children, and it exits when the runtime stops the sandbox (SIGTERM or SIGINT).
- * Built static by realnode.sh (no registry here to pull registry.k8s.io/pause from).
+ * Built static by aliasop_dev.cluster.realnode (no registry here to pull registry.k8s.io/pause from).
  */
 #include <signal.h>
 #include <stdio.h>

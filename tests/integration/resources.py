@@ -208,7 +208,7 @@ class NeverReady:
             self.api.create_cluster_custom_object(*KWOK, stage)
         except client.ApiException as exc:
             if exc.status == 404:
-                pytest.fail("no kwok Stage CRD: a cluster from an older cluster.sh? Run its `up`.")
+                pytest.fail("no kwok Stage CRD: an old cluster? Run `make cluster-up`.")
             raise
 
     def stop(self) -> None:

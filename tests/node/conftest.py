@@ -1,9 +1,10 @@
 """The real-node tier: pods that really run on the test cluster's kubelet node
-(tests/cluster/realnode.sh), not on the kwok one.
+(aliasop_dev.cluster.realnode), not on the kwok one.
 
 The node is tainted, so each pod here tolerates the taint and selects the node's label
 (realnode.on_real_node). Without the node (a machine that cannot run containerd, say) these tests
-skip, naming the reason cluster.sh recorded; under ALIASOP_REQUIRE_REAL_NODE=1 (CI) they fail.
+skip, naming the reason the cluster's `up` recorded; under ALIASOP_REQUIRE_REAL_NODE=1 (CI) they
+fail.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def real_node(cluster: Cluster, k8s: client.ApiClient) -> RealNode:
             if recorded.exists()
             else f"node {REAL_NODE} is {'not Ready' if node else 'not registered'}"
         )
-        message = f"the test cluster has no real node: {why} (tests/cluster/realnode.sh)"
+        message = f"the test cluster has no real node: {why} (aliasop_dev.cluster.realnode)"
         if os.environ.get("ALIASOP_REQUIRE_REAL_NODE") == "1":
             pytest.fail(message)
         pytest.skip(message)

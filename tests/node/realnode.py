@@ -15,7 +15,7 @@ from kubernetes import client
 
 REAL_NODE = "aliasop-real-0"
 REAL_NODE_LABEL = "aliasop.io/real-node"  # also the taint's key (value "true", NoSchedule)
-# Built by tests/cluster/realnode.sh from Debian's busybox-static and imported into the node's
+# Built by aliasop_dev.cluster.realnode from Debian's busybox-static and imported into the node's
 # containerd: sh, httpd, nc, id, touch, cat, sleep.
 SMOKE_IMAGE = "localhost/aliasop/smoke:1"
 # No direct opener would honour a proxy set in the environment: these addresses are local.
