@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             control_plane.down()
         else:
             return 0 if status(control_plane, node) else 1
-    except ClusterError as error:
+    except (ClusterError, TimeoutError) as error:
         print(f"[cluster] error: {error}", file=sys.stderr)
         return 1
     return 0

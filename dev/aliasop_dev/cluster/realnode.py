@@ -840,7 +840,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "status":
             return node.status()
         return node.import_archive(args.archive)
-    except ClusterError as error:
+    except (ClusterError, TimeoutError) as error:
         print(f"[realnode] error: {error}", file=sys.stderr)
         return 1
 
