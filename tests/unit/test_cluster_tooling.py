@@ -10,7 +10,7 @@ import json
 import subprocess
 import tarfile
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,10 +18,10 @@ import pytest
 import yaml
 
 from aliasop_dev import local
-from aliasop_dev.cluster import Layout, images, toml
+from aliasop_dev.cluster import ClusterError, Layout, images, toml
 from aliasop_dev.cluster.__main__ import status as cluster_status
 from aliasop_dev.cluster.commands import Commands, Result
-from aliasop_dev.cluster.controlplane import KWOK_NODE, ControlPlane, kwokctl_config
+from aliasop_dev.cluster.controlplane import BINARIES, KWOK_NODE, ControlPlane, kwokctl_config
 from aliasop_dev.cluster.nodeconfig import (
     NodePaths,
     Settings,
@@ -45,7 +45,6 @@ class FakeCommands(Commands):
     it."""
 
     def __init__(self, respond: Callable[[list[str]], Result | None] = lambda argv: None):
-        super().__init__()
         self.respond = respond
         self.calls: list[list[str]] = []
 
@@ -56,6 +55,7 @@ class FakeCommands(Commands):
         timeout: float = 60,
         check: bool = False,
         capture: bool = True,
+        env: Mapping[str, str] | None = None,
     ) -> Result:
         argv = [str(arg) for arg in args]
         self.calls.append(argv)
@@ -365,6 +365,34 @@ def test_a_leftover_node_lease_is_handed_over(layout: Layout) -> None:
     assert len(deleted) == 1
 
 
+def test_a_cluster_that_does_not_start_is_deleted_with_its_logs_shown(
+    layout: Layout, capsys: pytest.CaptureFixture[str]
+) -> None:
+    layout.bin.mkdir(parents=True)
+    for name in BINARIES:
+        (layout.bin / name).write_text("#!/bin/sh\n")
+        (layout.bin / name).chmod(0o755)
+
+    def respond(argv: list[str]) -> Result | None:
+        if "create" in argv:
+            logs = layout.cluster_dir / "logs"
+            logs.mkdir(parents=True)
+            (logs / "kube-apiserver.log").write_text("etcd did not answer\n")
+            return output(argv, "", code=1)
+        return None
+
+    commands = FakeCommands(respond)
+    with pytest.raises(ClusterError, match="could not start cluster aliasop"):
+        ControlPlane(layout, commands).up()
+    assert "etcd did not answer" in capsys.readouterr().err
+    assert not layout.cluster_dir.exists()
+    kwokctl = [call[3:] for call in commands.calls if call[0].endswith("kwokctl")]
+    assert kwokctl[-1][:2] == ["delete", "cluster"]
+    # Created from the configuration written beside kwokctl's state.
+    created = yaml.safe_load((layout.kwok_workdir / "aliasop.yaml").read_text())
+    assert created == kwokctl_config(layout)
+
+
 @pytest.mark.parametrize(("node_status", "healthy"), [(0, True), (UNAVAILABLE, True), (1, False)])
 def test_a_cluster_without_its_real_node_is_healthy_where_it_is_unavailable(
     layout: Layout, node_status: int, healthy: bool
@@ -392,5 +420,5 @@ def test_a_missing_command_exits_127_and_a_slow_one_124(tmp_path: Path) -> None:
     assert Commands().run([str(tmp_path / "nothing-here")]).returncode == 127
     slow = Commands().run(["sleep", "5"], timeout=0.2)
     assert slow.returncode == 124
-    assert Commands({"X_SEEN": "yes"}).run(["sh", "-c", "echo $X_SEEN"]).stdout == "yes\n"
+    assert Commands().run(["sh", "-c", "echo $X_SEEN"], env={"X_SEEN": "yes"}).stdout == "yes\n"
     assert isinstance(slow, subprocess.CompletedProcess)

@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,13 +21,10 @@ TIMED_OUT = 124
 NOT_FOUND = 127
 
 
-@dataclass
 class Commands:
     """Runs commands on this machine. None inherits an open file beyond stdin/out/err
     (subprocess closes the rest), so no daemon holds a lock its caller took (`flock LOCK make
     cluster-up`)."""
-
-    env: Mapping[str, str] = field(default_factory=dict)  # added to this process's environment
 
     def run(
         self,
@@ -36,10 +33,12 @@ class Commands:
         timeout: float = 60,
         check: bool = False,
         capture: bool = True,
+        env: Mapping[str, str] | None = None,
     ) -> Result:
-        """Run `args` to its end; its output is captured, or passed through (`capture=False`).
-        A command that is missing exits 127, one stopped after `timeout` seconds 124; with
-        `check`, any failure raises ClusterError with its output's end."""
+        """Run `args` to its end, with `env` added to this process's environment; its output
+        is captured, or passed through (`capture=False`). A command that is missing exits 127,
+        one stopped after `timeout` seconds 124; with `check`, any failure raises ClusterError
+        with its output's end."""
         argv = [str(arg) for arg in args]
         try:
             result = subprocess.run(
@@ -48,7 +47,7 @@ class Commands:
                 text=True,
                 timeout=timeout,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, **self.env},
+                env={**os.environ, **(env or {})},
             )
         except FileNotFoundError:
             result = Result(argv, NOT_FOUND, "", f"{argv[0]}: not found")
@@ -67,7 +66,6 @@ class Commands:
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, **self.env},
                 start_new_session=True,
             )
         return process.pid

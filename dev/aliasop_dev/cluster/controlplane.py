@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from aliasop_dev.cluster import CLUSTER_NAME, FILES, ClusterError, Layout, versions
-from aliasop_dev.cluster.commands import Commands, Kubectl, parse_time
+from aliasop_dev.cluster.commands import Commands, Kubectl, Result, parse_time
 from aliasop_dev.cluster.realnode import RealNode
 from aliasop_dev.local import wait_for
 
@@ -133,13 +133,10 @@ class ControlPlane:
             self.node = RealNode(self.layout, self.commands)
         # kwokctl keeps its state under KWOK_WORKDIR and looks up kubectl on PATH before it
         # would download one.
-        self.kwok_commands = Commands(
-            {
-                **self.commands.env,
-                "KWOK_WORKDIR": str(self.layout.kwok_workdir),
-                "PATH": f"{self.layout.bin}{os.pathsep}{os.environ.get('PATH', '')}",
-            }
-        )
+        self.kwok_env = {
+            "KWOK_WORKDIR": str(self.layout.kwok_workdir),
+            "PATH": f"{self.layout.bin}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
         self.kubectl = Kubectl(self.commands, self.layout.bin / "kubectl", self.layout.kubeconfig)
 
     @property
@@ -152,15 +149,17 @@ class ControlPlane:
         configuration only when it creates a cluster, so a changed one takes a new cluster."""
         return self.layout.cluster_dir / "aliasop-config.yaml"
 
-    def kwokctl(self, *args: str | Path, timeout: float = 60, capture: bool = True) -> bool:
-        result = self.kwok_commands.run(
+    def kwokctl(self, *args: str | Path, timeout: float = 60, capture: bool = True) -> Result:
+        """kwokctl on this cluster; what it says on a failure goes to stderr."""
+        result = self.commands.run(
             [self.layout.bin / "kwokctl", "--name", CLUSTER_NAME, *args],
             timeout=timeout,
             capture=capture,
+            env=self.kwok_env,
         )
         if result.returncode != 0 and capture:
             sys.stderr.write(result.stderr)
-        return result.returncode == 0
+        return result
 
     # --- checks -------------------------------------------------------------------------
 
@@ -237,7 +236,7 @@ class ControlPlane:
             "--wait",
             wait,
         ]
-        if not self.kwokctl(*args, timeout=CREATE_SECONDS, capture=False):
+        if self.kwokctl(*args, timeout=CREATE_SECONDS, capture=False).returncode != 0:
             raise ClusterError("kwokctl create cluster failed")
         shutil.copyfile(self.config_file, self.created_with)
 
@@ -247,10 +246,10 @@ class ControlPlane:
         so a wedged or just-killed (zombie) process would otherwise be left in place. Not
         `create cluster` again: on an existing cluster, kwokctl v0.8.0 then re-installs the
         Stage CRD with an update that lacks a resourceVersion, which the API server refuses."""
-        if not self.kwokctl("stop", "cluster", capture=False):
+        if self.kwokctl("stop", "cluster", capture=False).returncode != 0:
             raise ClusterError("kwokctl stop cluster failed")
         wait = f"{RESTART_SECONDS}s"
-        if not self.kwokctl("start", "cluster", "--wait", wait, timeout=RESTART_SECONDS):
+        if self.kwokctl("start", "cluster", "--wait", wait, timeout=RESTART_SECONDS).returncode:
             raise ClusterError("kwokctl start cluster failed")
 
     def apply_stages(self) -> None:
@@ -288,11 +287,11 @@ class ControlPlane:
 
     def finish(self) -> None:
         """Write the kubeconfig, register the node, and wait until the cluster can run pods."""
-        kubeconfig = self.kwok_commands.run(
-            [self.layout.bin / "kwokctl", "--name", CLUSTER_NAME, "get", "kubeconfig"], check=True
-        ).stdout
+        got = self.kwokctl("get", "kubeconfig")
+        if got.returncode != 0:
+            raise ClusterError("kwokctl get kubeconfig failed")
         partial = self.layout.kubeconfig.with_suffix(".tmp")
-        partial.write_text(kubeconfig)
+        partial.write_text(got.stdout)
         partial.replace(self.layout.kubeconfig)
         log("waiting for the API server")
         wait_for(lambda: self.kubectl.ok("get", "--raw", "/readyz"), 120, 1, "API server /readyz")
@@ -381,7 +380,8 @@ class ControlPlane:
             log(f"deleting cluster {CLUSTER_NAME}")
             # kwokctl removes the cluster's context from --kubeconfig (it rejects ''); ours is
             # rewritten on every `up` and removed below anyway.
-            if not self.kwokctl("delete", "cluster", "--kubeconfig", self.layout.kubeconfig):
+            deleted = self.kwokctl("delete", "cluster", "--kubeconfig", self.layout.kubeconfig)
+            if deleted.returncode != 0:
                 log("kwokctl delete failed; cleaning up by hand")
         # kwokctl kills by pid file; make sure none of those processes outlives the cluster.
         for pid in pids:
