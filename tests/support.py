@@ -8,13 +8,14 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 from aliasop_dev import local
+from aliasop_dev.local import wait_for
+
+__all__ = ["wait_for"]  # re-exported: the tests wait with the dev tooling's one helper
 
 T = TypeVar("T")
 
@@ -24,27 +25,6 @@ REPO = Path(__file__).resolve().parent.parent
 SHARD_LABEL = "aliasop.io/shard"
 # Test namespaces start with this, to tell them from others on a reused cluster.
 TEST_NAMESPACE_PREFIX = "t-"
-
-
-def wait_for(
-    predicate: Callable[[], T],
-    timeout: float = 60.0,
-    interval: float = 0.5,
-    message: str = "condition",
-) -> T:
-    """Call `predicate` until it returns something truthy, and return that.
-
-    Raises TimeoutError naming `message` and the last value seen once `timeout` seconds pass.
-    Exceptions from `predicate` propagate: catch the expected ones inside it.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {message}; last: {value!r}")
-        time.sleep(interval)
 
 
 def cache_dir() -> Path:
