@@ -10,14 +10,12 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 from aliasop_dev import local
 from aliasop_dev.local import wait_for
 
 __all__ = ["wait_for"]  # re-exported: the tests wait with the dev tooling's one helper
 
-T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parent.parent
 # Operators a test runs of its own follow the resources it labels with this (their shard);
