@@ -66,10 +66,12 @@ cluster-down:
 	tests/cluster/cluster.sh down
 
 # The CRD, generated from the pydantic models, in both places it ships: crds/ (kubectl apply -f)
-# and the chart's crds/ (helm install). tests/unit/test_crd.py fails when either is stale.
+# and the chart's crds/ (helm install); and docs/api-reference.md, generated from the CRD.
+# tests/unit/test_crd.py and test_api_reference.py fail when one is stale.
 crds: install
 	$(BIN)/aliasop crd > crds/aliasop.io_modeldeployments.yaml
 	cp crds/aliasop.io_modeldeployments.yaml charts/aliasop/crds/aliasop.io_modeldeployments.yaml
+	$(BIN)/python -m aliasop_dev.api_reference
 
 # manifests/aliasop.yaml: the chart rendered with its default values (the kustomize install).
 # tests/integration/test_helm.py fails when it is stale.
