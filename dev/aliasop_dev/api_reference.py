@@ -39,8 +39,15 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _prose(text: str) -> str:
+    """A description as Markdown: `<name>` outside code spans is text, not an HTML tag."""
+    parts = text.split("`")
+    parts[::2] = [part.replace("<", "&lt;") for part in parts[::2]]
+    return "`".join(parts)
+
+
 def _code(value: object) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, separators=(", ", ": "))
+    text = value if isinstance(value, str) and value else json.dumps(value, separators=(", ", ": "))
     return f"`{text}`"
 
 
@@ -58,7 +65,10 @@ def _type(schema: Schema) -> str:
         return "integer or string"
     kind = schema.get("type", "any")
     if kind == "array":
-        return f"array of {_type(schema.get('items', {}))}"
+        items = schema.get("items", {})
+        if _is_kubernetes_type(schema) and items.get("type") == "object":
+            return "array of object (Kubernetes)"
+        return f"array of {_type(items)}"
     if kind == "object":
         if _is_kubernetes_type(schema):
             return "object (Kubernetes)"
@@ -103,6 +113,8 @@ def _objects(schema: Schema, path: str) -> Iterator[tuple[str, Schema]]:
     yield path, schema
     for name, field in schema.get("properties", {}).items():
         child = f"{path}.{name}"
+        if _is_kubernetes_type(field):
+            continue
         if _is_object(field):
             yield from _objects(field, child)
         elif field.get("type") == "array" and _is_object(field.get("items", {})):
@@ -110,11 +122,11 @@ def _objects(schema: Schema, path: str) -> Iterator[tuple[str, Schema]]:
 
 
 def _field_row(name: str, field: Schema, required: bool, path: str) -> str:
-    description = field.get("description", "")
+    description = _prose(field.get("description", ""))
+    nested = field.get("items", {}) if field.get("type") == "array" else field
     if _is_kubernetes_type(field):
         description += f" See the [Kubernetes API reference]({KUBERNETES_API})."
-    nested = field.get("items", {}) if field.get("type") == "array" else field
-    if _is_object(nested):
+    elif _is_object(nested):
         description += f" Fields: `{path}.{name}{'[]' if nested is not field else ''}` below."
     default = _code(field["default"]) if "default" in field else ""
     notes = ["**required**"] if required else []
@@ -127,15 +139,18 @@ def _table(path: str, schema: Schema) -> list[str]:
     required = set(schema.get("required", []))
     lines = [f"### `{path}`", ""]
     if schema.get("description"):
-        lines += [schema["description"], ""]
+        lines += [_prose(schema["description"]), ""]
     for rule in schema.get("x-kubernetes-validations", []):
-        lines.append(f"- Rule: {rule['message']} (`{rule['rule']}`)")
+        lines.append(f"- Rule: {_prose(rule['message'])} (`{rule['rule']}`)")
     if schema.get("x-kubernetes-validations"):
         lines.append("")
-    lines += ["| Field | Type | Default | Checks | Description |", "| --- | --- | --- | --- | --- |"]
+    lines += [
+        "| Field | Type | Default | Checks | Description |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for name, field in schema["properties"].items():
         lines.append(_field_row(name, field, name in required, path))
-    return lines + [""]
+    return [*lines, ""]
 
 
 def render_reference(crd: Schema) -> str:
@@ -150,7 +165,7 @@ def render_reference(crd: Schema) -> str:
         HEADER,
         f"# API reference: {names['kind']} ({api_version})",
         "",
-        root.get("description", ""),
+        _prose(root.get("description", "")),
         "",
         "| | |",
         "| --- | --- |",
@@ -184,7 +199,7 @@ def render_reference(crd: Schema) -> str:
     rules = root.get("x-kubernetes-validations", [])
     if rules:
         lines += ["## Rules on the whole resource", ""]
-        lines += [f"- {rule['message']} (`{rule['rule']}`)" for rule in rules]
+        lines += [f"- {_prose(rule['message'])} (`{rule['rule']}`)" for rule in rules]
         lines.append("")
 
     for part in ("spec", "status"):
@@ -195,7 +210,9 @@ def render_reference(crd: Schema) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m aliasop_dev.api_reference", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m aliasop_dev.api_reference", description=__doc__
+    )
     parser.add_argument("--output", type=Path, default=REFERENCE, help=f"default: {REFERENCE}")
     args = parser.parse_args(argv)
     args.output.write_text(render_reference(build_crd()))

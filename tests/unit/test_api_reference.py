@@ -44,7 +44,9 @@ def test_reference_names_what_users_look_for() -> None:
     for condition in ConditionType:
         assert condition.value in reference, condition
     # A field's own line says what it is, its default and its checks.
-    (poll,) = [line for line in reference.splitlines() if line.startswith("| `pollIntervalSeconds`")]
+    (poll,) = [
+        line for line in reference.splitlines() if line.startswith("| `pollIntervalSeconds`")
+    ]
     assert "integer" in poll and "`30`" in poll and "≥ 5" in poll
 
 
@@ -52,9 +54,7 @@ def test_table_cells_keep_their_pipes_escaped() -> None:
     crd = build_crd()
     spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     spec["properties"]["model"]["description"] = "a | b"
-    row = next(
-        line for line in render_reference(crd).splitlines() if line.startswith("| `model`")
-    )
+    row = next(line for line in render_reference(crd).splitlines() if line.startswith("| `model`"))
     assert "a \\| b" in row
     cells = re.split(r"(?<!\\)\|", row)[1:-1]
     assert len(cells) == 5 and cells[-1].strip() == "a \\| b"
