@@ -25,11 +25,13 @@ cluster-build:
 
 # kstatus and gopher-lua runners (the integration tests check health as Flux and Argo CD see
 # it), the helm CLI (the chart's tests), Prometheus (the analysis providers' tests query it),
-# versitygw (the S3 server of the artifact-store tests) and helm-docs (the chart's README).
+# versitygw (the S3 server of the artifact-store tests), helm-docs (the chart's README) and
+# CNCF distribution's registry (the OCI registry the release tests push to).
 tools-build:
 	tests/tools/build.sh
 	tests/tools/build-s3.sh
 	tests/tools/build-helm-docs.sh
+	tests/tools/build-registry.sh
 
 # podman, runc and mmdebstrap from Debian's packages, and the base image the Dockerfile names
 # (debian:bookworm-slim, made by mmdebstrap and cached in $(ALIASOP_CACHE)/images).
