@@ -283,7 +283,7 @@ def test_helm_installed_operator_rolls_a_model_on_the_real_node(
 
 
 def test_helm_test_finds_the_operator_answering(
-    release: Release, cluster: Cluster, k8s: client.ApiClient, tmp_path: Path
+    release: Release, cluster: Cluster, tmp_path: Path
 ) -> None:
     """`helm test`: the chart's test pod, on the real node beside the operator, reaches its
     health endpoint and its metrics through the Service (no DNS: the Service's env)."""
