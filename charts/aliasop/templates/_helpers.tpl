@@ -31,7 +31,6 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "aliasop.labels" -}}
 {{ include "aliasop.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/component: operator
 app.kubernetes.io/part-of: aliasop
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
