@@ -18,6 +18,9 @@ import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "aliasop"
@@ -78,6 +81,19 @@ def render_manifests(helm: Path) -> str:
         timeout=60,
     ).stdout
     return HEADER + rendered
+
+
+def selector_changed(live_deployment: dict[str, Any]) -> bool:
+    """Whether the operator Deployment installed from manifests/ selects its pods otherwise
+    than manifests/aliasop.yaml does now. A Deployment's selector is immutable, so such an
+    install is upgraded by deleting the Deployment first (docs/user-guide.md, "Upgrade and
+    uninstall"); the serving pods are not the operator's and stay."""
+    (deployment,) = [
+        doc
+        for doc in yaml.safe_load_all(MANIFESTS.read_text())
+        if doc and doc["kind"] == "Deployment"
+    ]
+    return bool(live_deployment["spec"]["selector"] != deployment["spec"]["selector"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
