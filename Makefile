@@ -9,7 +9,7 @@ CLUSTER_BIN := $(ALIASOP_CACHE)/cluster/$(K8S_VERSION)/bin
 # The demo talks to the test cluster with the kubectl built for it.
 CLUSTER_ENV := PATH="$(CLUSTER_BIN):$$PATH" KUBECONFIG="$(ALIASOP_CACHE)/kubeconfig"
 
-.PHONY: install cluster-build tools-build node-setup images-setup images test-images lock cluster-up cluster-down test test-unit test-integration test-containers lint crds manifests k8s-schemas demo demo-down bench bench-ha bench-serving clean
+.PHONY: install cluster-build tools-build node-setup images-setup images test-images lock cluster-up cluster-down test test-unit test-integration test-containers lint crds chart-docs manifests k8s-schemas demo demo-down bench bench-ha bench-serving release clean
 
 install: $(VENV)/.installed
 
@@ -25,10 +25,13 @@ cluster-build:
 
 # kstatus and gopher-lua runners (the integration tests check health as Flux and Argo CD see
 # it), the helm CLI (the chart's tests), Prometheus (the analysis providers' tests query it),
-# and versitygw (the S3 server of the artifact-store tests).
+# versitygw (the S3 server of the artifact-store tests), helm-docs (the chart's README) and
+# CNCF distribution's registry (the OCI registry the release tests push to).
 tools-build:
 	tests/tools/build.sh
 	tests/tools/build-s3.sh
+	tests/tools/build-helm-docs.sh
+	tests/tools/build-registry.sh
 
 # podman, runc and mmdebstrap from Debian's packages, and the base image the Dockerfile names
 # (debian:bookworm-slim, made by mmdebstrap and cached in $(ALIASOP_CACHE)/images).
@@ -38,6 +41,13 @@ images-setup:
 # aliasop:<version> and aliasop-serving:<version> from the Dockerfile, with podman.
 images: images-setup
 	images/build.sh
+
+# A release in an OCI registry: both images (REGISTRY/aliasop:<version>,
+# REGISTRY/aliasop-serving:<version>) and the chart (oci://REGISTRY/charts/aliasop, its values
+# naming REGISTRY). PLAIN_HTTP=1 for a registry without TLS (on loopback, say).
+release: images
+	@test -n "$(REGISTRY)" || { echo "usage: make release REGISTRY=host[:port][/path]" >&2; exit 2; }
+	PLAIN_HTTP=$(PLAIN_HTTP) images/release.sh "$(REGISTRY)"
 
 # The images for `make test` (the container tier, the real node's end-to-end tests), where this
 # machine can make them: 0.7 s when they are built. Where images/setup.sh cannot provide
@@ -67,15 +77,23 @@ cluster-down: install
 	$(BIN)/python -m aliasop_dev.cluster down
 
 # The CRD, generated from the pydantic models, in both places it ships: crds/ (kubectl apply -f)
-# and the chart's crds/ (helm install). tests/unit/test_crd.py fails when either is stale.
+# and the chart's crds/ (helm install); and docs/api-reference.md, generated from the CRD.
+# tests/unit/test_crd.py and test_api_reference.py fail when one is stale.
 crds: install
 	$(BIN)/aliasop crd > crds/aliasop.io_modeldeployments.yaml
 	cp crds/aliasop.io_modeldeployments.yaml charts/aliasop/crds/aliasop.io_modeldeployments.yaml
+	$(BIN)/python -m aliasop_dev.api_reference
 
 # manifests/aliasop.yaml: the chart rendered with its default values (the kustomize install).
 # tests/integration/test_helm.py fails when it is stale.
 manifests: install tools-build
 	$(BIN)/python -m aliasop_dev.chart
+
+# charts/aliasop/README.md from the chart's values.yaml (its `# --` comments) and
+# README.md.gotmpl, by helm-docs. tests/integration/test_chart_readme.py fails when it is stale.
+chart-docs: install
+	tests/tools/build-helm-docs.sh
+	$(BIN)/python -m aliasop_dev.chart --readme
 
 # Kubernetes' core/v1 schemas of the pod settings, from the test cluster's API server; then
 # the CRD that embeds them.

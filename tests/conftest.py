@@ -3,6 +3,7 @@ tests/node `real_node`, automatically."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
-from aliasop_dev import bikes, local
+from aliasop_dev import bikes, chart, local
 
 from support import REPO, TEST_NAMESPACE_PREFIX, Cluster, cluster_script
 
@@ -27,7 +28,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.real_node)
 
 
-# --- Kubernetes test cluster (tests/cluster/cluster.sh) ---------------------------------------
+# --- Kubernetes test cluster (python -m aliasop_dev.cluster) ---------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -67,6 +68,13 @@ def installed(cluster: Cluster) -> Cluster:
     """The CRD and manifests/ applied the way a user installs them."""
     cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
     cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.aliasop.io")
+    # An operator Deployment from an earlier manifests/ with another (immutable) selector is
+    # replaced, as the upgrade notes tell users to.
+    live = cluster.kubectl(
+        "get", "deployment", chart.RELEASE, "-n", chart.NAMESPACE, "-o", "json", check=False
+    )
+    if live.returncode == 0 and chart.selector_changed(json.loads(live.stdout)):
+        cluster.kubectl("delete", "deployment", chart.RELEASE, "-n", chart.NAMESPACE, "--wait")
     cluster.kubectl("apply", "-k", str(REPO / "manifests"))
     return cluster
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from aliasop_dev import local
+from aliasop_dev import chart, local
 
 NAMESPACE = os.environ.get("ALIASOP_DEMO_NAMESPACE", "aliasop-demo")
 MODEL = "bikes"
@@ -99,6 +99,11 @@ def run_demo(canary: bool = False) -> int:
     say.step("Installing aliasop: CRD, manifests/ (RBAC, ServiceAccount) and a ModelDeployment")
     kubectl("apply", "--server-side", "-f", str(checkout / "crds"))
     kubectl("wait", "--for=condition=Established", "crd/modeldeployments.aliasop.io")
+    # A Deployment's selector is immutable: one from an earlier manifests/ is replaced.
+    operator = ("deployment", chart.RELEASE, "-n", chart.NAMESPACE)
+    installed = kubectl("get", *operator, "--ignore-not-found", "-o", "name")
+    if installed and chart.selector_changed(kubectl_json("get", *operator)):
+        kubectl("delete", *operator, "--wait")
     kubectl("apply", "-k", str(checkout / "manifests"))
     kubectl("apply", "-f", "-", stdin=_namespace_and_mdep())
     say.line(f"applied ModelDeployment {NAMESPACE}/{MODEL} following models:/{MODEL}@{ALIAS}")

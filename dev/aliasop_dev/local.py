@@ -424,9 +424,31 @@ def mlflow_auth_server(workdir: Path, port: int, admin_password: str) -> LocalPr
 
 
 def tools_dir() -> Path:
-    """Where tests/tools/build.sh and build-s3.sh put the Go tools the tests run."""
+    """Where tests/tools/build*.sh put the Go tools the tests run."""
     cache = os.environ.get("ALIASOP_CACHE") or str(Path.home() / ".cache" / "aliasop")
     return Path(cache) / "tools" / "bin"
+
+
+def oci_registry(workdir: Path, port: int, host: str = "127.0.0.1") -> LocalProcess:
+    """A real OCI registry: CNCF distribution's `registry` (built by
+    tests/tools/build-registry.sh) on plain HTTP, keeping what is pushed under `workdir/data`.
+    Ready when `/v2/` answers 200 (no authentication)."""
+    binary = tools_dir() / "registry"
+    if not binary.exists():
+        raise FileNotFoundError(f"{binary} is missing: run tests/tools/build-registry.sh")
+    config = workdir / "config.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "log: {level: warn}\n"
+        f"storage: {{filesystem: {{rootdirectory: {workdir / 'data'}}}}}\n"
+        f"http: {{addr: '{host}:{port}'}}\n"
+    )
+    return LocalProcess(
+        name="OCI registry (distribution)",
+        args=[str(binary), "serve", str(config)],
+        log=workdir / "registry.log",
+        env={},
+    )
 
 
 @dataclass(frozen=True)

@@ -504,7 +504,7 @@ class Reason(StrEnum):
 class Condition(CamelModel):
     """metav1.Condition."""
 
-    type: str = Field(description="Ready, Reconciling, Stalled, Progressing, Degraded, ...")
+    type: str = Field(description=f"One of {', '.join(ConditionType)}.")
     status: str = Field(pattern=r"^(True|False|Unknown)$", description="True, False or Unknown.")
     reason: str = Field(description="Why, in one CamelCase word.")
     message: str = Field("", description="Why, for people.")
@@ -610,8 +610,14 @@ class ModelDeploymentStatus(CamelModel):
     )
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="Ready, Reconciling and Stalled (kstatus), Progressing, Degraded, "
-        "RegistryAvailable.",
+        description="Ready: the pinned version serves as the spec asks (also while paused, or "
+        "while the registry is unreachable). Reconciling: progress is being made. Stalled: "
+        "nothing changes until a person acts (kstatus reads these three). Progressing: a "
+        "rollout is under way. Degraded: something is wrong; the reason says what. "
+        "RegistryAvailable: MLflow answered the last resolution. SignatureCompatible: the "
+        "version the alias points at takes what clients send the serving one "
+        "(rollout.signaturePolicy). Approved: it carries rollout.requiredTags (present only "
+        "with requiredTags).",
     )
     canary: CanaryStatus | None = Field(None, description="The canary in flight, if any.")
     challenger: ChallengerStatus | None = Field(

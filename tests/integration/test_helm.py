@@ -80,7 +80,10 @@ def set_args(values: dict[str, str]) -> list[str]:
 
 
 def template(helm: Callable[..., str], release: str, namespace: str, *args: str) -> list[Manifest]:
-    rendered = helm("template", release, str(CHART), "--namespace", namespace, *args)
+    """What `helm install` applies (the `helm test` pod is only created by `helm test`)."""
+    rendered = helm(
+        "template", release, str(CHART), "--namespace", namespace, "--skip-tests", *args
+    )
     return [doc for doc in yaml.safe_load_all(rendered) if doc]
 
 

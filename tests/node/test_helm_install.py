@@ -280,3 +280,19 @@ def test_helm_installed_operator_rolls_a_model_on_the_real_node(
     finally:
         show_pods(cluster, namespace, f"app.kubernetes.io/instance={NAME}")
         core.delete_namespace(namespace)
+
+
+def test_helm_test_finds_the_operator_answering(
+    release: Release, cluster: Cluster, tmp_path: Path
+) -> None:
+    """`helm test`: the chart's test pod, on the real node beside the operator, reaches its
+    health endpoint and its metrics through the Service (no DNS: the Service's env)."""
+    helm = helm_runner(cluster, tmp_path)
+    try:
+        out = helm("test", release.name, "--namespace", release.namespace, "--timeout", "3m")
+    except AssertionError:
+        test_pod = f"{release.deployment}-test-answers"
+        print(cluster.kubectl("logs", "-n", release.namespace, test_pod, check=False).stdout)
+        raise
+    assert f"TEST SUITE:     {release.deployment}-test-answers" in out, out
+    assert "Phase:          Succeeded" in out, out

@@ -12,20 +12,24 @@
 {{- end -}}
 {{- end -}}
 
+{{/* The chart's name, the value of app.kubernetes.io/name (nameOverride to change it). */}}
+{{- define "aliasop.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
 {{/*
-The operator pods' selector, immutable for the life of a Deployment: the release's full name,
-unique in its namespace (releases per shard may share one). For the default release `aliasop`
-it is `app.kubernetes.io/name: aliasop`, the selector of the manifests before the chart, so
-`kubectl apply -k manifests/` upgrades those installs in place.
+The operator pods' selector, immutable for the life of a Deployment: the chart's name and the
+release (unique in its namespace), Kubernetes' recommended labels, so that releases per shard
+in one namespace select their own pods only.
 */}}
 {{- define "aliasop.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "aliasop.fullname" . }}
+app.kubernetes.io/name: {{ include "aliasop.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
 {{/* No app.kubernetes.io/managed-by: manifests/ is this chart rendered for kubectl. */}}
 {{- define "aliasop.labels" -}}
 {{ include "aliasop.selectorLabels" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/part-of: aliasop
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
@@ -60,6 +64,12 @@ aliasop
 {{- end -}}
 {{- end -}}
 
+{{/*
+An image's reference: [registry/]repository:tag, the tag defaulting to the chart's appVersion.
+Called with (dict "image" .Values.image "appVersion" .Chart.AppVersion).
+*/}}
 {{- define "aliasop.image" -}}
-{{- printf "%s:%s" .repository (.tag | default .appVersion) -}}
+{{- $repository := .image.repository -}}
+{{- with .image.registry }}{{ $repository = printf "%s/%s" (trimSuffix "/" .) $repository }}{{ end -}}
+{{- printf "%s:%s" $repository (.image.tag | default .appVersion) -}}
 {{- end -}}
