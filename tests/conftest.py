@@ -28,7 +28,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.real_node)
 
 
-# --- Kubernetes test cluster (python -m aliasop_dev.cluster) ---------------------------------------
+# --- Kubernetes test cluster (python -m aliasop_dev.cluster) ----------------------------------
 
 
 @pytest.fixture(scope="session")
