@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from aliasop.analysis_models import AnalysisMetric
 from aliasop.builders import ADOPT_ANNOTATION
-from aliasop.models import ModelUri, ResolvedVersion
+from aliasop.models import KIND, ModelUri, ResolvedVersion
 from aliasop.signatures import Unreadable
 from aliasop.templating import TemplateContext
 
@@ -48,7 +48,10 @@ class NameClash(Exception):
     def __init__(self, kind: str, name: str, holder: str, owner: str) -> None:
         """`holder`: the kind and name of the object's controller ("" when nothing controls
         it); `owner`: the name of the ModelDeployment that wanted the name."""
-        if holder:
+        if holder == f"{KIND} {owner}":  # another uid: one deleted, and this one made anew
+            held = f"an earlier {holder} (deleted)"
+            ways = "The garbage collector deletes it shortly; then aliasop makes its own"
+        elif holder:
             held = f"another owner ({holder})"
             ways = "Rename or delete it, or rename this resource"
         else:

@@ -667,3 +667,22 @@ async def test_a_manifest_naming_no_controller_is_refused_before_any_request(
     with pytest.raises(ValueError, match="the manifest of the Service x names no controller"):
         await cluster.apply(orphan, None)
     assert stand_in.requests == []
+
+
+@pytest.mark.timeout(10)
+async def test_a_child_of_a_deleted_resource_of_the_same_name_is_waited_for_not_taken(
+    api: tuple[StandIn, Cluster], objects: Objects
+) -> None:
+    """`a` deleted and made anew at once: its predecessor's children (another uid) are the
+    garbage collector's to delete, not the new resource's to take."""
+    _, cluster = api
+    left = {**service("web"), "metadata": {**service("web")["metadata"], "uid": "u0"}}
+    left["metadata"]["ownerReferences"] = owned_by("uid-of-the-deleted-a")
+    objects.by_path[SERVICE_WEB] = left
+    with pytest.raises(NameClash) as clash:
+        await cluster.apply(service("web"), None)
+    assert str(clash.value) == (
+        "the Service web exists and belongs to an earlier ModelDeployment a (deleted): aliasop "
+        "leaves it alone. The garbage collector deletes it shortly; then aliasop makes its own"
+    )
+    assert objects.by_path[SERVICE_WEB] == left
