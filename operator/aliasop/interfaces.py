@@ -42,8 +42,8 @@ class ApiUnreachable(ConnectionError):
 
 class NameClash(Exception):
     """A child's name is held by an object this ModelDeployment does not control: aliasop
-    neither changes nor deletes it. The message names the object and its holder, for
-    status and an Event (both in the holder's own namespace)."""
+    neither changes nor deletes it. The message, for status and an Event, names the object
+    and its holder: both in the resource's own namespace, nothing of another's."""
 
     def __init__(self, kind: str, name: str, holder: str, owner: str) -> None:
         """`holder`: the kind and name of the object's controller ("" when nothing controls
@@ -63,7 +63,6 @@ class NameClash(Exception):
         super().__init__(
             f"the {kind} {name} exists and belongs to {held}: aliasop leaves it alone. {ways}"
         )
-        self.kind, self.name, self.holder = kind, name, holder
 
 
 class Children(Protocol):

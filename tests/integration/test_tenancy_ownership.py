@@ -7,6 +7,7 @@ owners, its selector, and its managedFields (aliasop's field manager never wrote
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,12 @@ pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("operator")]
 
 FOREIGN_SELECTOR = {"app": "web-frontend"}
 ADOPT = "aliasop.io/adopt"
+# What the Service of a ModelDeployment `web` selects.
+ALIASOP_SELECTOR = {
+    "app.kubernetes.io/name": "model-server",
+    "app.kubernetes.io/instance": "web",
+    "app.kubernetes.io/managed-by": "aliasop",
+}
 
 
 def foreign_service(
@@ -195,11 +202,7 @@ def test_the_adopt_annotation_hands_a_service_made_by_hand_over(
     assert [(o.uid, o.controller) for o in taken.metadata.owner_references] == [
         (mdep["metadata"]["uid"], True)
     ]
-    assert taken.spec.selector == {  # replaced whole: a selector is one field
-        "app.kubernetes.io/name": "model-server",
-        "app.kubernetes.io/instance": "web",
-        "app.kubernetes.io/managed-by": "aliasop",
-    }
+    assert taken.spec.selector == ALIASOP_SELECTOR  # replaced whole: a selector is one field
     assert {p.name for p in taken.spec.ports} == {"legacy", "http"}
 
     delete_and_collect(web)  # aliasop's now: it goes with its ModelDeployment
@@ -258,3 +261,103 @@ def test_children_left_by_an_orphaning_delete_are_taken_only_when_handed_over(
         assert [o.uid for o in taken.metadata.owner_references] == [mdep["metadata"]["uid"]]
     assert read(web, "Deployment", "web").metadata.uid == deployment_uid
     assert {rs.metadata.uid for rs in web.replica_sets()} == replica_sets  # no new rollout
+
+
+def ready_endpoints(k8s: client.ApiClient, namespace: str, service: str) -> int:
+    slices = client.DiscoveryV1Api(k8s).list_namespaced_endpoint_slice(
+        namespace, label_selector=f"kubernetes.io/service-name={service}"
+    )
+    return sum(
+        1
+        for endpoint_slice in slices.items
+        for endpoint in endpoint_slice.endpoints or []
+        if endpoint.conditions is not None and endpoint.conditions.ready
+    )
+
+
+def test_hand_made_serving_moves_to_aliasop_as_docs_migrating_says_without_a_gap(
+    two_versions: Versions,
+    model_name: str,
+    k8s: client.ApiClient,
+    namespace: str,
+    mdeps: Callable[..., Any],
+) -> None:
+    """docs/migrating.md, step by step: the Service `web` always has a ready endpoint, from
+    the hand-made pods to aliasop's."""
+    web = View(k8s, namespace, "web")
+    hand_made = {"app": "web"}
+    web.apps.create_namespaced_deployment(
+        namespace,
+        client.V1Deployment(
+            metadata=client.V1ObjectMeta(name="web"),
+            spec=client.V1DeploymentSpec(
+                replicas=2,
+                selector=client.V1LabelSelector(match_labels=hand_made),
+                template=client.V1PodTemplateSpec(
+                    metadata=client.V1ObjectMeta(labels=hand_made),
+                    spec=client.V1PodSpec(
+                        containers=[
+                            client.V1Container(
+                                name="web",
+                                image="registry.invalid/web:1",
+                                ports=[client.V1ContainerPort(name="http", container_port=8080)],
+                            )
+                        ]
+                    ),
+                ),
+            ),
+        ),
+    )
+    service = client.V1Service(
+        metadata=client.V1ObjectMeta(name="web"),
+        spec=client.V1ServiceSpec(
+            selector=hand_made,
+            ports=[client.V1ServicePort(name="http", port=80, target_port=8080)],
+        ),
+    )
+    made = web.core.create_namespaced_service(namespace, service)
+    wait_for(lambda: ready_endpoints(k8s, namespace, "web") == 2, 60, message="web serving")
+
+    counts: list[int] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            counts.append(ready_endpoints(k8s, namespace, "web"))
+            stop.wait(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        # 1. Let the Deployment go, keep its pods.
+        web.apps.delete_namespaced_deployment("web", namespace, propagation_policy="Orphan")
+        # 2. The Service finds the old pods by aliasop's selector too.
+        for pod in web.core.list_namespaced_pod(namespace, label_selector="app=web").items:
+            web.core.patch_namespaced_pod(
+                pod.metadata.name, namespace, {"metadata": {"labels": ALIASOP_SELECTOR}}
+            )
+        # 3. Room for aliasop's port; 4. the handover, then the ModelDeployment.
+        rename = [{"op": "replace", "path": "/spec/ports/0/name", "value": "legacy"}]
+        web.core.patch_namespaced_service("web", namespace, rename)  # a JSON patch, as documented
+        web.core.patch_namespaced_service(
+            "web", namespace, {"metadata": {"annotations": {ADOPT: "web"}}}
+        )
+        mdeps("web", model=f"models:/{model_name}@champion", replicas=2, pollIntervalSeconds=5)
+        web.wait_serving(two_versions[0].version)
+        # 5. Retire the old pods.
+        web.apps.delete_collection_namespaced_replica_set(namespace, label_selector="app=web")
+        wait_for(
+            lambda: not web.core.list_namespaced_pod(namespace, label_selector="app=web").items,
+            60,
+            message="the hand-made pods gone",
+        )
+        wait_for(lambda: ready_endpoints(k8s, namespace, "web") == 2, 60, message="aliasop's")
+    finally:
+        stop.set()
+        sampler.join(timeout=5)
+
+    assert counts and min(counts) >= 1, f"the Service had no ready endpoint: {counts}"
+    taken = web.core.read_namespaced_service("web", namespace)
+    assert taken.metadata.uid == made.metadata.uid
+    assert taken.spec.selector == ALIASOP_SELECTOR
+    assert taken.metadata.owner_references[0].name == "web"
