@@ -153,7 +153,10 @@ class Cluster:
         )
         if remembered and as_left:
             return
-        await self._own(manifest, handover=True)
+        uid = await self._own(manifest, handover=True)
+        # The uid checked is a precondition: should the object have been replaced since (by
+        # the time the watch says so), the API server refuses the apply (409).
+        body = {**manifest, "metadata": {**meta, "uid": uid}} if uid else manifest
         # force: the fields of an object this resource controls are aliasop's, whoever
         # edited them since.
         path = f"{self._path(manifest)}?fieldManager={field_manager}&force=true"
@@ -161,7 +164,10 @@ class Cluster:
         self._nothing_applying.clear()
         try:
             async with self._children_lane:
-                applied = json.loads(await self._send("PATCH", path, manifest, _APPLY))
+                applied = json.loads(await self._send("PATCH", path, body, _APPLY))
+        except ApiError:
+            self._holders.pop(key, None)  # asked afresh next time
+            raise
         finally:
             self._applying -= 1
             if not self._applying:

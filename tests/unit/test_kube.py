@@ -488,6 +488,8 @@ class Objects:
             del self.by_path[request.path]
             return web.json_response({"kind": "Status", "status": "Success"})
         uid = found["metadata"]["uid"] if found else f"uid-{len(self.by_path)}"
+        if body["metadata"].get("uid", uid) != uid:  # as the API server: a precondition
+            return web.json_response({"message": "Precondition failed: UID"}, status=409)
         self.by_path[request.path] = {**body, "metadata": {**body["metadata"], "uid": uid}}
         return web.json_response(self.by_path[request.path])
 
@@ -686,3 +688,24 @@ async def test_a_child_of_a_deleted_resource_of_the_same_name_is_waited_for_not_
         "leaves it alone. The garbage collector deletes it shortly; then aliasop makes its own"
     )
     assert objects.by_path[SERVICE_WEB] == left
+
+
+@pytest.mark.timeout(10)
+async def test_an_apply_names_the_uid_of_the_object_it_checked(
+    api: tuple[StandIn, Cluster], objects: Objects
+) -> None:
+    """The watch showed a's Deployment; since, it was deleted and someone made their own
+    under the name, which the watch has not shown yet: the apply is refused, not merged."""
+    stand_in, cluster = api
+    cluster.seen(
+        {**deployment("web"), "metadata": {**deployment("web")["metadata"], "uid": "u1"}},
+        deleted=False,
+    )
+    objects.by_path[DEPLOYMENT_WEB] = made_by_hand("Deployment")
+    with pytest.raises(ApiError, match="HTTP 409"):
+        await cluster.apply(deployment("web"), None)
+    assert stand_in.requests[-1][2]["metadata"]["uid"] == "u1"
+    with pytest.raises(NameClash):  # asked afresh
+        await cluster.apply(deployment("web"), None)
+    assert methods(stand_in) == [DEPLOYMENT_WEB, f"GET {DEPLOYMENT_WEB}"]
+    assert objects.by_path[DEPLOYMENT_WEB] == made_by_hand("Deployment")
