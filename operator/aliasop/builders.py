@@ -43,6 +43,10 @@ LONGEST_SUFFIX = 1 + max(len(suffix) for suffix in SUFFIXES)
 MODEL_URI_ANNOTATION = f"{GROUP}/model-uri"
 RUN_ID_ANNOTATION = f"{GROUP}/run-id"
 ALIAS_ANNOTATION = f"{GROUP}/alias"
+# Set by a person on an existing Deployment or Service (no controller) to hand it over to the
+# ModelDeployment it names: aliasop never takes an object it does not control otherwise
+# (kube.Cluster; docs/migrating.md).
+ADOPT_ANNOTATION = f"{GROUP}/adopt"
 SERVING_CONTAINER = "server"
 DOWNLOAD_CONTAINER = "download"
 # Where the scoring server may write under a read-only root filesystem (the image sets
@@ -296,7 +300,12 @@ def get_replicas_handover(owner: Owner, replicas: int) -> Manifest:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": owner.name, "namespace": owner.namespace},
+        # The owner too: only the Deployment it controls is written (kube.Cluster).
+        "metadata": {
+            "name": owner.name,
+            "namespace": owner.namespace,
+            "ownerReferences": _owner_references(owner),
+        },
         "spec": {"replicas": replicas},
     }
 
@@ -334,17 +343,21 @@ def _child_metadata(owner: Owner, labels: dict[str, str], name: str = "") -> Man
         "name": name or owner.name,
         "namespace": owner.namespace,
         "labels": {**owner.labels, **labels},
-        "ownerReferences": [
-            {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": KIND,
-                "name": owner.name,
-                "uid": owner.uid,
-                "controller": True,
-                "blockOwnerDeletion": True,
-            }
-        ],
+        "ownerReferences": _owner_references(owner),
     }
+
+
+def _owner_references(owner: Owner) -> list[Manifest]:
+    return [
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "name": owner.name,
+            "uid": owner.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
 
 
 def get_disruption_budget(owner: Owner, spec: ModelDeploymentSpec) -> Manifest:
@@ -363,10 +376,17 @@ def get_disruption_budget(owner: Owner, spec: ModelDeploymentSpec) -> Manifest:
 def get_owner_name(child: Mapping[str, Any]) -> str | None:
     """The name of the ModelDeployment that controls `child` (an object as the API server
     returns it); None when no ModelDeployment does."""
-    for reference in (child.get("metadata") or {}).get("ownerReferences") or []:
-        if reference.get("controller") and reference.get("kind") == KIND:
-            return str(reference.get("name"))
+    reference = get_controller(child)
+    if reference is not None and reference.get("kind") == KIND:
+        return str(reference.get("name"))
     return None
+
+
+def get_controller(child: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The ownerReference of `child`'s controller (a manifest, or an object as the API server
+    returns it); None when nothing controls it."""
+    references = (child.get("metadata") or {}).get("ownerReferences") or []
+    return next((r for r in references if r.get("controller")), None)
 
 
 def get_child_revision(child: Mapping[str, Any]) -> str:

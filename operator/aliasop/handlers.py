@@ -86,7 +86,10 @@ async def modeldeployment_event(
 @kopf.on.event("", "v1", "services", labels={MANAGED_BY_LABEL: MANAGED_BY})
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels={MANAGED_BY_LABEL: MANAGED_BY})
 async def child_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    memo.runtime.reconciler.child_seen(body, deleted=event["type"] == "DELETED")
+    """Whose the child is (what aliasop may write, kube.Cluster), then its owner's pass."""
+    deleted = event["type"] == "DELETED"
+    memo.runtime.cluster.seen(body, deleted=deleted)
+    memo.runtime.reconciler.child_seen(body, deleted=deleted)
 
 
 def _not_event_handled(record: logging.LogRecord) -> bool:

@@ -11,7 +11,8 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from aliasop.analysis_models import AnalysisMetric
-from aliasop.models import ModelUri, ResolvedVersion
+from aliasop.builders import ADOPT_ANNOTATION
+from aliasop.models import KIND, ModelUri, ResolvedVersion
 from aliasop.signatures import Unreadable
 from aliasop.templating import TemplateContext
 
@@ -39,6 +40,31 @@ class ApiUnreachable(ConnectionError):
     """The Kubernetes API server gave no answer (connection refused or cut, timeout)."""
 
 
+class NameClash(Exception):
+    """A child's name is held by an object this ModelDeployment does not control: aliasop
+    neither changes nor deletes it. The message, for status and an Event, names the object
+    and its holder: both in the resource's own namespace, nothing of another's."""
+
+    def __init__(self, kind: str, name: str, holder: str, owner: str) -> None:
+        """`holder`: the kind and name of the object's controller ("" when nothing controls
+        it); `owner`: the name of the ModelDeployment that wanted the name."""
+        if holder == f"{KIND} {owner}":  # another uid: one deleted, and this one made anew
+            held = f"an earlier {holder} (deleted)"
+            ways = "The garbage collector deletes it shortly; then aliasop makes its own"
+        elif holder:
+            held = f"another owner ({holder})"
+            ways = "Rename or delete it, or rename this resource"
+        else:
+            held = "no owner (made by hand?)"
+            ways = (
+                "Rename or delete it, rename this resource, or hand it over with the "
+                f"annotation {ADOPT_ANNOTATION}={owner} on it"
+            )
+        super().__init__(
+            f"the {kind} {name} exists and belongs to {held}: aliasop leaves it alone. {ways}"
+        )
+
+
 class Children(Protocol):
     """The Deployments, Services and PodDisruptionBudget a ModelDeployment owns."""
 
@@ -47,15 +73,18 @@ class Children(Protocol):
     ) -> None:
         """Server-side apply (as aliasop's field manager unless told); may skip it when the
         object is still as the last apply of the same manifest left it (`current_revision`,
-        see builders.get_child_revision; None: the object does not exist). Raises ApiError or
-        ApiUnreachable."""
+        see builders.get_child_revision; None: the object does not exist). Raises NameClash
+        (see `claim`), ApiError or ApiUnreachable."""
 
     async def delete(self, manifest: dict[str, Any]) -> None:
-        """Delete the object `manifest` names; one already gone is fine."""
+        """Delete the object `manifest` names; one already gone is fine. Raises NameClash
+        when it is not controlled by the manifest's controller."""
 
-    async def controller(self, manifest: dict[str, Any]) -> str | None:
-        """The uid of the controller of the object `manifest` names: "" when nothing controls
-        it, None when there is no such object."""
+    async def claim(self, manifest: dict[str, Any]) -> None:
+        """Raises NameClash unless the object `manifest` names may be applied: it is absent,
+        controlled by the manifest's controller (its ModelDeployment), or handed over to it
+        (ADOPT_ANNOTATION). `apply` and `delete` check the same themselves (`delete` takes no
+        handover): this lets a pass check all its children before it writes any."""
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop what is remembered of the last applies for the children of this resource."""

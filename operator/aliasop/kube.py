@@ -5,6 +5,11 @@ no worker threads, and none of the official client's 24 MiB of generated models.
 first: in a burst (a webhook for a model a thousand resources follow) the Deployments are
 updated before the status writes that report it, which wait until no apply is in flight and
 then go, with Events, through a smaller lane of their own.
+
+Children are written only when they are aliasop's to write (`Cluster.claim`): absent, or
+controlled by the ModelDeployment the manifest names as controller, or (applies only) handed
+over to it by a person with ADOPT_ANNOTATION. Anything else, however it is labelled, raises
+NameClash and is left as it is: in a shared cluster a name is no proof of ownership.
 """
 
 from __future__ import annotations
@@ -21,8 +26,16 @@ from typing import Any
 import aiohttp
 import kopf
 
-from aliasop.builders import FIELD_MANAGER, SUFFIXES, Owner, child_name, get_child_revision
-from aliasop.interfaces import ApiError, ApiUnreachable
+from aliasop.builders import (
+    ADOPT_ANNOTATION,
+    FIELD_MANAGER,
+    SUFFIXES,
+    Owner,
+    child_name,
+    get_child_revision,
+    get_controller,
+)
+from aliasop.interfaces import ApiError, ApiUnreachable, NameClash
 from aliasop.modelbase import rfc3339
 from aliasop.models import GROUP, PLURAL, VERSION
 
@@ -84,6 +97,10 @@ class Cluster:
         # revision right after, see builders.get_child_revision): lets a steady resource skip
         # its applies, and only while nobody has changed the object since.
         self._applied: dict[tuple[str, str, str], tuple[str, str]] = {}
+        # (kind, namespace, name) -> (the uid of its controller, "" for none; its own uid), of
+        # the children the watch shows (`seen`) and those aliasop wrote: an object known to be
+        # its resource's is written without asking the API server whose it is.
+        self._holders: dict[tuple[str, str, str], tuple[str, str]] = {}
         # Raises NotLeading unless this replica may write (leader.LeaderElector.fence);
         # None: it always may.
         self.fence: Callable[[], None] | None = None
@@ -136,44 +153,72 @@ class Cluster:
         )
         if remembered and as_left:
             return
+        uid = await self._own(manifest, handover=True)
+        # The uid checked is a precondition: should the object have been replaced since (by
+        # the time the watch says so), the API server refuses the apply (409).
+        body = {**manifest, "metadata": {**meta, "uid": uid}} if uid else manifest
+        # force: the fields of an object this resource controls are aliasop's, whoever
+        # edited them since.
         path = f"{self._path(manifest)}?fieldManager={field_manager}&force=true"
         self._applying += 1
         self._nothing_applying.clear()
         try:
             async with self._children_lane:
-                applied = json.loads(await self._send("PATCH", path, manifest, _APPLY))
+                applied = json.loads(await self._send("PATCH", path, body, _APPLY))
+        except ApiError:
+            self._holders.pop(key, None)  # asked afresh next time
+            raise
         finally:
             self._applying -= 1
             if not self._applying:
                 self._nothing_applying.set()
         if remembered:
             self._applied[key] = (digest, get_child_revision(applied))
+        # Applied with its controller reference, which the API server keeps unique: ours.
+        self._holders[key] = (str(_controller(manifest)["uid"]), _uid(applied))
 
     async def delete(self, manifest: dict[str, Any]) -> None:
         """Delete the object `manifest` names at once (its dependents, such as a Service's
-        EndpointSlices, follow in the background); a 404 is fine, it is gone already."""
+        EndpointSlices, follow in the background) if its controller is the manifest's; a 404
+        is fine, it is gone already. Raises NameClash for an object another controls, or
+        none: a handover lets aliasop apply an object, never delete one it does not control.
+        The delete names the uid it checked, so the API server refuses it (409) should the
+        object have been replaced meanwhile."""
         meta = manifest["metadata"]
-        self._applied.pop((manifest["kind"], meta["namespace"], meta["name"]), None)
-        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        key = (manifest["kind"], meta["namespace"], meta["name"])
+        uid = await self._own(manifest, handover=False)
+        self._applied.pop(key, None)
+        if uid is None:
+            return  # gone already
+        body: dict[str, Any] = {
+            "kind": "DeleteOptions",
+            "apiVersion": "v1",
+            "propagationPolicy": "Background",
+        }
+        if uid:
+            body["preconditions"] = {"uid": uid}
         try:
             async with self._children_lane:
                 await self._send("DELETE", self._path(manifest), body, "application/json")
         except ApiError as exc:
             if exc.missing != (_PLURALS[manifest["kind"]], meta["name"]):
                 raise
+        self._holders.pop(key, None)
 
-    async def controller(self, manifest: dict[str, Any]) -> str | None:
-        """The uid of the controller of the object `manifest` names: "" when nothing controls
-        it, None when there is no such object."""
-        meta = manifest["metadata"]
-        try:
-            found = json.loads(await self._send("GET", self._path(manifest), None, fenced=False))
-        except ApiError as exc:
-            if exc.missing == (_PLURALS[manifest["kind"]], meta["name"]):
-                return None
-            raise
-        references = found.get("metadata", {}).get("ownerReferences") or []
-        return next((str(r.get("uid")) for r in references if r.get("controller")), "")
+    async def claim(self, manifest: dict[str, Any]) -> None:
+        """Raises NameClash unless the object `manifest` names is absent, controlled by the
+        manifest's controller, or handed over to it (ADOPT_ANNOTATION)."""
+        await self._own(manifest, handover=True)
+
+    def seen(self, child: Mapping[str, Any], deleted: bool) -> None:
+        """A child as the watch shows it (or deleted): whose it is, so that applies to what
+        is known to be the applying resource's ask the API server nothing."""
+        meta = child["metadata"]
+        key = (str(child["kind"]), str(meta["namespace"]), str(meta["name"]))
+        if deleted:
+            self._holders.pop(key, None)
+        else:
+            self._holders[key] = _holder(child)
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop what is remembered of the children of a resource no longer followed."""
@@ -181,6 +226,42 @@ class Cluster:
         for kind in _PLURALS:
             for child in names:
                 self._applied.pop((kind, namespace, child), None)
+
+    async def _own(self, manifest: dict[str, Any], handover: bool) -> str | None:
+        """The uid of the object `manifest` names when its controller is the manifest's (or,
+        with `handover`, when it has none and ADOPT_ANNOTATION names the manifest's
+        controller); None when there is no such object. Raises NameClash for any other. The
+        API server is asked only when the object is not known to be the manifest
+        controller's (see `seen`)."""
+        kind, meta = manifest["kind"], manifest["metadata"]
+        key = (kind, meta["namespace"], meta["name"])
+        owner = _controller(manifest)
+        known = self._holders.get(key)
+        if known is not None and known[0] == owner["uid"]:
+            return known[1]
+        found = await self._get(manifest)
+        if found is None:
+            self._holders.pop(key, None)
+            return None
+        holder = get_controller(found)
+        if holder is not None and holder.get("uid") == owner["uid"]:
+            self._holders[key] = _holder(found)
+            return _uid(found)
+        annotations = found["metadata"].get("annotations") or {}
+        if handover and holder is None and annotations.get(ADOPT_ANNOTATION) == owner["name"]:
+            return _uid(found)
+        held_by = f"{holder.get('kind')} {holder.get('name')}" if holder is not None else ""
+        raise NameClash(kind, meta["name"], held_by, str(owner["name"]))
+
+    async def _get(self, manifest: dict[str, Any]) -> dict[str, Any] | None:
+        """The object `manifest` names, as the API server has it now; None when absent."""
+        try:
+            found = await self._send("GET", self._path(manifest), None, fenced=False)
+        except ApiError as exc:
+            if exc.missing == (_PLURALS[manifest["kind"]], manifest["metadata"]["name"]):
+                return None
+            raise
+        return dict(json.loads(found))
 
     @staticmethod
     def _path(manifest: dict[str, Any]) -> str:
@@ -314,6 +395,26 @@ class Cluster:
             raise ApiUnreachable(f"{type(exc).__name__}: {exc}") from exc
         retry_after = _seconds(response.headers.get("Retry-After"))
         return response.status, response.reason or "", payload, retry_after
+
+
+def _controller(manifest: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The controller reference of a manifest aliasop writes: every child names its
+    ModelDeployment (builders), so one that does not is a bug, not a clash."""
+    reference = get_controller(manifest)
+    if reference is None:
+        name = manifest["metadata"]["name"]
+        raise ValueError(f"the manifest of the {manifest['kind']} {name} names no controller")
+    return reference
+
+
+def _holder(child: Mapping[str, Any]) -> tuple[str, str]:
+    """The uid of `child`'s controller ("" for none) and its own."""
+    controller = get_controller(child)
+    return (str(controller.get("uid")) if controller is not None else "", _uid(child))
+
+
+def _uid(found: Mapping[str, Any]) -> str:
+    return str((found.get("metadata") or {}).get("uid") or "")
 
 
 def _leases_path(namespace: str) -> str:

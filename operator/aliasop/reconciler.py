@@ -46,6 +46,7 @@ from aliasop.interfaces import (
     Children,
     MetricProvider,
     ModelKey,
+    NameClash,
     RegistryWrites,
     ReleaseFacts,
     Reporter,
@@ -358,11 +359,9 @@ class Reconciler:
                 spec, status.challenger, challenger_resolution, observed, sides[CHALLENGER]
             ),
         )
-        clash = await self._name_clash(key, owner, spec, decision)
-        if clash is not None:
-            return name_clash(tracked.status, clash, now), float(spec.poll_interval_seconds)
         applying = ""  # the kind of child in hand, named if the API server refuses it
         try:
+            await self._claim_children(owner, spec, decision)
             if decision.pin is not None:
                 applying = "Deployment"
                 if spec.replicas is None and observed is not None and observed.replicas_applied:
@@ -385,6 +384,8 @@ class Reconciler:
             for variant, side in ((CANARY, decision.canary), (CHALLENGER, decision.challenger)):
                 applying = f"{variant}'s Deployment"
                 await self._apply_side(key, owner, spec, variant, side, sides[variant])
+        except NameClash as clash:
+            return name_clash(tracked.status, str(clash), now), float(spec.poll_interval_seconds)
         except ApiError as exc:
             if exc.status not in _INVALID:
                 raise
@@ -423,32 +424,23 @@ class Reconciler:
             if self.observed.revision("Service", key, service_suffix(gone)) is not None:
                 await self._children.delete(get_service(owner, spec, gone))
 
-    async def _name_clash(
-        self, key: ResourceKey, owner: Owner, spec: ModelDeploymentSpec, decision: Decision
-    ) -> str | None:
-        """What another owner holds of the names this pass is to apply (<name>-canary,
-        <name>-challenger, <name>-stable): aliasop never adopts nor overwrites an object it
-        does not control here. Asked of the API server only for names the watch has not
-        shown as ours."""
+    async def _claim_children(
+        self, owner: Owner, spec: ModelDeploymentSpec, decision: Decision
+    ) -> None:
+        """Raises NameClash unless every child this pass is to apply may be (see
+        Children.claim): a name another object holds stops the pass before it writes any."""
         wanted: list[dict[str, Any]] = []
+        if decision.pin is not None:
+            wanted.append(get_deployment(owner, spec, decision.pin, self._defaults))
+            wanted += [get_service(owner, spec, v) for v in ("", *_variants_in_use(spec))]
+            if spec.serving.disruption_budget is not None:
+                wanted.append(get_disruption_budget(owner, spec))
         for variant, side in ((CANARY, decision.canary), (CHALLENGER, decision.challenger)):
-            if side is not None and self.observed.deployment(key, variant) is None:
+            if side is not None:
                 pin = side.pin
                 wanted.append(get_deployment(owner, spec, pin, self._defaults, variant=variant))
-        if decision.pin is not None:
-            for variant in _variants_in_use(spec):
-                if self.observed.revision("Service", key, service_suffix(variant)) is None:
-                    wanted.append(get_service(owner, spec, variant))
         for manifest in wanted:
-            controller = await self._children.controller(manifest)
-            if controller is not None and controller != owner.uid:
-                held = "another owner" if controller else "no owner (made by hand?)"
-                name = manifest["metadata"]["name"]
-                return (
-                    f"the {manifest['kind']} {name} exists and belongs to {held}: aliasop "
-                    "leaves it alone. Rename or delete it, or rename this resource"
-                )
-        return None
+            await self._children.claim(manifest)
 
     async def _measure(
         self, key: ResourceKey, spec: ModelDeploymentSpec, tracked: Tracked
@@ -580,9 +572,10 @@ class Reconciler:
     async def _apply_service(
         self, key: ResourceKey, service: dict[str, Any], tracked: Tracked
     ) -> None:
-        """Apply the Service. One edited beyond what an apply can merge (a port changed by
-        hand: ports are keyed by number, so the apply adds ours next to it, under the same
-        name) is invalid once merged: it is deleted and created anew."""
+        """Apply the Service. One of this resource's edited beyond what an apply can merge (a
+        port changed by hand: ports are keyed by number, so the apply adds ours next to it,
+        under the same name) is invalid once merged: it is deleted and created anew. One
+        handed over but not yet taken is never deleted: the refusal is reported."""
         try:
             await self._children.apply(
                 service, current_revision=self.observed.revision("Service", key)
@@ -590,8 +583,11 @@ class Reconciler:
         except ApiError as exc:
             if exc.status not in _INVALID:
                 raise
+            try:
+                await self._children.delete(service)
+            except NameClash:
+                raise exc from None
             tracked.logger.warning(f"recreating the Service, edited beyond a merge: {exc}")
-            await self._children.delete(service)
             await self._children.apply(service, current_revision=None)
 
     async def _apply_disruption_budget(

@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 
 from aliasop.builders import get_child_revision
-from aliasop.interfaces import ApiError
+from aliasop.interfaces import ApiError, NameClash
 from aliasop.kube import _RETRY_AFTER_MAX_SECONDS, Cluster, _seconds
 
 
@@ -51,22 +51,46 @@ async def api() -> AsyncIterator[tuple[StandIn, Cluster]]:
     stand_in.server = f"http://127.0.0.1:{port}"
     cluster = Cluster(children_concurrency=2, status_concurrency=1, timeout_seconds=5)
     cluster.connect(kopf.ConnectionInfo(server=stand_in.server, token="t0ken"))
+    # The children most tests write are their owner's, as the watch showed: written without
+    # asking whose they are (see the tests of ownership below).
+    for child in (deployment("a"), deployment("b"), service("a")):
+        cluster.seen(child, deleted=False)
     yield stand_in, cluster
     await cluster.aclose()
     await runner.cleanup()
+
+
+OWNER_UID = "uid-of-a"
+
+
+def owned_by(uid: str, name: str = "a") -> list[dict[str, Any]]:
+    """The ownerReferences of a child of the ModelDeployment `name` with this uid."""
+    return [
+        {
+            "apiVersion": "aliasop.io/v1alpha1",
+            "kind": "ModelDeployment",
+            "name": name,
+            "uid": uid,
+            "controller": True,
+        }
+    ]
 
 
 def deployment(name: str, replicas: int = 1) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": name, "namespace": "ns"},
+        "metadata": {"name": name, "namespace": "ns", "ownerReferences": owned_by(OWNER_UID)},
         "spec": {"replicas": replicas},
     }
 
 
 def service(name: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "ns"}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": "ns", "ownerReferences": owned_by(OWNER_UID)},
+    }
 
 
 @pytest.mark.timeout(10)
@@ -407,7 +431,10 @@ async def test_a_404_naming_the_object_asked_about_means_it_is_gone(
     stand_in, cluster = api
     stand_in.respond = answering(404, DEPLOYMENT_NOT_FOUND)
     await cluster.delete(deployment("a"))  # deleted already: done
-    assert await cluster.controller(deployment("a")) is None
+    await cluster.claim(deployment("a"))  # absent: free to take
+    assert [path for path, _, _ in stand_in.requests] == [
+        "/apis/apps/v1/namespaces/ns/deployments/a"
+    ] * 2
 
 
 @pytest.mark.timeout(10)
@@ -427,7 +454,258 @@ async def test_a_404_naming_another_object_raises(
     stand_in.respond = answering(404, answer)
     with pytest.raises(ApiError, match="HTTP 404"):
         await cluster.delete(asked)
+    cluster.seen(asked, deleted=True)  # not known to be its owner's: asked about first
     with pytest.raises(ApiError, match="HTTP 404"):
-        await cluster.controller(asked)
+        await cluster.claim(asked)
     with pytest.raises(ApiError, match="HTTP 404"):
         await cluster.get_lease("ns", "a")
+
+
+# --- ownership: aliasop writes only the children it controls ------------------------------
+
+
+@dataclass
+class Objects:
+    """What a stand-in API server holds, by path: GET, apply (PATCH) and DELETE act on it,
+    a DELETE's uid precondition included."""
+
+    by_path: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    async def respond(self, request: web.Request) -> web.Response:
+        found = self.by_path.get(request.path)
+        if found is None and request.method in ("GET", "DELETE"):
+            plural, name = request.path.split("/")[-2:]
+            status = {"reason": "NotFound", "details": {"name": name, "kind": plural}}
+            return web.json_response({**status, "message": f"{name} not found"}, status=404)
+        if request.method == "GET":
+            return web.json_response(found)
+        body = await request.json()
+        if request.method == "DELETE":
+            assert found is not None
+            wanted = (body.get("preconditions") or {}).get("uid")
+            if wanted is not None and wanted != found["metadata"]["uid"]:
+                return web.json_response({"message": "Precondition failed: UID"}, status=409)
+            del self.by_path[request.path]
+            return web.json_response({"kind": "Status", "status": "Success"})
+        uid = found["metadata"]["uid"] if found else f"uid-{len(self.by_path)}"
+        if body["metadata"].get("uid", uid) != uid:  # as the API server: a precondition
+            return web.json_response({"message": "Precondition failed: UID"}, status=409)
+        self.by_path[request.path] = {**body, "metadata": {**body["metadata"], "uid": uid}}
+        return web.json_response(self.by_path[request.path])
+
+
+SERVICE_WEB = "/api/v1/namespaces/ns/services/web"
+DEPLOYMENT_WEB = "/apis/apps/v1/namespaces/ns/deployments/web"
+
+
+def made_by_hand(
+    kind: str, owners: list[dict[str, Any]] | None = None, **annotations: str
+) -> dict[str, Any]:
+    """An object `web` aliasop did not make: a selector of its own, these owners."""
+    return {
+        "apiVersion": "v1" if kind == "Service" else "apps/v1",
+        "kind": kind,
+        "metadata": {
+            "name": "web",
+            "namespace": "ns",
+            "uid": "uid-of-web",
+            "annotations": annotations,
+            "ownerReferences": owners or [],
+        },
+        "spec": {"selector": {"app": "web-frontend"}},
+    }
+
+
+def methods(stand_in: StandIn) -> list[str]:
+    """The requests sent so far, as (method) path: a GET's body is None."""
+    return [
+        ("GET " if body is None else "") + path.split("?")[0] for path, _, body in stand_in.requests
+    ]
+
+
+@pytest.fixture
+def objects(api: tuple[StandIn, Cluster]) -> Objects:
+    held = Objects()
+    api[0].respond = held.respond
+    return held
+
+
+@pytest.mark.timeout(10)
+async def test_a_child_is_created_where_there_is_none_then_known_as_its_owners(
+    api: tuple[StandIn, Cluster], objects: Objects
+) -> None:
+    stand_in, cluster = api
+    await cluster.apply(service("web"), current_revision=None)
+    assert methods(stand_in) == [f"GET {SERVICE_WEB}", SERVICE_WEB]  # absent: created
+    changed = {**service("web"), "spec": {"ports": [{"port": 80}]}}
+    await cluster.apply(changed, current_revision=None)
+    await cluster.claim(changed)
+    assert methods(stand_in) == [f"GET {SERVICE_WEB}", SERVICE_WEB, SERVICE_WEB]  # no asking
+    assert objects.by_path[SERVICE_WEB]["spec"] == {"ports": [{"port": 80}]}
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("kind", ["Service", "Deployment"])
+async def test_an_object_made_by_hand_is_neither_changed_nor_deleted(
+    api: tuple[StandIn, Cluster], objects: Objects, kind: str
+) -> None:
+    stand_in, cluster = api
+    path = SERVICE_WEB if kind == "Service" else DEPLOYMENT_WEB
+    objects.by_path[path] = made_by_hand(kind)
+    before = json.dumps(objects.by_path, sort_keys=True)
+    ours = service("web") if kind == "Service" else deployment("web")
+
+    for write in (cluster.claim(ours), cluster.apply(ours, None), cluster.delete(ours)):
+        with pytest.raises(NameClash) as clash:
+            await write
+        assert str(clash.value) == (
+            f"the {kind} web exists and belongs to no owner (made by hand?): aliasop leaves "
+            "it alone. Rename or delete it, rename this resource, or hand it over with the "
+            "annotation aliasop.io/adopt=a on it"
+        )
+
+    assert methods(stand_in) == [f"GET {path}"] * 3  # asked, never written
+    assert json.dumps(objects.by_path, sort_keys=True) == before
+
+
+@pytest.mark.timeout(10)
+async def test_another_modeldeployments_child_is_neither_changed_nor_deleted(
+    api: tuple[StandIn, Cluster], objects: Objects
+) -> None:
+    """`a-stable`, the main Service of a ModelDeployment of that name, is also the name of
+    a's stable-side Service: a never touches it. What the watch shows of another's object
+    is not trusted: the API server is asked before a write is refused."""
+    stand_in, cluster = api
+    path = "/api/v1/namespaces/ns/services/a-stable"
+    theirs = {**service("a-stable"), "metadata": {**service("a-stable")["metadata"]}}
+    theirs["metadata"].update(uid="uid-x", ownerReferences=owned_by("uid-of-a-stable", "a-stable"))
+    objects.by_path[path] = theirs
+    cluster.seen(theirs, deleted=False)
+
+    for write in (cluster.apply(service("a-stable"), None), cluster.delete(service("a-stable"))):
+        with pytest.raises(
+            NameClash, match=r"belongs to another owner \(ModelDeployment a-stable\): "
+        ):
+            await write
+
+    assert methods(stand_in) == [f"GET {path}"] * 2
+    assert objects.by_path[path] == theirs
+
+
+@pytest.mark.timeout(10)
+async def test_the_adopt_annotation_hands_an_object_over_to_the_resource_it_names(
+    api: tuple[StandIn, Cluster], objects: Objects
+) -> None:
+    stand_in, cluster = api
+    for not_to_a in (
+        made_by_hand("Deployment", **{"aliasop.io/adopt": "b"}),  # to another resource
+        made_by_hand("Deployment", owned_by("uid-of-rs", "rs"), **{"aliasop.io/adopt": "a"}),
+    ):
+        objects.by_path[DEPLOYMENT_WEB] = not_to_a
+        with pytest.raises(NameClash):
+            await cluster.apply(deployment("web"), None)
+        assert objects.by_path[DEPLOYMENT_WEB] == not_to_a
+
+    handed_over = made_by_hand("Deployment", **{"aliasop.io/adopt": "a"})
+    objects.by_path[DEPLOYMENT_WEB] = handed_over
+    with pytest.raises(NameClash):  # a handover is for applies: never deleted unless taken
+        await cluster.delete(deployment("web"))
+    assert objects.by_path[DEPLOYMENT_WEB] == handed_over
+
+    await cluster.claim(deployment("web"))
+    await cluster.apply(deployment("web"), None)
+    taken = objects.by_path[DEPLOYMENT_WEB]
+    assert taken["metadata"]["ownerReferences"] == owned_by(OWNER_UID)
+    assert taken["metadata"]["uid"] == "uid-of-web"  # the same object, not one made anew
+    await cluster.delete(deployment("web"))  # now it is a's
+    assert DEPLOYMENT_WEB not in objects.by_path
+    assert [m for m in methods(stand_in) if not m.startswith("GET")] == [DEPLOYMENT_WEB] * 2
+
+
+@pytest.mark.timeout(10)
+async def test_a_delete_names_the_uid_of_the_object_it_checked(
+    api: tuple[StandIn, Cluster], objects: Objects
+) -> None:
+    stand_in, cluster = api
+    ours = {**deployment("web"), "metadata": {**deployment("web")["metadata"], "uid": "u1"}}
+    cluster.seen(ours, deleted=False)
+    # Deleted and made anew since the watch showed it: the API server refuses the delete.
+    objects.by_path[DEPLOYMENT_WEB] = made_by_hand("Deployment")
+    with pytest.raises(ApiError, match="HTTP 409"):
+        await cluster.delete(deployment("web"))
+    assert stand_in.requests[-1][2]["preconditions"] == {"uid": "u1"}
+    assert objects.by_path[DEPLOYMENT_WEB] == made_by_hand("Deployment")
+
+    objects.by_path[DEPLOYMENT_WEB] = ours
+    await cluster.delete(deployment("web"))
+    assert DEPLOYMENT_WEB not in objects.by_path
+    await cluster.delete(deployment("web"))  # gone: asked, nothing to delete
+    assert methods(stand_in)[-1] == f"GET {DEPLOYMENT_WEB}"
+
+
+@pytest.mark.timeout(10)
+async def test_what_the_watch_shows_decides_when_to_ask(
+    api: tuple[StandIn, Cluster], objects: Objects
+) -> None:
+    stand_in, cluster = api
+    objects.by_path[DEPLOYMENT_WEB] = {
+        **deployment("web"),
+        "metadata": {**deployment("web")["metadata"], "uid": "u1"},
+    }
+    cluster.seen(objects.by_path[DEPLOYMENT_WEB], deleted=False)
+    await cluster.apply(deployment("web", replicas=2), None)
+    assert methods(stand_in) == [DEPLOYMENT_WEB]  # known to be a's: applied at once
+    cluster.seen(objects.by_path[DEPLOYMENT_WEB], deleted=True)
+    await cluster.apply(deployment("web", replicas=3), None)
+    assert methods(stand_in)[1:] == [f"GET {DEPLOYMENT_WEB}", DEPLOYMENT_WEB]
+
+
+@pytest.mark.timeout(10)
+async def test_a_manifest_naming_no_controller_is_refused_before_any_request(
+    api: tuple[StandIn, Cluster],
+) -> None:
+    stand_in, cluster = api
+    orphan = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x", "namespace": "ns"}}
+    with pytest.raises(ValueError, match="the manifest of the Service x names no controller"):
+        await cluster.apply(orphan, None)
+    assert stand_in.requests == []
+
+
+@pytest.mark.timeout(10)
+async def test_a_child_of_a_deleted_resource_of_the_same_name_is_waited_for_not_taken(
+    api: tuple[StandIn, Cluster], objects: Objects
+) -> None:
+    """`a` deleted and made anew at once: its predecessor's children (another uid) are the
+    garbage collector's to delete, not the new resource's to take."""
+    _, cluster = api
+    left = {**service("web"), "metadata": {**service("web")["metadata"], "uid": "u0"}}
+    left["metadata"]["ownerReferences"] = owned_by("uid-of-the-deleted-a")
+    objects.by_path[SERVICE_WEB] = left
+    with pytest.raises(NameClash) as clash:
+        await cluster.apply(service("web"), None)
+    assert str(clash.value) == (
+        "the Service web exists and belongs to an earlier ModelDeployment a (deleted): aliasop "
+        "leaves it alone. The garbage collector deletes it shortly; then aliasop makes its own"
+    )
+    assert objects.by_path[SERVICE_WEB] == left
+
+
+@pytest.mark.timeout(10)
+async def test_an_apply_names_the_uid_of_the_object_it_checked(
+    api: tuple[StandIn, Cluster], objects: Objects
+) -> None:
+    """The watch showed a's Deployment; since, it was deleted and someone made their own
+    under the name, which the watch has not shown yet: the apply is refused, not merged."""
+    stand_in, cluster = api
+    cluster.seen(
+        {**deployment("web"), "metadata": {**deployment("web")["metadata"], "uid": "u1"}},
+        deleted=False,
+    )
+    objects.by_path[DEPLOYMENT_WEB] = made_by_hand("Deployment")
+    with pytest.raises(ApiError, match="HTTP 409"):
+        await cluster.apply(deployment("web"), None)
+    assert stand_in.requests[-1][2]["metadata"]["uid"] == "u1"
+    with pytest.raises(NameClash):  # asked afresh
+        await cluster.apply(deployment("web"), None)
+    assert methods(stand_in) == [DEPLOYMENT_WEB, f"GET {DEPLOYMENT_WEB}"]
+    assert objects.by_path[DEPLOYMENT_WEB] == made_by_hand("Deployment")

@@ -20,7 +20,7 @@ import pytest
 from aliasop.analysis import MeasurementError
 from aliasop.analysis_models import AnalysisMetric
 from aliasop.builders import VERSION_LABEL, ServingDefaults
-from aliasop.interfaces import ApiError, ApiUnreachable, ModelKey, ResourceKey
+from aliasop.interfaces import ApiError, ApiUnreachable, ModelKey, NameClash, ResourceKey
 from aliasop.models import (
     ConditionType,
     ModelDeploymentStatus,
@@ -58,7 +58,9 @@ class FakeCluster:
     deleted: list[str] = field(default_factory=list)  # kinds
     wrote: asyncio.Event = field(default_factory=asyncio.Event)  # set at every apply
     # (kind, name) -> the controller's uid of an object that exists; absent: there is none
-    controllers: dict[tuple[str, str], str] = field(default_factory=dict)
+    controllers: dict[tuple[str, str], str] = field(default_factory=dict)  # "": none
+    # (kind, name) of objects without a controller that aliasop.io/adopt hands over
+    handed_over: set[tuple[str, str]] = field(default_factory=set)
 
     async def until(self, condition: Callable[[], bool]) -> None:
         """Let the scheduler's passes run until `condition` holds after an apply."""
@@ -70,6 +72,7 @@ class FakeCluster:
     async def apply(
         self, manifest: dict[str, Any], current_revision: str | None, field_manager: str = "aliasop"
     ) -> None:
+        self._own(manifest, handover=True)
         if self.refuse is not None:
             raise self.refuse
         if manifest["kind"] in self.refuse_once:
@@ -80,10 +83,23 @@ class FakeCluster:
         self.wrote.set()
 
     async def delete(self, manifest: dict[str, Any]) -> None:
+        self._own(manifest, handover=False)
         self.deleted.append(manifest["kind"])
 
-    async def controller(self, manifest: dict[str, Any]) -> str | None:
-        return self.controllers.get((manifest["kind"], manifest["metadata"]["name"]))
+    async def claim(self, manifest: dict[str, Any]) -> None:
+        self._own(manifest, handover=True)
+
+    def _own(self, manifest: dict[str, Any], handover: bool) -> None:
+        """As kube.Cluster: absent, or controlled by the manifest's controller, or handed over."""
+        kind, name = manifest["kind"], manifest["metadata"]["name"]
+        holder = self.controllers.get((kind, name))
+        owner = manifest["metadata"]["ownerReferences"][0]
+        if holder is None or holder == owner["uid"]:
+            return
+        if handover and not holder and (kind, name) in self.handed_over:
+            return
+        held_by = f"ModelDeployment {holder}" if holder else ""
+        raise NameClash(kind, name, held_by, owner["name"])
 
     def forget(self, namespace: str, name: str) -> None:
         self.forgotten.append((namespace, name))
