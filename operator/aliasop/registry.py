@@ -474,8 +474,7 @@ class _Location:
 
     def is_under(self, other: _Location) -> bool:
         return (
-            self.origin == other.origin
-            and self.segments[: len(other.segments)] == other.segments
+            self.origin == other.origin and self.segments[: len(other.segments)] == other.segments
         )
 
     def __str__(self) -> str:
@@ -517,8 +516,8 @@ class _NoSlot(TimeoutError):
 
 
 class _Slots:
-    """How many MLflow exchanges run at once. A trusted tracking URI (the operator's own,
-    ALIASOP_REGISTRY_CREDENTIAL_ORIGINS) has `concurrency` slots of its own; every other
+    """How many MLflow exchanges run at once. A trusted tracking URI (one that gets
+    credentials) has `concurrency` slots of its own; every other
     server shares one pool of `concurrency`, at most `per_origin` of them each. So servers
     that ModelDeployments name can neither take the operator's own server's slots nor one of
     them all of the rest. A wait for a slot ends after `wait` seconds."""

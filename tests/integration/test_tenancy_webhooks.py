@@ -152,4 +152,3 @@ def test_a_body_is_not_read_when_the_headers_are_refused(operator: local.LocalPr
         headers={**headers, TIMESTAMP_HEADER: stale},
     )
     assert answer.status_code == 401
-

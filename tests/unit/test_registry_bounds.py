@@ -23,6 +23,7 @@ BIKES = ModelUri("bikes", "champion")
 MODEL = {"registered_model": {"aliases": [{"alias": "champion", "version": "1"}]}}
 VERSION = {"model_version": {"status": "READY", "run_id": "r1"}}
 SECRET_MARK = "SECRET-BODY-TEXT"  # what a server says, that must never reach a message
+OTHER_JSON = "JSON that is not what MLflow answers to this request"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -57,7 +58,9 @@ async def drip(request: web.Request) -> web.StreamResponse:
 
 
 async def maintenance_page(_: web.Request) -> web.StreamResponse:
-    return web.Response(text=f"<html><body>{SECRET_MARK} back soon</body></html>", content_type="text/html")
+    return web.Response(
+        text=f"<html><body>{SECRET_MARK} back soon</body></html>", content_type="text/html"
+    )
 
 
 async def not_json(_: web.Request) -> web.StreamResponse:
@@ -90,7 +93,9 @@ async def declared_huge(request: web.Request) -> web.StreamResponse:
 
 
 async def error_with_code(_: web.Request) -> web.StreamResponse:
-    return web.json_response({"error_code": f"{SECRET_MARK} <b>", "message": SECRET_MARK}, status=503)
+    return web.json_response(
+        {"error_code": f"{SECRET_MARK} <b>", "message": SECRET_MARK}, status=503
+    )
 
 
 @pytest.fixture
@@ -151,7 +156,10 @@ async def test_a_drip_fed_answer_ends_at_the_deadline(
     [
         (maintenance_page, "answered HTTP 200 with an HTML page, not MLflow's JSON"),
         (not_json, "answered HTTP 200 with a body that is not JSON, not MLflow's answer"),
-        (wrong_shape, "answered HTTP 200 with JSON that is not what MLflow answers to this request"),
+        (
+            wrong_shape,
+            "answered HTTP 200 with JSON that is not what MLflow answers to this request",
+        ),
         (a_list, "answered HTTP 200 with JSON that is not what MLflow answers to this request"),
         (error_with_code, "answered HTTP 503"),
     ],
@@ -206,9 +214,7 @@ async def test_one_slow_server_holds_at_most_its_share_of_slots(
     )
     # Twenty lookups of twenty models on the slow server: two hold its slots, the rest
     # give up waiting for one, after half a second.
-    stalled = [
-        asyncio.ensure_future(shared.aliases(slow.url, f"m{i}")) for i in range(20)
-    ]
+    stalled = [asyncio.ensure_future(shared.aliases(slow.url, f"m{i}")) for i in range(20)]
     await asyncio.sleep(0)  # they take their slots first
     assert (await shared.resolve(fast.url, BIKES)).version == "1"
     assert (await shared.resolve(own.url, BIKES)).version == "1"
@@ -240,9 +246,7 @@ async def test_the_shared_slots_are_not_the_operator_s_own_server_s(
     await asyncio.sleep(0)
     assert (await shared.resolve(own.url, BIKES)).version == "1"
     problems = await asyncio.gather(*stalled, return_exceptions=True)
-    busy = [
-        p for p in problems if isinstance(p, RegistryProblem) and "shares" in p.message
-    ]
+    busy = [p for p in problems if isinstance(p, RegistryProblem) and "shares" in p.message]
     assert len(busy) == 1  # the third found the two shared slots taken
     assert busy[0].message.endswith(
         "got none of the 2 request slots the operator shares among the servers "
