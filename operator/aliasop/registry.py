@@ -49,13 +49,16 @@ class MlflowRegistry:
         credential_origins: Collection[str] = (),
         writer: RegistryWriter | None = None,
         *,
+        own_servers: Collection[str] = (),
         origin_concurrency: int | None = None,
         slot_wait_seconds: float | None = None,
         max_response_bytes: int = REGISTRY_MAX_RESPONSE_BYTES,
     ) -> None:
         """`timeout_seconds`: the deadline of one exchange, answer included. `concurrency`,
         `origin_concurrency`, `slot_wait_seconds`: see `_Slots` (defaults: a quarter of
-        `concurrency`, and the deadline). `max_response_bytes`: longer answers are refused.
+        `concurrency`, and the deadline); `own_servers` (the operator's tracking URI) and
+        `credential_origins` have slots of their own. `max_response_bytes`: longer answers
+        are refused.
         `access`: credentials and TLS, sent only to URLs under `credential_origins` (tracking
         URIs, their paths included): a spec naming another tracking server, or another app
         on the same host, must not receive them. `writer`: the credentials of writes (tags,
@@ -70,6 +73,7 @@ class MlflowRegistry:
         self._credentials = access.headers()
         self._writer_credentials = writer.headers() if writer is not None else {}
         self._trusted = [_Location.of(httpx.URL(uri)) for uri in credential_origins]
+        self._own = [*self._trusted, *(_Location.of(httpx.URL(uri)) for uri in own_servers)]
         self._slots = _Slots(
             concurrency,
             origin_concurrency if origin_concurrency is not None else max(1, concurrency // 4),
@@ -262,10 +266,12 @@ class MlflowRegistry:
         fail, raise RegistryProblem, saying what they mean."""
         try:
             target = httpx.URL(url, params=params)
-            trusted = self._trusted_location(target)
+            location = _Location.of(target)
+            trusted = location.under_any(self._trusted)
+            own = location.under_any(self._own)
             credentials = self._writer_credentials if writing else self._credentials
-            pool = str(trusted) if trusted is not None else str(_Location.of(target, path=False))
-            async with self._slots.hold(pool, own=trusted is not None):
+            pool = str(own) if own is not None else str(_Location.of(target, path=False))
+            async with self._slots.hold(pool, own=own is not None):
                 if writing and self.fence is not None:
                     self.fence()
                 async with asyncio.timeout(self._deadline):
@@ -317,11 +323,6 @@ class MlflowRegistry:
             return _Answer(
                 response.status_code, bytes(received), response.headers.get("Content-Type", "")
             )
-
-    def _trusted_location(self, url: httpx.URL) -> _Location | None:
-        """The trusted tracking URI `url` is under, if any."""
-        location = _Location.of(url)
-        return next((t for t in self._trusted if location.is_under(t)), None)
 
     async def _read_signature_inputs(
         self, tracking_uri: str, name: str, version: str
@@ -472,9 +473,16 @@ class _Location:
         resolved = posixpath.normpath("/" + unquote(url.path))
         return cls(origin, tuple(part for part in resolved.split("/") if part))
 
-    def is_under(self, other: _Location) -> bool:
-        return (
-            self.origin == other.origin and self.segments[: len(other.segments)] == other.segments
+    def under_any(self, locations: list[_Location]) -> _Location | None:
+        """The first of `locations` this one is under (same origin, and a path within)."""
+        return next(
+            (
+                other
+                for other in locations
+                if self.origin == other.origin
+                and self.segments[: len(other.segments)] == other.segments
+            ),
+            None,
         )
 
     def __str__(self) -> str:
@@ -516,8 +524,9 @@ class _NoSlot(TimeoutError):
 
 
 class _Slots:
-    """How many MLflow exchanges run at once. A trusted tracking URI (one that gets
-    credentials) has `concurrency` slots of its own; every other
+    """How many MLflow exchanges run at once. Each of the operator's own tracking URIs (its
+    default one, and those that get credentials) has `concurrency` slots of its own; every
+    other
     server shares one pool of `concurrency`, at most `per_origin` of them each. So servers
     that ModelDeployments name can neither take the operator's own server's slots nor one of
     them all of the rest. A wait for a slot ends after `wait` seconds."""
@@ -531,7 +540,8 @@ class _Slots:
 
     @contextlib.asynccontextmanager
     async def hold(self, pool: str, own: bool) -> AsyncIterator[None]:
-        """A slot of `pool` (a trusted tracking URI when `own`, else an origin), and of the
+        """A slot of `pool` (one of the operator's tracking URIs when `own`, else an origin),
+        and of the
         shared pool unless `own`; raises _NoSlot after waiting `wait` seconds."""
         slots, users = self._pools.get(pool) or (
             asyncio.Semaphore(self._concurrency if own else self._per_origin),

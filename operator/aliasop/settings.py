@@ -110,9 +110,9 @@ class Settings(BaseSettings):
     registry_concurrency: int = Field(
         16,
         ge=1,
-        description="MLflow requests in flight at once to each trusted tracking URI (those "
-        "that get credentials: ALIASOP_REGISTRY_CREDENTIAL_ORIGINS, else the tracking URI); as "
-        "many again are shared by all the other servers ModelDeployments name.",
+        description="MLflow requests in flight at once to each of the operator's own "
+        "tracking URIs (ALIASOP_TRACKING_URI, ALIASOP_REGISTRY_CREDENTIAL_ORIGINS); as many "
+        "again are shared by all the other servers ModelDeployments name.",
     )
     registry_origin_concurrency: int = Field(
         4,

@@ -6,6 +6,7 @@ tests/integration/test_tenancy_registry.py."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ BIKES = ModelUri("bikes", "champion")
 MODEL = {"registered_model": {"aliases": [{"alias": "champion", "version": "1"}]}}
 VERSION = {"model_version": {"status": "READY", "run_id": "r1"}}
 SECRET_MARK = "SECRET-BODY-TEXT"  # what a server says, that must never reach a message
+GZIP_BOMB = gzip.compress(b" " * (16 << 20))  # 16 KiB that inflate to 16 MiB
 OTHER_JSON = "JSON that is not what MLflow answers to this request"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -177,6 +179,20 @@ async def test_answers_that_are_not_mlflow_s_are_reported_in_fixed_words(
     assert found.message == f"MLflow at {server.url} {what}"
 
 
+async def test_a_compressed_answer_it_did_not_ask_for_is_refused(
+    serve: Callable[[Handler], Awaitable[StandIn]], registry: Callable[..., MlflowRegistry]
+) -> None:
+    async def gzipped(request: web.Request) -> web.StreamResponse:
+        assert request.headers["Accept-Encoding"] == "identity"
+        return web.Response(body=GZIP_BOMB, headers={"Content-Encoding": "gzip"})
+
+    server = await serve(gzipped)
+    found = await problem(registry(timeout_seconds=10), server.url)
+    assert found.message == (
+        f"MLflow at {server.url} answered with a compressed body it was not asked for"
+    )
+
+
 @pytest.mark.parametrize("handler", [endless_body, declared_huge], ids=["endless", "declared"])
 async def test_an_answer_beyond_the_cap_is_refused_as_it_streams_in(
     serve: Callable[[Handler], Awaitable[StandIn]],
@@ -232,7 +248,8 @@ async def test_one_slow_server_holds_at_most_its_share_of_slots(
 async def test_the_shared_slots_are_not_the_operator_s_own_server_s(
     serve: Callable[[Handler], Awaitable[StandIn]], registry: Callable[..., MlflowRegistry]
 ) -> None:
-    """Slow servers on many origins can fill the shared pool, never the own server's."""
+    """Slow servers on many origins can fill the shared pool, never the slots of the
+    operator's own server (its tracking URI: slots of its own, credentials or not)."""
     slow = [await serve(drip) for _ in range(3)]
     own = await serve(mlflow_like)
     shared = registry(
@@ -240,11 +257,13 @@ async def test_the_shared_slots_are_not_the_operator_s_own_server_s(
         concurrency=2,
         origin_concurrency=1,
         slot_wait_seconds=0.5,
-        credential_origins=[own.url],
+        access=RegistryAccess(token=SecretStr("t0ken")),
+        own_servers=[own.url],
     )
     stalled = [asyncio.ensure_future(shared.aliases(s.url, "m")) for s in slow]
     await asyncio.sleep(0)
     assert (await shared.resolve(own.url, BIKES)).version == "1"
+    assert {authorization for _, authorization in own.requests} == {None}
     problems = await asyncio.gather(*stalled, return_exceptions=True)
     busy = [p for p in problems if isinstance(p, RegistryProblem) and "shares" in p.message]
     assert len(busy) == 1  # the third found the two shared slots taken
