@@ -144,13 +144,10 @@ async def problem(registry: MlflowRegistry, tracking_uri: str) -> RegistryProble
 async def test_a_drip_fed_answer_ends_at_the_deadline(
     serve: Callable[[Handler], Awaitable[StandIn]], registry: Callable[..., MlflowRegistry]
 ) -> None:
-    server = await serve(drip)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    server = await serve(drip)  # never ends: only the deadline ends the exchange
     found = await problem(registry(timeout_seconds=1.0), server.url)
     assert found.kind is Reason.REGISTRY_UNAVAILABLE
     assert found.message == f"MLflow at {server.url} gave no complete answer within 1 s"
-    assert loop.time() - started < 5  # per read, the old timeout never fired
 
 
 @pytest.mark.parametrize(
