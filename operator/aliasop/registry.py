@@ -22,19 +22,19 @@ import re
 import ssl
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Annotated, Any, Final, Literal, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, StringConstraints, ValidationError
 
 from aliasop.metrics import REGISTRY_REQUESTS
-from aliasop.models import ModelUri, Reason, RegistryProblem, ResolvedVersion
+from aliasop.models import ALIAS_PATTERN, ModelUri, Reason, RegistryProblem, ResolvedVersion
 from aliasop.settings import REGISTRY_MAX_RESPONSE_BYTES, RegistryAccess, RegistryWriter
 from aliasop.signatures import SignatureInputs, Unreadable
 
-_READY = "READY"
+_READY: Final = "READY"
 INVALID_HOST = "Invalid Host header"  # the start of MLflow 3's refusal of an unknown Host
 _VERSIONS_REMEMBERED = 10_000  # per cache: the run ids of READY versions, their signatures
 _S = TypeVar("_S", bound="_Shape")
@@ -424,9 +424,14 @@ class _Shape(BaseModel):
     """The part of an MLflow answer aliasop reads; anything else in it is ignored."""
 
 
+# What the operator shows or applies of an answer is held to the form MLflow gives it: an
+# answer is the server's choice, and must not reach status, Events or manifests as it likes.
+_Version = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,20}$")] | Annotated[int, Field(ge=0)]
+
+
 class _Alias(_Shape):
-    alias: str
-    version: str | int
+    alias: Annotated[str, StringConstraints(pattern=f"^{ALIAS_PATTERN}$")]
+    version: _Version
 
 
 class _RegisteredModel(_Shape):
@@ -443,8 +448,8 @@ class _Tag(_Shape):
 
 
 class _ModelVersion(_Shape):
-    status: str = _READY
-    run_id: str | None = None
+    status: Literal["READY", "PENDING_REGISTRATION", "FAILED_REGISTRATION"] = _READY
+    run_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-]{0,64}$")] | None = None
     tags: list[_Tag] = []
 
 
@@ -453,7 +458,7 @@ class _ModelVersionAnswer(_Shape):
 
 
 class _DownloadUriAnswer(_Shape):
-    artifact_uri: str = ""
+    artifact_uri: Annotated[str, StringConstraints(pattern=r"^[!-~]{0,1024}$")] = ""
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,13 @@ async def wrong_shape(_: web.Request) -> web.StreamResponse:
     return web.json_response({"registered_model": {"aliases": [{"alias": SECRET_MARK}]}})
 
 
+async def odd_version(request: web.Request) -> web.StreamResponse:
+    """A model as MLflow answers, then a version whose status and run id are no MLflow's."""
+    if request.path.endswith("registered-models/get"):
+        return web.json_response(MODEL)
+    return web.json_response({"model_version": {"status": SECRET_MARK, "run_id": "r1 <b>"}})
+
+
 async def a_list(_: web.Request) -> web.StreamResponse:
     return web.json_response([SECRET_MARK])
 
@@ -155,14 +162,12 @@ async def test_a_drip_fed_answer_ends_at_the_deadline(
     [
         (maintenance_page, "answered HTTP 200 with an HTML page, not MLflow's JSON"),
         (not_json, "answered HTTP 200 with a body that is not JSON, not MLflow's answer"),
-        (
-            wrong_shape,
-            "answered HTTP 200 with JSON that is not what MLflow answers to this request",
-        ),
-        (a_list, "answered HTTP 200 with JSON that is not what MLflow answers to this request"),
+        (wrong_shape, f"answered HTTP 200 with {OTHER_JSON}"),
+        (odd_version, f"answered HTTP 200 with {OTHER_JSON}"),
+        (a_list, f"answered HTTP 200 with {OTHER_JSON}"),
         (error_with_code, "answered HTTP 503"),
     ],
-    ids=["maintenance-page", "not-json", "wrong-shape", "a-list", "error-code"],
+    ids=["maintenance-page", "not-json", "wrong-shape", "odd-version", "a-list", "error-code"],
 )
 async def test_answers_that_are_not_mlflow_s_are_reported_in_fixed_words(
     serve: Callable[[Handler], Awaitable[StandIn]],
