@@ -23,6 +23,7 @@ from aliasop.webhooks import (
     TIMESTAMP_HEADER,
     DeliveryVerifier,
     Entity,
+    Rejection,
     WebhookRejected,
 )
 
@@ -60,17 +61,25 @@ def build_app(
             WEBHOOK_DELIVERIES.labels(result="disabled").inc()
             return web.json_response({"error": "webhooks are not configured"}, status=404)
         try:
-            change = verifier.verify(request.headers, await request.read())
+            delivery = verifier.check_headers(request.headers)  # before reading any body
+            change = verifier.check_body(delivery, await request.read())
         except WebhookRejected as rejected:
             WEBHOOK_DELIVERIES.labels(result=rejected.reason.value).inc()
             logger.warning(f"refused an MLflow webhook delivery: {rejected}")
-            return web.json_response({"error": str(rejected)}, status=401)
+            status = 400 if rejected.reason is Rejection.MALFORMED else 401
+            return web.json_response({"error": str(rejected)}, status=status)
+        # A delivery counts as handled only once acted on: MLflow retries one that failed.
         if change is None:
+            verifier.handled(delivery)
             WEBHOOK_DELIVERIES.labels(result="ignored").inc()
             return web.json_response({"refreshed": 0})
         if leadership is not None and not leadership.leading:
-            return await _pass_on(request.headers, await request.read(), leadership.leader_url)
+            answer = await _pass_on(request.headers, await request.read(), leadership.leader_url)
+            if answer.status < 300:
+                verifier.handled(delivery)
+            return answer
         refreshed = await model_changed(change.model, change.entity is Entity.ALIAS)
+        verifier.handled(delivery)
         WEBHOOK_DELIVERIES.labels(result="accepted").inc()
         return web.json_response({"refreshed": refreshed})
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from aliasop.analysis_models import AnalysisRun, AnalysisStep
 from aliasop.modelbase import CamelModel, Timestamp
@@ -32,6 +32,17 @@ PROMOTE_ANNOTATION = f"{GROUP}/promote"
 MODEL_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,255}"
 ALIAS_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_\-]{0,255}"
 MODEL_URI_PATTERN = rf"^models:/({MODEL_NAME_PATTERN})@({ALIAS_PATTERN})$"
+# http(s)://host[:port][/path]: no user or password, query or fragment. The host is a name,
+# an IPv4 address or a bracketed IPv6 one.
+TRACKING_URI_PATTERN = (
+    r"^(https?://([A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
+    r"(:[0-9]{1,5})?(/[^?#\s]*)?)?$"
+)
+TRACKING_URI_MESSAGE = (
+    "spec.trackingUri must be http(s)://host[:port][/path], without user or password "
+    "(MLflow credentials belong in the operator's Secret aliasop-mlflow), query (?...) or "
+    "fragment (#...)"
+)
 _MODEL_URI = re.compile(MODEL_URI_PATTERN)
 
 
@@ -362,8 +373,9 @@ class ModelDeploymentSpec(CamelModel):
     tracking_uri: str = Field(
         "",
         max_length=2048,
-        pattern=r"^(https?://.+)?$",
-        description="MLflow tracking server; empty means the operator's default.",
+        json_schema_extra={"pattern": TRACKING_URI_PATTERN},
+        description="MLflow tracking server, http(s)://host[:port][/path] without user, "
+        "password, query or fragment; empty means the operator's default.",
     )
     replicas: int | None = Field(
         None,
@@ -388,6 +400,15 @@ class ModelDeploymentSpec(CamelModel):
         "one, in its own Deployment <name>-challenger, at `weight` percent of the replicas "
         "(needs spec.replicas; not with rollout.strategy Canary).",
     )
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _a_plain_url(cls, uri: str) -> str:
+        # The schema's pattern, with a message saying what it asks for (pydantic's would
+        # quote the pattern).
+        if re.fullmatch(TRACKING_URI_PATTERN, uri) is None:
+            raise ValueError(TRACKING_URI_MESSAGE)
+        return uri
 
     @model_validator(mode="after")
     def _sides_need(self) -> ModelDeploymentSpec:

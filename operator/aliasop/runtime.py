@@ -105,6 +105,10 @@ def build_runtime(settings: Settings, make_resolver: ResolverFactory | None = No
         access=settings.registry_access,
         credential_origins=settings.credential_origins,
         writer=settings.registry_writer,
+        own_servers=[settings.tracking_uri],
+        origin_concurrency=settings.registry_origin_concurrency,
+        slot_wait_seconds=settings.registry_slot_wait_seconds,
+        max_response_bytes=settings.registry_max_response_bytes,
     )
     scheduler: Scheduler[ResourceKey] = Scheduler()
     resolver = (make_resolver or AliasWatcher)(registry, scheduler.wake)

@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from aliasop import __version__
 from aliasop.sharding import selector_keys
 
+REGISTRY_MAX_RESPONSE_BYTES = 4 * 1024 * 1024  # MLflow's answers aliasop reads are a few KiB
+
 
 class MlflowIdentity(BaseSettings):
     """An MLflow identity: a bearer token, else a basic-auth user and password. Never
@@ -91,18 +93,45 @@ class Settings(BaseSettings):
         default_factory=RegistryWriter,
         description="Credentials of registry writes, from ALIASOP_REGISTRY_WRITER_*.",
     )
+    # --- Bounds of registry exchanges (a ModelDeployment may name any server) -------------
     registry_credential_origins: str = Field(
         "",
-        description="Comma-separated MLflow servers (scheme://host:port) that get the "
-        "MLFLOW_TRACKING_* credentials; empty: the tracking URI's. A ModelDeployment naming "
-        "another server must not receive them.",
+        description="Comma-separated tracking URIs (scheme://host:port, and a path if any) "
+        "whose URLs, and only those under them, get the MLFLOW_TRACKING_* credentials; empty: "
+        "the tracking URI. A ModelDeployment naming another server, or another path on the "
+        "same host, must not receive them.",
     )
     registry_timeout_seconds: float = Field(
-        5.0, gt=0, description="Timeout of one MLflow request (connect and read)."
+        5.0,
+        gt=0,
+        description="Deadline of one MLflow exchange: connecting, sending, and reading the "
+        "whole answer.",
     )
     registry_concurrency: int = Field(
-        16, ge=1, description="MLflow requests in flight at once, across all resources."
+        16,
+        ge=1,
+        description="MLflow requests in flight at once to each of the operator's own "
+        "tracking URIs (ALIASOP_TRACKING_URI, ALIASOP_REGISTRY_CREDENTIAL_ORIGINS); as many "
+        "again are shared by all the other servers ModelDeployments name.",
     )
+    registry_origin_concurrency: int = Field(
+        4,
+        ge=1,
+        description="Of the shared MLflow requests, at most this many to any one server "
+        "(scheme://host:port), so that one slow server cannot hold them all.",
+    )
+    registry_slot_wait_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="How long an MLflow request waits for one of those slots before the "
+        "registry is reported unavailable.",
+    )
+    registry_max_response_bytes: int = Field(
+        REGISTRY_MAX_RESPONSE_BYTES,
+        ge=1024,
+        description="Longest MLflow answer read; a longer one is refused as it streams in.",
+    )
+    # ---------------------------------------------------------------------------------------
     api_concurrency: int = Field(
         32,
         ge=1,
@@ -197,6 +226,7 @@ class Settings(BaseSettings):
 
     @property
     def credential_origins(self) -> list[str]:
+        """The tracking URIs that get credentials: URLs under them do."""
         listed = [o.strip() for o in self.registry_credential_origins.split(",") if o.strip()]
         return listed or [self.tracking_uri]
 

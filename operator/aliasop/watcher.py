@@ -10,6 +10,7 @@ cost MLflow nothing; a webhook makes the watcher fetch at once (`refresh`).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from aliasop.models import ModelUri, Reason, RegistryProblem, ResolvedVersion
 from aliasop.registry import MlflowRegistry
 
 Aliases = dict[str, str]
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -95,6 +97,12 @@ class AliasWatcher:
             fetched: Aliases | RegistryProblem = await self._registry.aliases(*key)
         except RegistryProblem as problem:
             fetched = problem
+        except Exception:  # a bug, or an answer nobody foresaw: report it, and poll on
+            logger.exception(f"reading the aliases of {key[1]!r} at {key[0]} failed")
+            fetched = RegistryProblem(
+                Reason.REGISTRY_UNAVAILABLE,
+                "the operator could not read MLflow's answer (its log says why)",
+            )
         watch = self._watches.get(key)
         if watch is None:
             return

@@ -3,7 +3,12 @@
 MLflow signs each delivery: `X-MLflow-Signature: v1,<base64 HMAC-SHA256>` over
 `<delivery id>.<timestamp>.<body>` with the webhook's shared secret, and sends the id and the
 Unix timestamp in `X-MLflow-Delivery-Id` and `X-MLflow-Timestamp`. A delivery is accepted
-only if the signature matches, the timestamp is recent and the id was not seen before.
+only if the signature matches, the timestamp is recent and the id was not handled before.
+
+The headers are checked before the body is read (`check_headers`), the body then
+(`check_body`); the id counts as seen only once the delivery was handled (`handled`), so that
+MLflow's retry of a delivery that failed (a standby's 503, a 500) is taken, not refused as a
+replay.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -23,6 +29,11 @@ from aliasop.models import TAG_PREFIX
 SIGNATURE_HEADER = "X-MLflow-Signature"
 TIMESTAMP_HEADER = "X-MLflow-Timestamp"
 DELIVERY_ID_HEADER = "X-MLflow-Delivery-Id"
+# What MLflow sends (a UUID, Unix seconds, `v1,<base64>`), with room to spare: anything else
+# is malformed, and is refused before it reaches the HMAC or the clock.
+_DELIVERY_ID = re.compile(r"[!-~]{1,200}")  # printable ASCII
+_TIMESTAMP = re.compile(r"[0-9]{1,12}(\.[0-9]{1,9})?")
+_SIGNATURE = re.compile(r"[!-~]{1,200}")
 
 
 class Entity(StrEnum):
@@ -44,6 +55,16 @@ class WebhookRejected(Exception):
     def __init__(self, reason: Rejection, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The signed headers of a delivery, well-formed, recent and not handled before."""
+
+    delivery_id: str
+    timestamp: str
+    signature: str
+    sent_at: float
 
 
 @dataclass(frozen=True)
@@ -71,29 +92,44 @@ class DeliveryVerifier:
         self._now = now
         self._seen: OrderedDict[str, float] = OrderedDict()  # delivery id -> its timestamp
 
-    def verify(self, headers: Mapping[str, str], body: bytes) -> RegistryChange | None:
-        """The change a delivery reports; None for events aliasop does not listen to.
-        Raises WebhookRejected for anything not provably from MLflow, recent and new."""
+    def check_headers(self, headers: Mapping[str, str]) -> Delivery:
+        """The delivery the headers announce. Raises WebhookRejected when they are missing,
+        malformed, stale, or name a delivery already handled."""
         delivery_id = headers.get(DELIVERY_ID_HEADER, "")
         stamp = headers.get(TIMESTAMP_HEADER, "")
         signature = headers.get(SIGNATURE_HEADER, "")
         if not (delivery_id and stamp and signature):
             raise WebhookRejected(Rejection.UNSIGNED, "signature headers missing")
-        try:
-            text = body.decode()
-            sent_at = float(stamp)
-        except (UnicodeDecodeError, ValueError):
-            raise WebhookRejected(Rejection.MALFORMED, "undecodable body or timestamp") from None
-        if not hmac.compare_digest(sign(self._secret, delivery_id, stamp, text), signature):
-            raise WebhookRejected(Rejection.BAD_SIGNATURE, "signature does not match")
-        now = self._now()
+        well_formed = (
+            _DELIVERY_ID.fullmatch(delivery_id)
+            and _TIMESTAMP.fullmatch(stamp)
+            and _SIGNATURE.fullmatch(signature)
+        )
+        if not well_formed:
+            raise WebhookRejected(Rejection.MALFORMED, "signature headers malformed")
+        sent_at, now = float(stamp), self._now()
         if abs(now - sent_at) > self._tolerance:
             raise WebhookRejected(Rejection.STALE, f"timestamp {stamp} is too far from now")
         self._forget_before(now - self._tolerance)
         if delivery_id in self._seen:
-            raise WebhookRejected(Rejection.REPLAYED, f"delivery {delivery_id} seen before")
-        self._seen[delivery_id] = sent_at
+            raise WebhookRejected(Rejection.REPLAYED, f"delivery {delivery_id} handled before")
+        return Delivery(delivery_id, stamp, signature, sent_at)
+
+    def check_body(self, delivery: Delivery, body: bytes) -> RegistryChange | None:
+        """The change a delivery reports; None for events aliasop does not listen to.
+        Raises WebhookRejected unless its signature matches."""
+        try:
+            text = body.decode()
+        except UnicodeDecodeError:
+            raise WebhookRejected(Rejection.MALFORMED, "undecodable body") from None
+        expected = sign(self._secret, delivery.delivery_id, delivery.timestamp, text)
+        if not hmac.compare_digest(expected, delivery.signature):
+            raise WebhookRejected(Rejection.BAD_SIGNATURE, "signature does not match")
         return _registry_change(text)
+
+    def handled(self, delivery: Delivery) -> None:
+        """The delivery was acted on: it is refused from now on."""
+        self._seen[delivery.delivery_id] = delivery.sent_at
 
     @property
     def remembered(self) -> int:

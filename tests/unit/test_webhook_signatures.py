@@ -45,20 +45,28 @@ def verifier() -> DeliveryVerifier:
     return DeliveryVerifier(SECRET, tolerance_seconds=300, now=lambda: NOW)
 
 
+def accept(check: DeliveryVerifier, headers: dict[str, str], body: bytes) -> RegistryChange | None:
+    """Check a delivery as the endpoint does, and mark it handled."""
+    checked = check.check_headers(headers)
+    change = check.check_body(checked, body)
+    check.handled(checked)
+    return change
+
+
 def rejection(check: DeliveryVerifier, headers: dict[str, str], body: bytes) -> Rejection:
     with pytest.raises(WebhookRejected) as raised:
-        check.verify(headers, body)
+        accept(check, headers, body)
     return raised.value.reason
 
 
 def test_a_signed_recent_delivery_is_accepted() -> None:
-    assert verifier().verify(*delivery()) == RegistryChange("bikes", Entity.ALIAS, "created")
-    tag = verifier().verify(*delivery(entity="model_version_tag"))
+    assert accept(verifier(), *delivery()) == RegistryChange("bikes", Entity.ALIAS, "created")
+    tag = accept(verifier(), *delivery(entity="model_version_tag"))
     assert tag == RegistryChange("bikes", Entity.TAG, "created")
 
 
 def test_other_events_are_ignored() -> None:
-    assert verifier().verify(*delivery(entity="model_version")) is None
+    assert accept(verifier(), *delivery(entity="model_version")) is None
 
 
 def test_the_operators_own_tags_are_ignored() -> None:
@@ -76,7 +84,7 @@ def test_the_operators_own_tags_are_ignored() -> None:
         TIMESTAMP_HEADER: str(int(NOW)),
         SIGNATURE_HEADER: sign(SECRET, "own-1", str(int(NOW)), own),
     }
-    assert verifier().verify(headers, own.encode()) is None
+    assert accept(verifier(), headers, own.encode()) is None
 
 
 def test_forged_stale_replayed_and_unsigned_deliveries_are_refused() -> None:
@@ -85,7 +93,7 @@ def test_forged_stale_replayed_and_unsigned_deliveries_are_refused() -> None:
     assert rejection(check, *delivery(sent_at=NOW - 301)) is Rejection.STALE
     assert rejection(check, *delivery(sent_at=NOW + 301)) is Rejection.STALE
     headers, body = delivery()
-    check.verify(headers, body)
+    accept(check, headers, body)
     assert rejection(check, headers, body) is Rejection.REPLAYED
     tampered = body.replace(b"champion", b"challenger")
     assert rejection(check, *delivery("d-2")[:1], tampered) is Rejection.BAD_SIGNATURE
@@ -97,11 +105,11 @@ def test_seen_ids_are_forgotten_once_they_would_be_stale() -> None:
     check = DeliveryVerifier(SECRET, tolerance_seconds=300, now=lambda: clock[0])
     first = delivery("d-0")
     for i in range(1000):
-        check.verify(*delivery(f"d-{i}"))
+        accept(check, *delivery(f"d-{i}"))
     assert check.remembered == 1000
     clock[0] = NOW + 301
     fresh = delivery("fresh", sent_at=clock[0])
-    check.verify(*fresh)
+    accept(check, *fresh)
     assert check.remembered == 1  # bounded by the tolerance, whatever came before
     # A forgotten id cannot come back: the timestamp its signature covers is stale by now.
     assert rejection(check, *first) is Rejection.STALE
