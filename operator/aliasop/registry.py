@@ -176,6 +176,17 @@ class MlflowRegistry:
             "POST", url, tracking_uri, "registered-models/alias", name, body=body, writing=True
         )
 
+    async def alias_version(self, tracking_uri: str, name: str, alias: str) -> str | None:
+        """Where `alias` of `name` points now, asked afresh (not shared with a lookup under
+        way: a revert compares it right before writing); None when there is no such alias."""
+        body = await self._request(
+            tracking_uri, "registered-models/alias", {"name": name, "alias": alias}
+        )
+        if body is None:
+            return None
+        version = body.get("model_version", {}).get("version")
+        return str(version) if version is not None else None
+
     async def _write(
         self,
         method: str,
