@@ -116,8 +116,7 @@ def test_a_revert_leaves_a_move_made_since_the_failure(
     all before the revert."""
     v1, v2 = two_versions
     mlflow = MlflowClient(tracking_uri=mlflow_uri)
-    first = mlflow.get_model_version(model_name, v1.version)
-    v3 = str(mlflow.create_model_version(model_name, first.source, run_id=first.run_id).version)
+    v3 = bikes.train_and_register(mlflow_uri, model_name, kind="linear").version
     grants = json.dumps({restricted: [model_name]})
     with shard_operator(
         k8s,
