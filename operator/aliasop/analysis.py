@@ -24,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+from collections.abc import Sequence
 from datetime import datetime, timedelta
+from fnmatch import fnmatchcase
 from typing import Any
 
 from aliasop.analysis_models import (
@@ -33,6 +35,7 @@ from aliasop.analysis_models import (
     AnalysisPhase,
     AnalysisRun,
     AnalysisStep,
+    ErrorKind,
     Measurement,
     MeasurementPhase,
     MetricResult,
@@ -42,10 +45,72 @@ from aliasop.clock import Clock
 from aliasop.interfaces import MetricProvider
 from aliasop.templating import TemplateContext
 
+# What each kind means, in fixed words of ours.
+_HINTS = {
+    ErrorKind.REFUSED_HOST: "not among the operator's analysis hosts "
+    "(ALIASOP_ANALYSIS_ALLOWED_HOSTS); no request was sent",
+    ErrorKind.INVALID_URL: "the URL with its placeholders filled in is not a valid URL",
+    ErrorKind.UNREACHABLE: "no connection to the provider",
+    ErrorKind.TIMEOUT: "no whole answer in time",
+    ErrorKind.TOO_LARGE: "the answer is larger than a measurement can be",
+    ErrorKind.HTTP_STATUS: "the provider did not answer with success",
+    ErrorKind.NOT_JSON: "the answer is not JSON",
+    ErrorKind.NO_NUMBER: "no number where the metric reads it",
+    ErrorKind.NOT_FINITE: "the value is NaN or infinite (a division by zero, or no requests "
+    "in the window?)",
+    ErrorKind.NO_SERIES: "the query matched no series (no data yet for this version, or a "
+    "wrong label?)",
+    ErrorKind.MANY_SERIES: "the query gave more than one series (aggregate it, e.g. with sum(...))",
+    ErrorKind.QUERY_REFUSED: "Prometheus refused the query (try it in Prometheus itself)",
+}
+
 
 class MeasurementError(Exception):
     """A measurement that gave no number: the provider could not be reached, or answered
-    something that is not one number. The message says which, for people."""
+    something that is not one number. Its message is the kind (with the HTTP status code, or
+    the host refused, both ours to show) and a fixed explanation."""
+
+    def __init__(self, kind: ErrorKind, detail: str = "") -> None:
+        """`detail`: the HTTP status code of HTTP_STATUS, the host of REFUSED_HOST."""
+        self.kind = kind
+        self.detail = detail
+        label = f"{kind} {detail}" if detail else str(kind)
+        super().__init__(f"{label}: {_HINTS[kind]}")
+
+
+def host_allowed(host: str, port: int, allowed: Sequence[str]) -> bool:
+    """Whether analysis may reach `host`:`port`: an entry of `allowed` is a host name (or
+    IP address), glob patterns allowed (`*.monitoring.svc`), with `:port` to allow that port
+    only. Host names compare case-insensitively."""
+    host = host.lower().rstrip(".")
+    for entry in allowed:
+        pattern, entry_port = split_host_entry(entry)
+        if fnmatchcase(host, pattern) and entry_port in (None, port):
+            return True
+    return False
+
+
+def split_host_entry(entry: str) -> tuple[str, int | None]:
+    """`host`, `host:port`, `[v6]` or `[v6]:port` -> (host pattern, port or None);
+    ValueError when it is none of those."""
+    entry = entry.strip().lower()
+    bracketed = entry.startswith("[")  # an IPv6 address, as in a URL
+    if bracketed:
+        host, _, rest = entry[1:].partition("]")
+        port = rest.removeprefix(":") if rest.startswith(":") else None
+        if rest and port is None:
+            raise ValueError(f"{entry!r}: expected [address]:port")
+    elif entry.count(":") == 1:
+        host, port = entry.split(":")
+    else:
+        host, port = entry, None
+    if not host or any(c in host for c in "/@?# ") or (":" in host and not bracketed):
+        raise ValueError(f"{entry!r} is not a host name, with or without :port")
+    if port is None:
+        return host.rstrip("."), None
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{entry!r}: the port is not a number from 1 to 65535")
+    return host.rstrip("."), int(port)
 
 
 def _second(at: datetime) -> datetime:
@@ -72,7 +137,7 @@ def measured(metric: AnalysisMetric, value: float, at: datetime) -> Measurement:
     """The record of `metric` giving `value` at `at`."""
     phase = evaluate(value, metric.threshold_range)
     if phase is MeasurementPhase.ERROR:
-        return errored(metric.name, f"{value} is not a finite number", at)
+        return errored(metric.name, MeasurementError(ErrorKind.NOT_FINITE), at)
     message = ""
     if phase is MeasurementPhase.FAILED:
         message = f"{value:g} is outside {_range_text(metric.threshold_range)}"
@@ -81,10 +146,15 @@ def measured(metric: AnalysisMetric, value: float, at: datetime) -> Measurement:
     )
 
 
-def errored(metric: str, message: str, at: datetime) -> Measurement:
+def errored(metric: str, error: MeasurementError, at: datetime) -> Measurement:
     """The record of a measurement of `metric` that gave no number, and why."""
     return Measurement(
-        metric=metric, phase=MeasurementPhase.ERROR, value=None, message=message, at=_second(at)
+        metric=metric,
+        phase=MeasurementPhase.ERROR,
+        value=None,
+        message=str(error),
+        error=error.kind,
+        at=_second(at),
     )
 
 
@@ -102,7 +172,10 @@ def _result(run: AnalysisRun, name: str) -> MetricResult:
 
 def metric_phase(step: AnalysisStep, result: MetricResult) -> AnalysisPhase:
     """One metric's verdict from its counters (Argo Rollouts' order: failures, then errors,
-    then the count)."""
+    then the count). A host the operator refuses is an error at once: asking again cannot
+    help."""
+    if result.last is not None and result.last.error is ErrorKind.REFUSED_HOST:
+        return AnalysisPhase.ERROR
     if result.failed > step.failure_limit:
         return AnalysisPhase.FAILED
     if result.consecutive_errors > step.consecutive_error_limit:
@@ -145,6 +218,8 @@ def assess(step: AnalysisStep, run: AnalysisRun) -> tuple[AnalysisPhase, str]:
             f"{name} failed {result.failed} of {result.count} measurements, more than "
             f"failureLimit {step.failure_limit}{why}"
         )
+    if last is not None and last.error is ErrorKind.REFUSED_HOST:
+        return worst, f"{name} was refused: {last.message}"
     return worst, (
         f"{name} gave no number {result.consecutive_errors} times in a row, more than "
         f"consecutiveErrorLimit {step.consecutive_error_limit}{why}"
@@ -225,7 +300,7 @@ async def take(
     try:
         value = await provider.measure(metric, context)
     except MeasurementError as error:
-        return errored(metric.name, str(error), clock.now())
+        return errored(metric.name, error, clock.now())
     return measured(metric, value, clock.now())
 
 
@@ -268,105 +343,62 @@ def parse_json_path(path: str) -> list[str | int]:
     return steps
 
 
-def _path_text(steps: list[str | int]) -> str:
-    return "$" + "".join(f"[{s}]" if isinstance(s, int) else f".{s}" for s in steps)
-
-
 def value_at(document: Any, path: str) -> float:
     """The number at `path` in a parsed JSON document; MeasurementError when there is none
     there, or it is not a number (a string that looks like one is not; nor is a boolean)."""
-    steps = parse_json_path(path)
     node = document
-    for i, step in enumerate(steps):
-        where = _path_text(steps[:i])
+    for step in parse_json_path(path):
         if isinstance(step, int):
-            if not isinstance(node, list):
-                raise MeasurementError(f"no {path}: {where} is {_kind(node)}, not an array")
-            if step >= len(node):
-                raise MeasurementError(f"no {path}: {where} has {len(node)} elements")
-            node = node[step]
-        else:
-            if not isinstance(node, dict):
-                raise MeasurementError(f"no {path}: {where} is {_kind(node)}, not an object")
-            if step not in node:
-                raise MeasurementError(f"no {path}: {where} has no key {step!r}")
-            node = node[step]
+            if not isinstance(node, list) or step >= len(node):
+                raise MeasurementError(ErrorKind.NO_NUMBER)
+        elif not isinstance(node, dict) or step not in node:
+            raise MeasurementError(ErrorKind.NO_NUMBER)
+        node = node[step]
+    return _finite(node)
+
+
+def _finite(node: Any) -> float:
+    """A JSON number that is finite; a string, a boolean or null is no number."""
     if isinstance(node, bool) or not isinstance(node, int | float):
-        raise MeasurementError(f"{path} is {_kind(node)}, not a number: {_short(node)}")
+        raise MeasurementError(ErrorKind.NO_NUMBER)
     value = float(node)
     if not math.isfinite(value):
-        raise MeasurementError(f"{path} is {value}, not a finite number")
+        raise MeasurementError(ErrorKind.NOT_FINITE)
     return value
-
-
-def _kind(node: Any) -> str:
-    if node is None:
-        return "null"
-    if isinstance(node, bool):
-        return "a boolean"
-    if isinstance(node, str):
-        return "a string"
-    if isinstance(node, dict):
-        return "an object"
-    if isinstance(node, list):
-        return "an array"
-    return "a number"
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _sample_value(sample: Any) -> float:
     """A Prometheus [timestamp, "value"] pair's value; NaN and infinities are errors."""
     if not (isinstance(sample, list) and len(sample) == 2 and isinstance(sample[1], str)):
-        raise MeasurementError(f"Prometheus answered a malformed sample: {_short(sample)}")
+        raise MeasurementError(ErrorKind.NO_NUMBER)
     try:
         value = float(sample[1])
     except ValueError:
-        raise MeasurementError(f"Prometheus answered {sample[1]!r}, not a number") from None
-    if not math.isfinite(value):
-        raise MeasurementError(
-            f"the query gave {sample[1]}, not a finite number (a division by zero, or no "
-            "requests in the window?)"
-        )
-    return value
+        raise MeasurementError(ErrorKind.NO_NUMBER) from None
+    return _finite(value)
 
 
 def prometheus_value(body: Any) -> float:
     """The one number in the JSON body of a successful `/api/v1/query` answer: a scalar, or a
-    vector of exactly one series. Anything else is a MeasurementError that says what came."""
+    vector of exactly one series. Anything else is a MeasurementError of its kind."""
     if not isinstance(body, dict) or body.get("status") != "success":
-        error = body.get("error") if isinstance(body, dict) else None
-        kind = body.get("errorType") if isinstance(body, dict) else None
-        if error:
-            raise MeasurementError(f"Prometheus refused the query ({kind}): {error}")
-        raise MeasurementError(f"Prometheus answered no success: {_short(body)}")
+        if isinstance(body, dict) and body.get("error"):
+            raise MeasurementError(ErrorKind.QUERY_REFUSED)
+        raise MeasurementError(ErrorKind.NO_NUMBER)
     data = body.get("data")
     if not isinstance(data, dict):
-        raise MeasurementError(f"Prometheus answered no data: {_short(body)}")
+        raise MeasurementError(ErrorKind.NO_NUMBER)
     kind, result = data.get("resultType"), data.get("result")
     if kind == "scalar":
         return _sample_value(result)
     if kind == "vector" and isinstance(result, list):
         if not result:
-            raise MeasurementError(
-                "the query matched no series (no data yet for this version, or a wrong label?)"
-            )
+            raise MeasurementError(ErrorKind.NO_SERIES)
         if len(result) > 1:
-            labels = ", ".join(_short(series.get("metric"), 60) for series in result[:3])
-            raise MeasurementError(
-                f"the query gave {len(result)} series, not one (aggregate it, e.g. with "
-                f"sum(...)): {labels}"
-            )
+            raise MeasurementError(ErrorKind.MANY_SERIES)
         series = result[0]
-        if not isinstance(series, dict):
-            raise MeasurementError(f"Prometheus answered a malformed series: {_short(series)}")
-        if "value" not in series:
-            raise MeasurementError("the query gave a native histogram, not a number")
+        if not isinstance(series, dict) or "value" not in series:
+            raise MeasurementError(ErrorKind.NO_NUMBER)  # a native histogram has none
         return _sample_value(series["value"])
-    raise MeasurementError(
-        f"the query gave a {kind}, not a scalar or a one-series vector (a range selector "
-        "like [5m] needs a function such as rate())"
-    )
+    # A matrix (a range selector like [5m] without rate()), a string: no one number.
+    raise MeasurementError(ErrorKind.NO_NUMBER)

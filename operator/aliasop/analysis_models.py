@@ -214,6 +214,25 @@ class MeasurementPhase(StrEnum):
     ERROR = "Error"  # no number: the provider unreachable, or answering nonsense
 
 
+class ErrorKind(StrEnum):
+    """Why a measurement gave no number: all that status and Events show of what a provider
+    answered (never its body, headers or error text: the URL is the tenant's, the request
+    leaves from the operator's network position)."""
+
+    REFUSED_HOST = "refused-host"  # not among the operator's analysis hosts: nothing sent
+    INVALID_URL = "invalid-url"  # the URL, filled in, is not one a request can go to
+    UNREACHABLE = "unreachable"  # no connection, or it broke off
+    TIMEOUT = "timeout"  # no whole answer within the deadline
+    TOO_LARGE = "too-large"  # the answer exceeded the size cap
+    HTTP_STATUS = "http-status"  # an HTTP status that is not success (with the code)
+    NOT_JSON = "not-json"
+    NO_NUMBER = "no-number"  # JSON without one number where it should be
+    NOT_FINITE = "not-finite"  # NaN or an infinity
+    NO_SERIES = "no-series"  # a Prometheus query that matched nothing
+    MANY_SERIES = "many-series"  # ... or more than one series
+    QUERY_REFUSED = "query-refused"  # Prometheus refused the query
+
+
 class AnalysisPhase(StrEnum):
     RUNNING = "Running"  # measurements to take yet
     SUCCESSFUL = "Successful"  # every metric measured `count` times within its failure limit
@@ -236,7 +255,13 @@ class Measurement(CamelModel):
     metric: str = Field(description="The metric measured.")
     phase: MeasurementPhase = Field(description="Successful, Failed or Error.")
     value: float | None = Field(None, description="The number measured; none on an error.")
-    message: str = Field("", description="What went wrong, on an error; else empty.")
+    message: str = Field(
+        "", description="What went wrong, on an error (its kind, explained); else empty."
+    )
+    error: ErrorKind | None = Field(
+        None,
+        description="Why there is no number, on an error: " + ", ".join(ErrorKind) + ".",
+    )
     at: Timestamp = Field(description="When the measurement was taken.")
 
 

@@ -133,6 +133,10 @@ class RegistryWrites(Protocol):
 
     async def set_alias(self, tracking_uri: str, name: str, alias: str, version: str) -> None: ...
 
+    async def alias_version(self, tracking_uri: str, name: str, alias: str) -> str | None:
+        """Where the alias points now, read afresh; None when it does not exist."""
+        ...
+
 
 class Resolver(Protocol):
     """Alias -> version. `watch` says which model each tracked resource needs resolved and

@@ -474,6 +474,9 @@ class ConditionType(StrEnum):
     # Release gates: the alias's version passes them before it rolls out.
     SIGNATURE_COMPATIBLE = "SignatureCompatible"
     APPROVED = "Approved"
+    # With ALIASOP_REGISTRY_WRITE_BACK: whether this namespace may write to the model
+    # (ALIASOP_REGISTRY_WRITE_GRANTS).
+    REGISTRY_WRITES_GRANTED = "RegistryWritesGranted"
 
 
 class Reason(StrEnum):
@@ -505,6 +508,9 @@ class Reason(StrEnum):
     INVALID_SPEC = "InvalidSpec"
     SIGNATURE_INCOMPATIBLE = "SignatureIncompatible"
     ALIAS_NOT_REVERTED = "AliasNotReverted"
+    ALIAS_REVERTED = "AliasReverted"
+    WRITES_NOT_GRANTED = "WritesNotGranted"  # no write grant for this namespace and model
+    WRITES_GRANTED = "WritesGranted"
     WAITING_FOR_APPROVAL = "WaitingForApproval"
     DEPLOYMENT_REFUSED = "DeploymentRefused"
     NAME_CLASH = "NameClash"  # a child's name is taken by an object aliasop does not own here

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from aliasop import analysis, canary, challenger, metrics
+from aliasop import analysis, canary, challenger, grants, metrics
 from aliasop.builders import (
     CANARY,
     CHALLENGER,
@@ -40,7 +40,8 @@ from aliasop.builders import (
 )
 from aliasop.clock import Clock
 from aliasop.deployments import ObservedDeployment, observe_deployment
-from aliasop.events import Event, EventType
+from aliasop.events import EventType
+from aliasop.grants import RevertOutcome, RevertResult, WriteGrants
 from aliasop.interfaces import (
     ApiError,
     Children,
@@ -59,7 +60,6 @@ from aliasop.models import (
     ModelDeploymentSpec,
     ModelDeploymentStatus,
     ModelUri,
-    Reason,
     RegistryProblem,
     ResolvedVersion,
     SignaturePolicy,
@@ -213,6 +213,7 @@ class Reconciler:
         *,
         measurer: MetricProvider,
         writes: RegistryWrites | None = None,
+        write_grants: WriteGrants | None = None,
         concurrency: int,
         status_refresh_seconds: float,
         retry_backoff_max_seconds: float,
@@ -223,6 +224,8 @@ class Reconciler:
         self._facts = facts
         self._measurer = measurer  # of canary analyses
         self._writes = writes  # None: the registry is not told what serves
+        # Which namespaces' resources may write to which models (grants.may_write).
+        self._write_grants: WriteGrants = write_grants or {}
         self._background: set[asyncio.Task[None]] = set()
         self._children = children
         self._reporter = reporter
@@ -480,15 +483,22 @@ class Reconciler:
         decision: Decision,
     ) -> Decision:
         """Tag the versions this pass changed the fate of (where they serve, what was rolled
-        or held back), and move the alias back after a rollback if the spec says so. Best
-        effort: the registry's answers do not change what serves."""
-        name = spec.model_uri.name
-        if decision.revert_alias_to is not None and self._writes is None:
-            problem = "onFailure: RevertAlias needs the operator's ALIASOP_REGISTRY_WRITE_BACK"
-            warning = Event(EventType.WARNING, Reason.ALIAS_NOT_REVERTED, problem)
-            return replace(decision, events=[*decision.events, warning])
+        or held back), and move the alias back after a rollback if the spec says so and the
+        alias still points at the failed version. Only with a write grant for the namespace
+        and model (the RegistryWritesGranted condition says). Best effort: the registry's
+        answers do not change what serves."""
+        name, namespace = spec.model_uri.name, key[0]
+        back_to = decision.revert_alias_to
         if self._writes is None:
-            return decision
+            decision = replace(decision, status=grants.scope_forgotten(decision.status))
+            return _revert_recorded(spec, decision, RevertResult(RevertOutcome.NO_WRITE_BACK))
+        granted = grants.may_write(self._write_grants, namespace, name)
+        status, events = grants.scope_reported(
+            tracked.status, decision.status, granted, namespace, name, self._clock.now()
+        )
+        decision = replace(decision, status=status, events=[*decision.events, *events])
+        if not granted:
+            return _revert_recorded(spec, decision, RevertResult(RevertOutcome.NOT_GRANTED))
         try:
             for write in registry_records(tracked.status, decision.status, "/".join(key)):
                 if write.value is None:
@@ -499,13 +509,23 @@ class Reconciler:
                     await self._writes.set_version_tag(
                         tracking_uri, name, write.version, write.key, write.value
                     )
-            if decision.revert_alias_to is not None:
-                alias = spec.model_uri.alias
-                await self._writes.set_alias(tracking_uri, name, alias, decision.revert_alias_to)
         except RegistryProblem as problem:
             tracked.logger.warning(f"the registry was not told: {problem.message}")
             metrics.REGISTRY_WRITE_FAILURES.inc()
-        return decision
+        if back_to is None:
+            return decision
+        alias = spec.model_uri.alias
+        try:
+            # Read right before writing: a person's move since the failure stands.
+            alias_now = await self._writes.alias_version(tracking_uri, name, alias)
+            outcome = grants.revert_outcome(alias_now, decision.status.failed_version, back_to)
+            if outcome is RevertOutcome.REVERTED:
+                await self._writes.set_alias(tracking_uri, name, alias, back_to)
+            result = RevertResult(outcome, alias_now)
+        except RegistryProblem as problem:
+            metrics.REGISTRY_WRITE_FAILURES.inc()
+            result = RevertResult(RevertOutcome.REGISTRY_FAILED, problem=problem.message)
+        return _revert_recorded(spec, decision, result)
 
     def _forget_serving(self, key: ResourceKey, tracked: Tracked) -> None:
         """The resource is gone: its serving version no longer serves there (in the
@@ -516,6 +536,8 @@ class Reconciler:
         try:
             spec = ModelDeploymentSpec.model_validate(tracked.resource["spec"])
         except ValidationError:
+            return
+        if not grants.may_write(self._write_grants, key[0], spec.model_uri.name):
             return
         forget = writes.delete_version_tag(
             get_tracking_uri(spec, self._defaults),
@@ -691,3 +713,15 @@ def _identity(body: Mapping[str, Any], shard_label_keys: frozenset[str]) -> dict
         },
         "spec": dict(body.get("spec") or {}),
     }
+
+
+def _revert_recorded(
+    spec: ModelDeploymentSpec, decision: Decision, result: RevertResult
+) -> Decision:
+    """`decision` with the record of what became of its alias revert, if it asked one."""
+    if decision.revert_alias_to is None:
+        return decision
+    status, event = grants.revert_recorded(
+        decision.status, spec.model_uri, decision.revert_alias_to, result
+    )
+    return replace(decision, status=status, events=[*decision.events, event])

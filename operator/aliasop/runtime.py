@@ -116,7 +116,7 @@ def build_runtime(settings: Settings, make_resolver: ResolverFactory | None = No
     cluster = Cluster(
         settings.api_concurrency, settings.report_concurrency, settings.api_timeout_seconds
     )
-    measurer = HttpMetricProvider()
+    measurer = HttpMetricProvider(settings.analysis_allowed_hosts)
     reconciler = Reconciler(
         Tracker(scheduler, resolver, cluster),
         resolver,
@@ -127,6 +127,7 @@ def build_runtime(settings: Settings, make_resolver: ResolverFactory | None = No
         defaults=ServingDefaults(image=settings.serving_image, tracking_uri=settings.tracking_uri),
         measurer=measurer,
         writes=registry if settings.registry_write_back else None,
+        write_grants=settings.registry_write_grants,
         concurrency=settings.api_concurrency,
         status_refresh_seconds=settings.status_refresh_seconds,
         retry_backoff_max_seconds=settings.retry_backoff_max_seconds,

@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aliasop import __version__
+from aliasop.analysis import split_host_entry
 from aliasop.sharding import selector_keys
 
 REGISTRY_MAX_RESPONSE_BYTES = 4 * 1024 * 1024  # MLflow's answers aliasop reads are a few KiB
@@ -93,6 +94,22 @@ class Settings(BaseSettings):
         default_factory=RegistryWriter,
         description="Credentials of registry writes, from ALIASOP_REGISTRY_WRITER_*.",
     )
+    # --- What tenants may have the operator do on their behalf (docs/security.md) ---
+    registry_write_grants: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="With registry write-back: which namespaces' ModelDeployments may have the "
+        "operator write to which registered models (version tags, alias reverts), as JSON: "
+        'namespace -> model names, each a name or a glob pattern, e.g. {"fraud": ["fraud-*"], '
+        '"*": ["sandbox-*"]}. A namespace without a grant for its model writes nothing.',
+    )
+    analysis_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts canary analysis (prometheus and web metrics) may send requests to, "
+        "as JSON: host names or glob patterns, with :port to allow one port only, e.g. "
+        '["prometheus.monitoring:9090", "*.metrics.svc.cluster.local"]. Others are refused '
+        "without a request. Empty: analysis reaches no host.",
+    )
+
     # --- Bounds of registry exchanges (a ModelDeployment may name any server) -------------
     registry_credential_origins: str = Field(
         "",
@@ -212,6 +229,13 @@ class Settings(BaseSettings):
     def _a_label_selector(cls, selector: str) -> str:
         selector_keys(selector)  # raises ValueError with the requirement it cannot read
         return selector
+
+    @field_validator("analysis_allowed_hosts")
+    @classmethod
+    def _host_entries(cls, hosts: list[str]) -> list[str]:
+        for entry in hosts:
+            split_host_entry(entry)  # raises ValueError saying what is wrong with it
+        return hosts
 
     @model_validator(mode="after")
     def _lease_timings_in_order(self) -> Settings:

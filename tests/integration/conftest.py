@@ -73,6 +73,10 @@ def operator(
     # The registry is told what serves (test_registry_records.py); the plain MLflow server
     # takes writes without credentials.
     process.env["ALIASOP_REGISTRY_WRITE_BACK"] = "true"
+    # Every test namespace may write to every model (test_tenancy_writes.py runs operators
+    # of its own with narrower grants), and analysis may reach the tests' local servers.
+    process.env["ALIASOP_REGISTRY_WRITE_GRANTS"] = '{"*": ["*"]}'
+    process.env["ALIASOP_ANALYSIS_ALLOWED_HOSTS"] = '["127.0.0.1"]'
     # Tests that run operators of their own give their resources a shard label, which this
     # one leaves alone.
     process.env["ALIASOP_WATCH_LABEL_SELECTOR"] = f"!{SHARD_LABEL}"

@@ -21,6 +21,7 @@ from aliasop.analysis_models import (
     AnalysisPhase,
     AnalysisRun,
     AnalysisStep,
+    ErrorKind,
     MeasurementPhase,
 )
 from aliasop.analysis_providers import HttpMetricProvider
@@ -40,7 +41,7 @@ HOSTILE = "we\"ird'\\ mod\u00e8le} or vector(1)"
 
 @pytest.fixture
 async def provider() -> AsyncIterator[HttpMetricProvider]:
-    metric_provider = HttpMetricProvider(timeout_seconds=2)
+    metric_provider = HttpMetricProvider(["127.0.0.1"], timeout_seconds=2)
     try:
         yield metric_provider
     finally:
@@ -104,37 +105,38 @@ async def test_prometheus_reads_a_value_that_would_break_out_of_its_string(
 
 
 @pytest.mark.parametrize(
-    ("query", "message"),
+    ("query", "kind"),
     [
-        ("aliasop_test_never_exposed", "the query matched no series"),
-        ('aliasop_test_error_ratio{test="ratios"}', "the query gave 2 series, not one"),
-        ("0/0", "the query gave NaN, not a finite number"),
-        ('sum(aliasop_test_error_ratio{version="4"}) / 0', r"the query gave \+Inf"),
-        ("sum(", r"Prometheus refused the query \(bad_data\)"),
-        ('aliasop_test_error_ratio{version="4"}[1m]', "the query gave a matrix"),
+        ("aliasop_test_never_exposed", ErrorKind.NO_SERIES),
+        ('aliasop_test_error_ratio{test="ratios"}', ErrorKind.MANY_SERIES),
+        ("0/0", ErrorKind.NOT_FINITE),
+        ('sum(aliasop_test_error_ratio{version="4"}) / 0', ErrorKind.NOT_FINITE),
+        ("sum(", ErrorKind.QUERY_REFUSED),
+        ('aliasop_test_error_ratio{version="4"}[1m]', ErrorKind.NO_NUMBER),
     ],
 )
 async def test_prometheus_answers_that_are_no_number_are_errors(
-    prometheus: str, error_ratios: str, provider: HttpMetricProvider, query: str, message: str
+    prometheus: str, error_ratios: str, provider: HttpMetricProvider, query: str, kind: ErrorKind
 ) -> None:
-    with pytest.raises(MeasurementError, match=message):
+    with pytest.raises(MeasurementError) as error:
         await provider.measure(prometheus_metric(prometheus, query), CONTEXT)
+    assert error.value.kind is kind
 
 
 async def test_a_prometheus_that_is_not_there_or_not_prometheus_is_an_error(
     server: TestServer, provider: HttpMetricProvider
 ) -> None:
     nobody = f"http://127.0.0.1:{local.free_port()}"
-    with pytest.raises(MeasurementError, match=f"Prometheus at {nobody}/api/v1/query could not"):
+    with pytest.raises(MeasurementError, match=r"^unreachable: "):
         await provider.measure(prometheus_metric(nobody, "up"), CONTEXT)
     server.answers["/html/api/v1/query"] = Answer(b"<html>hi</html>", content_type="text/html")
-    with pytest.raises(MeasurementError, match="answered HTTP 200 that is not JSON: <html>hi"):
+    with pytest.raises(MeasurementError, match=r"^not-json: the answer is not JSON$"):
         await provider.measure(prometheus_metric(f"{server.url}/html", "up"), CONTEXT)
     server.answers["/broken/api/v1/query"] = Answer(b'{"oops": 1}', status=500)
-    with pytest.raises(MeasurementError, match="answered HTTP 500"):
+    with pytest.raises(MeasurementError, match=r"^http-status 500: "):
         await provider.measure(prometheus_metric(f"{server.url}/broken/", "up"), CONTEXT)
     server.answers["/slow/api/v1/query"] = Answer(b"{}", delay=30)
-    with pytest.raises(MeasurementError, match="did not answer within 2s"):
+    with pytest.raises(MeasurementError, match=r"^timeout: "):
         await provider.measure(prometheus_metric(f"{server.url}/slow", "up"), CONTEXT)
 
 
@@ -155,34 +157,34 @@ async def test_web_reads_the_number_at_its_path_with_placeholders_url_encoded(
 
 
 @pytest.mark.parametrize(
-    ("answer", "json_path", "message"),
+    ("answer", "shown"),
     [
-        (Answer(b"<html>ok</html>", content_type="text/html"), "$.score", "not JSON: <html>ok"),
-        (Answer(b'{"other": 1}'), "$.score", "no \\$.score: \\$ has no key 'score'"),
-        (Answer(b'{"score": "0.9"}'), "$.score", "is a string, not a number: '0.9'"),
-        (Answer(b'{"score": true}'), "$.score", "is a boolean, not a number"),
-        (Answer(b'{"score": null}'), "$.score", "is null, not a number"),
-        (Answer(b"down for maintenance", status=503), "$.score", "HTTP 503: down for"),
-        (Answer(b"", status=302, headers={"Location": "/elsewhere"}), "$.score", "HTTP 302"),
-        (Answer(b'{"score": ' + b" " * (1 << 20) + b"1}"), "$.score", "more than 1048576 bytes"),
-        (Answer(b'{"score": 1}', delay=30), "$.score", "did not answer within 2s"),
+        (Answer(b"<html>ok</html>", content_type="text/html"), "not-json"),
+        (Answer(b'{"other": 1}'), "no-number"),
+        (Answer(b'{"score": "0.9"}'), "no-number"),
+        (Answer(b'{"score": true}'), "no-number"),
+        (Answer(b'{"score": null}'), "no-number"),
+        (Answer(b"down for maintenance", status=503), "http-status 503"),
+        (Answer(b"", status=302, headers={"Location": "/elsewhere"}), "http-status 302"),
+        (Answer(b'{"score": ' + b" " * (1 << 20) + b"1}"), "too-large"),
+        (Answer(b'{"score": 1}', delay=30), "timeout"),
     ],
 )
-async def test_web_answers_that_are_no_number_are_errors(
-    server: TestServer,
-    provider: HttpMetricProvider,
-    answer: Answer,
-    json_path: str,
-    message: str,
+async def test_web_answers_that_are_no_number_are_errors_of_a_fixed_kind(
+    server: TestServer, provider: HttpMetricProvider, answer: Answer, shown: str
 ) -> None:
+    """Only the kind (and a status code) is shown: nothing of the body."""
     server.answers["/odd"] = answer
-    with pytest.raises(MeasurementError, match=message):
-        await provider.measure(web_metric(f"{server.url}/odd", json_path), CONTEXT)
+    with pytest.raises(MeasurementError) as error:
+        await provider.measure(web_metric(f"{server.url}/odd"), CONTEXT)
+    assert str(error.value).startswith(f"{shown}: ")
+    for part in ("maintenance", "<html>", "score", "elsewhere"):
+        assert part not in str(error.value)
 
 
 async def test_a_web_endpoint_that_is_not_there_is_an_error(provider: HttpMetricProvider) -> None:
     url = f"http://127.0.0.1:{local.free_port()}/score"
-    with pytest.raises(MeasurementError, match="could not be reached: ConnectError"):
+    with pytest.raises(MeasurementError, match=r"^unreachable: no connection to the provider$"):
         await provider.measure(web_metric(url), CONTEXT)
 
 
@@ -285,4 +287,5 @@ async def test_an_analysis_passes_and_a_provider_gone_quiet_ends_it_as_an_error(
     assert run.phase is AnalysisPhase.ERROR and run.phase.aborts
     score = run.result("offline-score")
     assert score is not None and (score.count, score.consecutive_errors) == (0, 3)
-    assert "HTTP 504: upstream timeout" in run.message
+    assert run.message.endswith("http-status 504: the provider did not answer with success")
+    assert "upstream" not in run.message

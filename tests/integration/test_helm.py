@@ -5,6 +5,7 @@ and is refused (403) elsewhere."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -126,6 +127,13 @@ VALUE_SETS: dict[str, dict[str, str]] = {
         "networkPolicy.from[0].namespaceSelector.matchLabels.team": "mlflow",
     },
     "sharded": {"watchLabelSelector": "aliasop.io/shard=a"},
+    "tenancy": {
+        "registryWriteGrants.fraud[0]": "fraud-*",
+        "analysisAllowedHosts[0]": "prometheus.monitoring:9090",
+        "networkPolicy.enabled": "true",
+        "networkPolicy.egress.analysis.ports[0]": "9090",
+        "networkPolicy.egress.analysis.to[0].namespaceSelector.matchLabels.team": "monitoring",
+    },
     "namespaced": {"watchNamespaces": "{a,b}"},
 }
 
@@ -269,12 +277,20 @@ def test_network_policy_and_service_monitor(
     (deployment,) = kinds["Deployment"]
     selector = deployment["spec"]["selector"]["matchLabels"]
     assert policy["spec"]["podSelector"]["matchLabels"] == selector
-    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     (rule,) = policy["spec"]["ingress"]
     assert rule["ports"] == [{"protocol": "TCP", "port": 9090}, {"protocol": "TCP", "port": 8080}]
     assert "from" not in rule  # from anywhere: MLflow, Prometheus, the other replica
     ports = {p["name"]: p["containerPort"] for p in operator_container(manifests)["ports"]}
     assert ports == {"http": 9090, "health": 8080}
+    # Out: the API server and MLflow on their ports, DNS to kube-dns, the other replicas'
+    # HTTP port; no analysis rule while analysisAllowedHosts has no ports there.
+    api_server, mlflow, dns, replicas = policy["spec"]["egress"]
+    assert api_server == {"ports": [{"protocol": "TCP", "port": p} for p in (443, 6443)]}
+    assert mlflow == {"ports": [{"protocol": "TCP", "port": 5000}]}
+    assert dns["ports"] == [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+    assert dns["to"][0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
+    assert replicas["to"] == [{"podSelector": {"matchLabels": selector}}]
 
     (monitor,) = kinds["ServiceMonitor"]
     (service,) = kinds["Service"]
@@ -287,6 +303,29 @@ def test_network_policy_and_service_monitor(
     assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
     assert endpoint["path"] == "/metrics"
     dry_run(cluster, [m for m in manifests if m["kind"] != "ServiceMonitor"])
+
+
+@pytest.mark.timeout(120)
+def test_write_grants_analysis_hosts_and_their_egress(
+    helm: Callable[..., str], cluster: Cluster, namespaces: Callable[[str], str]
+) -> None:
+    """The operator gets the grants and the analysis hosts as JSON, and the NetworkPolicy lets
+    analysis out to the peers and ports given for those hosts."""
+    values = set_args(VALUE_SETS["tenancy"])
+    manifests = template(helm, release_name(), namespaces("ops"), *values)
+    env = {e["name"]: e.get("value") for e in operator_container(manifests)["env"]}
+    assert json.loads(env["ALIASOP_REGISTRY_WRITE_GRANTS"]) == {"fraud": ["fraud-*"]}
+    assert json.loads(env["ALIASOP_ANALYSIS_ALLOWED_HOSTS"]) == ["prometheus.monitoring:9090"]
+    (policy,) = by_kind(manifests)["NetworkPolicy"]
+    analysis = {
+        "ports": [{"protocol": "TCP", "port": 9090}],
+        "to": [{"namespaceSelector": {"matchLabels": {"team": "monitoring"}}}],
+    }
+    assert analysis in policy["spec"]["egress"]
+    defaults = template(helm, release_name(), namespaces("ops"))
+    names = {e["name"] for e in operator_container(defaults)["env"]}
+    assert not names & {"ALIASOP_REGISTRY_WRITE_GRANTS", "ALIASOP_ANALYSIS_ALLOWED_HOSTS"}
+    dry_run(cluster, manifests)
 
 
 @pytest.mark.timeout(120)

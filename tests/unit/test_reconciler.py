@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from aliasop.analysis import MeasurementError
-from aliasop.analysis_models import AnalysisMetric
+from aliasop.analysis_models import AnalysisMetric, ErrorKind
 from aliasop.builders import VERSION_LABEL, ServingDefaults
 from aliasop.interfaces import ApiError, ApiUnreachable, ModelKey, NameClash, ResourceKey
 from aliasop.models import (
@@ -174,6 +174,7 @@ class FakeWrites:
 
     tags: dict[tuple[str, str], str] = field(default_factory=dict)
     aliases: list[tuple[str, str]] = field(default_factory=list)  # (alias, version)
+    pointing: dict[str, str] = field(default_factory=dict)  # alias -> version, as MLflow has it
     problem: RegistryProblem | None = None
     deleted: asyncio.Event = field(default_factory=asyncio.Event)  # set at every tag deletion
 
@@ -192,6 +193,12 @@ class FakeWrites:
 
     async def set_alias(self, tracking_uri: str, name: str, alias: str, version: str) -> None:
         self.aliases.append((alias, version))
+        self.pointing[alias] = version
+
+    async def alias_version(self, tracking_uri: str, name: str, alias: str) -> str | None:
+        if self.problem is not None:
+            raise self.problem
+        return self.pointing.get(alias)
 
 
 @dataclass
@@ -204,7 +211,7 @@ class FakeMeasurer:
     async def measure(self, metric: AnalysisMetric, context: TemplateContext) -> float:
         self.taken.append((metric.name, context.version))
         if context.version not in self.values:
-            raise MeasurementError(f"no data for version {context.version}")
+            raise MeasurementError(ErrorKind.NO_SERIES)
         return self.values[context.version]
 
 
@@ -224,6 +231,7 @@ class World:
     resolver: FakeResolver = field(default_factory=FakeResolver)
     facts: FakeFacts = field(default_factory=FakeFacts)
     writes: FakeWrites | None = None  # None: write-back off
+    write_grants: dict[str, list[str]] = field(default_factory=lambda: {"*": ["*"]})
     clock: FakeClock = field(default_factory=FakeClock)
     measurer: FakeMeasurer = field(default_factory=FakeMeasurer)
     scheduler: Scheduler[ResourceKey] = field(default_factory=Scheduler)
@@ -239,6 +247,7 @@ class World:
             defaults=ServingDefaults(image="serving:test", tracking_uri=TRACKING_URI),
             measurer=self.measurer,
             writes=self.writes,
+            write_grants=self.write_grants,
             concurrency=4,
             status_refresh_seconds=300,
             retry_backoff_max_seconds=10,
@@ -614,6 +623,7 @@ async def test_the_registry_is_told_where_versions_serve_and_what_was_rolled_bac
     assert world.writes.tags == {("1", "aliasop/ml/bikes"): "serving"}
 
     world.resolver.answer = ResolvedVersion("2", "run2")
+    world.writes.pointing["champion"] = "2"
     await world.reconciler.run_pass(KEY)
     stuck(world, "2")
     await world.reconciler.run_pass(KEY)  # failed: rolled back, the alias moved back
