@@ -218,9 +218,13 @@ class MlflowRegistry:
         """Where `alias` of `name` points now, asked afresh (not shared with a lookup under
         way: a revert compares it right before writing); None when there is no such alias.
         (The model's alias map, as MLflow answers a missing alias with a 400, not a 404.)"""
-        body = await self._request(tracking_uri, "registered-models/get", {"name": name})
-        aliases = (body or {}).get("registered_model", {}).get("aliases", [])
-        return next((str(a["version"]) for a in aliases if a.get("alias") == alias), None)
+        answer = await self._request(
+            tracking_uri, "registered-models/get", {"name": name}, _RegisteredModelAnswer
+        )
+        if answer is None:
+            return None
+        aliases = answer.registered_model.aliases
+        return next((str(a.version) for a in aliases if a.alias == alias), None)
 
     async def _write(
         self,
