@@ -63,3 +63,12 @@ aliasop
 {{- define "aliasop.image" -}}
 {{- printf "%s:%s" .repository (.tag | default .appVersion) -}}
 {{- end -}}
+
+{{/* The Secret listing the notification receivers; empty: none. */}}
+{{- define "aliasop.notificationsSecret" -}}
+{{- if .Values.notifications.existingSecret -}}
+{{- .Values.notifications.existingSecret -}}
+{{- else if .Values.notifications.receivers -}}
+{{- include "aliasop.fullname" . }}-notifications
+{{- end -}}
+{{- end }}
