@@ -9,6 +9,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from aliasop import __version__
 from aliasop.models import ConditionType, ModelDeploymentStatus, ModelUri, Outcome
+from aliasop.webhooks import Rejection
 
 REGISTRY_REQUESTS = Counter(
     "aliasop_registry_requests_total",
@@ -39,6 +40,9 @@ WEBHOOK_DELIVERIES = Counter(
     "MLflow webhook deliveries, by result (accepted, ignored, bad_signature, stale, ...).",
     ["result"],
 )
+# Every result has a series from the start (0), so that rates and alerts see the first one.
+for _result in ("accepted", "ignored", "disabled", "no_leader", "passed_on", *Rejection):
+    WEBHOOK_DELIVERIES.labels(result=_result)
 LEADER = Gauge(
     "aliasop_leader", "1 while this replica leads (writes); 0 while it stands by (--leader-elect)."
 )

@@ -56,6 +56,9 @@ class Notifier:
         self._queues: dict[str, asyncio.Queue[tuple[str, str]]] = {
             r.name: asyncio.Queue(QUEUE_LIMIT) for r in receivers
         }
+        for receiver in receivers:  # a series per result from the start, for rates and alerts
+            for result in ("delivered", "refused", "failed", "dropped"):
+                NOTIFICATIONS.labels(receiver=receiver.name, result=result)
         self._first_backoff = first_backoff_seconds
         self._sleep = sleep
         self._http = httpx.AsyncClient(timeout=timeout_seconds, follow_redirects=False)
