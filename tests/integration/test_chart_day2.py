@@ -77,11 +77,10 @@ def test_dashboard_and_rules_carry_the_files_as_they_are(cluster: Cluster) -> No
     assert rule["spec"] == yaml.safe_load(RULES.read_text())
     assert env(kinds)["ALIASOP_LOG_FORMAT"] == "json"
     # The PrometheusRule's CRD is not on the test cluster; the ConfigMap goes through.
+    dashboard["metadata"]["namespace"] = "default"
     answer = cluster.kubectl(
-        "apply", "--dry-run=server", "-n", "default", "-f", "-",
-        input=yaml.safe_dump({**dashboard, "metadata": {**dashboard["metadata"], "namespace": "default"}}),
-        check=False,
-    )  # fmt: skip
+        "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(dashboard), check=False
+    )
     assert answer.returncode == 0, answer.stderr
 
 
