@@ -5,11 +5,13 @@ following."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,28 @@ def aliasop(
         timeout=60,
         check=False,
     )
+
+
+@contextlib.contextmanager
+def watching(installed: Cluster, *args: str) -> Iterator[list[str]]:
+    """`kubectl aliasop ARGS` left running: the lines it prints so far, read in a thread."""
+    env = {
+        **os.environ,
+        "PATH": f"{PLUGIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}",
+        "KUBECONFIG": installed.kubeconfig,
+    }
+    process = subprocess.Popen(
+        [installed.kubectl_binary, "aliasop", *args], env=env, stdout=subprocess.PIPE, text=True
+    )
+    lines: list[str] = []
+    assert process.stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+    try:
+        yield lines
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:
@@ -98,9 +122,17 @@ def test_pause_holds_an_alias_move_and_resume_rolls_it_out(
     assert shown["pods"] == [{"version": v1.version, "variant": "main", "ready": 2, "total": 2}]
     assert view.template_version() == v1.version
 
-    ok(aliasop(installed, "resume", "bikes", "-n", ns))
-    assert view.mdep()["spec"]["paused"] is False
-    view.wait_serving(v2.version)
+    with watching(installed, "get", "bikes", "-n", ns, "--watch") as frames:
+        wait_for(lambda: "(paused)" in "".join(frames), 30, message="the watch's first frame")
+        ok(aliasop(installed, "resume", "bikes", "-n", ns))
+        assert view.mdep()["spec"]["paused"] is False
+        view.wait_serving(v2.version)
+        # The watch redraws as the resource changes: a frame shows the new version serving.
+        wait_for(
+            lambda: f"serving {v2.version}  last good {v2.version}" in "".join(frames),
+            30,
+            message="a redrawn frame",
+        )
 
 
 def test_a_canary_paused_for_a_promotion_is_shown_and_promoted(
