@@ -95,7 +95,10 @@ class KubeApi:
             except ImportError:
                 info = kopf.login_with_kubeconfig(logger=login_logger, settings=settings)
         except Exception as exc:  # any client's own error: no kubeconfig, a bad context ...
-            raise PluginError(f"cannot read the kubeconfig: {exc}") from None
+            raise PluginError(
+                f"cannot log in to Kubernetes ({exc}): set KUBECONFIG, or a current context in "
+                "~/.kube/config, as for kubectl"
+            ) from None
         if info is None:
             raise PluginError(
                 "no kubeconfig: set KUBECONFIG or create ~/.kube/config (as for kubectl)"
