@@ -78,6 +78,8 @@ def watching(installed: Cluster, *args: str) -> Iterator[list[str]]:
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode == EXIT_OK, result.stderr
+    # Shown with the test's report (pytest -rP): docs/day2.md quotes it.
+    print(f"$ kubectl {' '.join(result.args[1:])}\n{result.stdout}")
     return result.stdout
 
 
