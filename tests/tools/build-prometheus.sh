@@ -32,16 +32,16 @@ echo "[prometheus-build] prometheus $PROMETHEUS_VERSION  ($(date +%H:%M:%S))"
 tags=netgo,remove_all_sd
 sum=$(printf '%s\n' "$(go env GOVERSION)" "$PROMETHEUS_VERSION" "$tags" | sha256sum | cut -d' ' -f1)
 stamp="$bin/.prometheus.sum"
+# v0.316.0 -> 3.16.0, the version Prometheus reports (`prometheus --version`, buildinfo).
+minor=$(echo "$PROMETHEUS_VERSION" | sed -E 's/^v0\.([0-9]+)\.([0-9]+)$/\1/')
+patch=$(echo "$PROMETHEUS_VERSION" | sed -E 's/^v0\.([0-9]+)\.([0-9]+)$/\2/')
+version="$((minor / 100)).$((minor % 100)).$patch"
+ldflags="-s -w -X github.com/prometheus/common/version.Version=$version"
+ldflags+=" -X github.com/prometheus/common/version.Branch=HEAD"
+ldflags+=" -X github.com/prometheus/common/version.BuildUser=aliasop"
 if [ -x "$bin/prometheus" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$sum" ]; then
   echo "  cached in $bin"
 else
-  # v0.316.0 -> 3.16.0, the version Prometheus reports (`prometheus --version`, buildinfo).
-  minor=$(echo "$PROMETHEUS_VERSION" | sed -E 's/^v0\.([0-9]+)\.([0-9]+)$/\1/')
-  patch=$(echo "$PROMETHEUS_VERSION" | sed -E 's/^v0\.([0-9]+)\.([0-9]+)$/\2/')
-  version="$((minor / 100)).$((minor % 100)).$patch"
-  ldflags="-s -w -X github.com/prometheus/common/version.Version=$version"
-  ldflags+=" -X github.com/prometheus/common/version.Branch=HEAD"
-  ldflags+=" -X github.com/prometheus/common/version.BuildUser=aliasop"
   echo "  compiling github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION" \
     "(cold: about 7 minutes on 2 busy cores)"
   # `go install module@version` builds with Prometheus' own go.mod and go.sum; -mod does not
@@ -61,7 +61,7 @@ if [ -x "$bin/promtool" ] && [ "$(cat "$promtool_stamp" 2>/dev/null)" = "$sum" ]
 else
   echo "  compiling github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION"
   tmp="$bin/.promtool-build"
-  GOFLAGS=-buildvcs=false GOBIN="$tmp" go install -trimpath -tags "$tags" -ldflags "-s -w" \
+  GOFLAGS=-buildvcs=false GOBIN="$tmp" go install -trimpath -tags "$tags" -ldflags "$ldflags" \
     "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION"
   mv "$tmp/promtool" "$bin/promtool"
   rmdir "$tmp"
