@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic.alias_generators import to_camel
 
 from aliasop.builders import VARIANT_LABEL, VERSION_LABEL
 from aliasop.models import (
@@ -82,7 +83,18 @@ class ResourceView:
     problems: list[str] = field(default_factory=list)  # what could not be read
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """As `-o json` prints it: camelCase, as Kubernetes spells fields."""
+        shown: dict[str, Any] = _camel_fields(self)
+        return shown
+
+
+def _camel_fields(value: Any) -> Any:
+    """A dataclass as a dict with camelCase keys, recursively; values as they are."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {to_camel(f.name): _camel_fields(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, list):
+        return [_camel_fields(item) for item in value]
+    return value
 
 
 def count_pods(pods: Iterable[Mapping[str, Any]]) -> list[PodCount]:
