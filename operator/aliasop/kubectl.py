@@ -263,7 +263,7 @@ class Plugin:
         status = ModelDeploymentStatus.model_validate(resource.get("status") or {})
         version, annotation, what = _annotation_for(status, action, full, name)
         self.kube.merge_patch(namespace, name, {"metadata": {"annotations": {annotation: version}}})
-        self.out(f"{namespace}/{name}: {what} {version} ({annotation}={version})\n")
+        self.out(f"{namespace}/{name}: {what.format(version)} ({annotation}={version})\n")
         return EXIT_OK
 
     def set_paused(self, namespace: str, name: str, paused: bool) -> int:
@@ -302,8 +302,8 @@ class Plugin:
 def _annotation_for(
     status: ModelDeploymentStatus, action: str, full: bool, name: str
 ) -> tuple[str, str, str]:
-    """(version, annotation, what is done) of promote, abort or retry; PluginError when there
-    is nothing to act on."""
+    """(version, annotation, what is done: a format of the version) of promote, abort or
+    retry; PluginError when there is nothing to act on."""
     rolling = status.canary.version if status.canary is not None else None
     if rolling is None and status.target_version not in (None, status.serving_version):
         rolling = status.target_version  # a rolling update under way
@@ -314,16 +314,20 @@ def _annotation_for(
                 EXIT_NOTHING_TO_DO,
             )
         if full:
-            return status.canary.version, PROMOTE_FULL_ANNOTATION, "promoting fully (all steps)"
-        return status.canary.version, PROMOTE_ANNOTATION, "promoting past the pause"
+            return (
+                status.canary.version,
+                PROMOTE_FULL_ANNOTATION,
+                "promoting version {} fully, skipping the remaining steps",
+            )
+        return status.canary.version, PROMOTE_ANNOTATION, "promoting version {} past its pause"
     if action == "abort":
         if rolling is None:
             raise PluginError(f"{name} has no rollout in flight to abort", EXIT_NOTHING_TO_DO)
-        return rolling, ABORT_ANNOTATION, "aborting the rollout of"
+        return rolling, ABORT_ANNOTATION, "aborting the rollout of version {}"
     failed = status.failed_version
     if failed is None:
         raise PluginError(f"{name} has no failed or aborted version to retry", EXIT_NOTHING_TO_DO)
-    return failed, RETRY_ANNOTATION, "retrying"
+    return failed, RETRY_ANNOTATION, "retrying version {}"
 
 
 def _parser() -> argparse.ArgumentParser:
