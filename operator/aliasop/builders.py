@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from aliasop.models import (
     GROUP,
@@ -21,6 +22,7 @@ from aliasop.models import (
     NAME_LABEL,
     VERSION,
     ModelDeploymentSpec,
+    ModelDeploymentStatus,
 )
 
 Manifest = dict[str, Any]
@@ -98,6 +100,9 @@ class ServingDefaults:
 
     image: str
     tracking_uri: str
+    # Where people open MLflow's UI, when the tracking URI is an address only the operator
+    # reaches (ALIASOP_MLFLOW_UI_URL); empty: the tracking URI.
+    mlflow_ui_url: str = ""
 
 
 def get_selector_labels(owner: Owner) -> dict[str, str]:
@@ -116,6 +121,21 @@ def get_selector(owner: Owner) -> str:
 
 def get_tracking_uri(spec: ModelDeploymentSpec, defaults: ServingDefaults) -> str:
     return spec.tracking_uri or defaults.tracking_uri
+
+
+def with_version_url(
+    status: ModelDeploymentStatus, spec: ModelDeploymentSpec, defaults: ServingDefaults
+) -> ModelDeploymentStatus:
+    """`status` with servingVersionUrl: the MLflow UI page of the version that serves (a
+    spec's own tracking server is its own UI; the operator's default may have a public one)."""
+    base = spec.tracking_uri or defaults.mlflow_ui_url or defaults.tracking_uri
+    url = None
+    if status.serving_version is not None:
+        model = quote(spec.model_uri.name, safe="")
+        url = f"{base.rstrip('/')}/#/models/{model}/versions/{status.serving_version}"
+    if url == status.serving_version_url:
+        return status
+    return status.model_copy(update={"serving_version_url": url})
 
 
 def get_download_args(pinned_uri: str) -> list[str]:

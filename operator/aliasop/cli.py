@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import socket
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 from typing import TYPE_CHECKING
+
+from aliasop.settings import LogFormat, LogLevel
 
 if TYPE_CHECKING:
     from aliasop.runtime import ResolverFactory
@@ -19,6 +23,8 @@ _SETTING_OPTIONS = (
     "leader_elect",
     "leader_elect_namespace",
     "watch_label_selector",
+    "log_format",
+    "log_level",
 )
 
 
@@ -62,6 +68,19 @@ def main(argv: Sequence[str] | None = None, make_resolver: ResolverFactory | Non
         "aliasop.io/shard=a (env ALIASOP_WATCH_LABEL_SELECTOR)",
     )
 
+    run.add_argument(
+        "--log-format",
+        choices=[f.value for f in LogFormat],
+        help="text: one line per record; json: one object per line, the resource under "
+        "`object` (env ALIASOP_LOG_FORMAT)",
+    )
+    run.add_argument(
+        "--log-level",
+        choices=[level.value for level in LogLevel],
+        type=str.upper,
+        help="least severe records logged (env ALIASOP_LOG_LEVEL)",
+    )
+
     commands.add_parser("crd", help="print the ModelDeployment CRD as YAML")
 
     args = parser.parse_args(argv)
@@ -90,7 +109,7 @@ def _run(args: argparse.Namespace, make_resolver: ResolverFactory | None) -> int
         **{name: value for name, value in options.items() if value is not None}
     )
     runtime = build_runtime(settings, make_resolver)
-    kopf.configure(verbose=False, log_prefix=True)  # "[namespace/name] ..." on each object's lines
+    configure_logging(kopf, settings.log_format, settings.log_level)
     kopf.run(
         standalone=True,  # no kopf peering: replicas share the work through a Lease
         # kopf's own id (its peering's only): its default starts with the user's name, which a
@@ -102,6 +121,16 @@ def _run(args: argparse.Namespace, make_resolver: ResolverFactory | None) -> int
         memo=kopf.Memo(runtime=runtime),
     )
     return 0
+
+
+def configure_logging(kopf: ModuleType, log_format: LogFormat, level: LogLevel) -> None:
+    """Text: "[namespace/name] ..." on each object's lines; JSON: one object per record, with
+    the resource's namespace and name under `object`."""
+    if log_format is LogFormat.JSON:
+        kopf.configure(log_format=kopf.LogFormat.JSON, log_prefix=False, log_refkey="object")
+    else:
+        kopf.configure(log_prefix=True)
+    logging.getLogger().setLevel(level.value)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,13 @@ CATEGORY = "aliasop"  # `kubectl get aliasop`
 TAG_PREFIX = "aliasop/"  # model-version tags aliasop writes: aliasop/<namespace>/<name>
 # Set to a canary's version, ends that canary's pauses without `seconds` (a manual promotion).
 PROMOTE_ANNOTATION = f"{GROUP}/promote"
+# What `kubectl aliasop` writes besides (docs/day2.md), each set to the version it acts on, so
+# that an annotation left behind never acts on a later version: promote-full skips the
+# canary's remaining steps, abort returns to the last good version without touching the alias,
+# retry runs a failed or aborted version again. Pause and resume are spec.paused.
+PROMOTE_FULL_ANNOTATION = f"{GROUP}/promote-full"
+ABORT_ANNOTATION = f"{GROUP}/abort"
+RETRY_ANNOTATION = f"{GROUP}/retry"
 
 # MLflow registered-model names may contain dots (catalog.schema.model) and dashes; aliases are
 # word characters and dashes. Slashes, spaces and "@" are refused so a URI parses one way only.
@@ -621,6 +628,11 @@ class ModelDeploymentStatus(CamelModel):
     )
     held_version: str | None = Field(
         None, description="Version the alias points at that a release gate holds back."
+    )
+    serving_version_url: str | None = Field(
+        None,
+        description="The MLflow UI page of the serving version, for people "
+        "(ALIASOP_MLFLOW_UI_URL, else the tracking URI).",
     )
     replicas: int | None = Field(
         None, description="Serving pods (all versions) as the Deployment counts them."

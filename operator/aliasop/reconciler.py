@@ -37,6 +37,7 @@ from aliasop.builders import (
     get_service,
     get_tracking_uri,
     service_suffix,
+    with_version_url,
 )
 from aliasop.clock import Clock
 from aliasop.deployments import ObservedDeployment, observe_deployment
@@ -143,6 +144,7 @@ class Tracker:
         self._scheduler.drop(key)
         self._resolver.unwatch(key)
         self._children.forget(*key)
+        metrics.forget_resource(key)
         metrics.WATCHED.set(len(self._tracked))
 
     def watch_model(self, key: ResourceKey, model: ModelKey, interval: float) -> None:
@@ -362,6 +364,7 @@ class Reconciler:
                 spec, status.challenger, challenger_resolution, observed, sides[CHALLENGER]
             ),
         )
+        decision = replace(decision, status=with_version_url(decision.status, spec, self._defaults))
         applying = ""  # the kind of child in hand, named if the API server refuses it
         try:
             await self._claim_children(owner, spec, decision)
@@ -640,11 +643,15 @@ class Reconciler:
         """Write the decided status (when due, see `status_to_store`) and post its Events;
         returns the status stored."""
         meta = tracked.resource["metadata"]
+        key = (meta["namespace"], meta["name"])
         to_store = status_to_store(tracked.status, decision.status, status_refresh_seconds)
         if to_store is not None:
             await self._reporter.patch_status(
                 meta["namespace"], meta["name"], to_store.model_dump(by_alias=True, mode="json")
             )
+        metrics.observe_resource(
+            key, tracked.resource["spec"].get("model", ""), tracked.status, decision.status
+        )
         for event in decision.events:
             level = logging.WARNING if event.type is EventType.WARNING else logging.INFO
             tracked.logger.log(level, f"{event.reason}: {event.message}")

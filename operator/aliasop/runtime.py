@@ -18,11 +18,12 @@ from aliasop.analysis_providers import HttpMetricProvider
 from aliasop.builders import ServingDefaults
 from aliasop.clock import SystemClock
 from aliasop.endpoints import WEBHOOK_PATH, build_app, serve
-from aliasop.interfaces import Resolver, ResourceKey
+from aliasop.interfaces import Reporter, Resolver, ResourceKey
 from aliasop.kube import Cluster
 from aliasop.leader import LeaderElector, LeaseConfig
 from aliasop.memory import find_malloc_trim, trim_periodically
-from aliasop.metrics import LEADER
+from aliasop.metrics import LEADER, RECONCILE_SECONDS
+from aliasop.notifier import Notifier, NotifyingReporter, load_receivers
 from aliasop.reconciler import Reconciler, Tracker
 from aliasop.registry import MlflowRegistry
 from aliasop.scheduler import Scheduler
@@ -48,6 +49,7 @@ class Runtime:
     scheduler: Scheduler[ResourceKey]
     reconciler: Reconciler
     measurer: HttpMetricProvider  # of canary analyses
+    notifier: Notifier | None = None  # None: no notification receivers
     elector: LeaderElector | None = None  # None: the one replica, always writing
     _http: web.AppRunner | None = None
     _trimming: asyncio.Task[None] | None = None
@@ -77,7 +79,13 @@ class Runtime:
     def start_leading(self) -> None:
         """Run passes: every resource followed so far gets one at once."""
         LEADER.set(1)
-        self.scheduler.start(self.reconciler.run_pass)
+        if self.notifier is not None:
+            self.notifier.start()
+        self.scheduler.start(self._timed_pass)
+
+    async def _timed_pass(self, key: ResourceKey) -> float:
+        with RECONCILE_SECONDS.time():
+            return await self.reconciler.run_pass(key)
 
     async def stop(self) -> None:
         """Abandon the passes in flight (the next leader's passes redo what they left
@@ -90,6 +98,8 @@ class Runtime:
             await self.elector.release()
         await self.registry.aclose()
         await self.measurer.aclose()
+        if self.notifier is not None:
+            await self.notifier.aclose()
         await self.cluster.aclose()
         if self._trimming is not None:
             self._trimming.cancel()
@@ -117,14 +127,21 @@ def build_runtime(settings: Settings, make_resolver: ResolverFactory | None = No
         settings.api_concurrency, settings.report_concurrency, settings.api_timeout_seconds
     )
     measurer = HttpMetricProvider(settings.analysis_allowed_hosts)
+    receivers = load_receivers(settings.notification_receivers_file)
+    notifier = Notifier(receivers) if receivers else None
+    reporter: Reporter = cluster if notifier is None else NotifyingReporter(cluster, notifier)
     reconciler = Reconciler(
         Tracker(scheduler, resolver, cluster),
         resolver,
         facts=registry,
         children=cluster,
-        reporter=cluster,
+        reporter=reporter,
         clock=SystemClock(),
-        defaults=ServingDefaults(image=settings.serving_image, tracking_uri=settings.tracking_uri),
+        defaults=ServingDefaults(
+            image=settings.serving_image,
+            tracking_uri=settings.tracking_uri,
+            mlflow_ui_url=settings.mlflow_ui_url,
+        ),
         measurer=measurer,
         writes=registry if settings.registry_write_back else None,
         write_grants=settings.registry_write_grants,
@@ -141,6 +158,7 @@ def build_runtime(settings: Settings, make_resolver: ResolverFactory | None = No
         scheduler=scheduler,
         reconciler=reconciler,
         measurer=measurer,
+        notifier=notifier,
     )
     if settings.leader_elect:
         elector = LeaderElector(

@@ -6,6 +6,7 @@ Command-line options of `aliasop run` override these: `cli` passes them to `load
 from __future__ import annotations
 
 import base64
+from enum import StrEnum
 from typing import Any
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -69,6 +70,18 @@ class RegistryWriter(MlflowIdentity):
     model_config = SettingsConfigDict(env_prefix="ALIASOP_REGISTRY_WRITER_", frozen=True)
 
 
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ALIASOP_", frozen=True)
 
@@ -76,6 +89,15 @@ class Settings(BaseSettings):
         "http://mlflow.mlflow:5000",
         description="MLflow tracking server used when a ModelDeployment names none.",
     )
+    mlflow_ui_url: str = Field(
+        "",
+        description="Where people open MLflow's UI, for the link in status.servingVersionUrl "
+        "of resources that name no trackingUri; empty: the tracking URI.",
+    )
+    log_format: LogFormat = Field(
+        LogFormat.TEXT, description="`text` (one line per record) or `json` (one object per line)."
+    )
+    log_level: LogLevel = Field(LogLevel.INFO, description="Least severe records logged.")
     serving_image: str = Field(
         f"aliasop-serving:{__version__}",
         description="Image of serving pods when a ModelDeployment names none (default: the "
@@ -175,6 +197,12 @@ class Settings(BaseSettings):
     )
     http_port: int = Field(
         9090, ge=0, le=65535, description="Port of /metrics and /webhooks/mlflow; 0 disables."
+    )
+    notification_receivers_file: str = Field(
+        "",
+        description="File listing the webhook receivers of rollout notifications (YAML: "
+        "`receivers: [{name, url, signingKey, format: json|slack, events: []}]`, mounted from "
+        "the chart's Secret); empty: none.",
     )
     webhook_secret: SecretStr = Field(
         SecretStr(""), description="Shared secret of MLflow webhooks; empty disables them."

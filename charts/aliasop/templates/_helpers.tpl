@@ -73,3 +73,12 @@ Called with (dict "image" .Values.image "appVersion" .Chart.AppVersion).
 {{- with .image.registry }}{{ $repository = printf "%s/%s" (trimSuffix "/" .) $repository }}{{ end -}}
 {{- printf "%s:%s" $repository (.image.tag | default .appVersion) -}}
 {{- end -}}
+
+{{/* The Secret listing the notification receivers; empty: none. */}}
+{{- define "aliasop.notificationsSecret" -}}
+{{- if .Values.notifications.existingSecret -}}
+{{- .Values.notifications.existingSecret -}}
+{{- else if .Values.notifications.receivers -}}
+{{- include "aliasop.fullname" . }}-notifications
+{{- end -}}
+{{- end }}
