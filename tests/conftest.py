@@ -2,10 +2,10 @@
 `integration`, `real_node`, `containers`) from its directory, automatically.
 
 Under pytest-xdist (`make test` runs `pytest -n 4 --dist loadgroup`) the tests are spread
-over workers one by one, except those of the modules in GROUPED_MODULES and of the real node's
-and the container tiers, which run on one worker in file order (module fixtures, a shard or a
-machine shared between their tests). Each worker has its own MLflow server, operator and
-namespaces (see support.WORKER_LABEL).
+over workers one by one, except those of the real node's modules, of GROUPED_MODULES and of the
+container tier: one worker runs each such group, in file order (module fixtures, a shard, or a
+machine-wide resource shared between their tests). Each worker has its own MLflow server,
+operator and namespaces (see support.WORKER_LABEL).
 """
 
 from __future__ import annotations
@@ -31,11 +31,10 @@ TIERS = {
     "node": "real_node",
     "containers": "containers",
 }
-# Tiers whose tests share one machine-wide thing (the real node and its images, podman's
-# store): one worker runs each tier's tests, in order.
-GROUPED_TIERS = {"node", "containers"}
-# Integration modules whose tests share a module fixture, or a shard or names of their own
-# across the cluster: one worker runs each module's tests, in order.
+# Modules whose tests share a module fixture (a ModelDeployment on the real node, Prometheus,
+# an S3 server...), or a shard or names of their own across the cluster: one worker runs each
+# module's tests, in order. The container tier's two modules share podman's store: one group.
+GROUPED_TIERS = {"node"}
 GROUPED_MODULES = {
     "test_analysis_providers.py",  # Prometheus and its scrape target, per module
     "test_artifact_stores.py",  # the S3 server and its bucket, per module
@@ -49,10 +48,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         tier = item.path.relative_to(TESTS).parts[0]
         if tier in TIERS:
             item.add_marker(getattr(pytest.mark, TIERS[tier]))
-        if tier in GROUPED_TIERS:
+        if tier == "containers":
             item.add_marker(pytest.mark.xdist_group(tier))
-        elif item.path.name in GROUPED_MODULES:
-            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+        elif tier in GROUPED_TIERS or item.path.name in GROUPED_MODULES:
+            item.add_marker(pytest.mark.xdist_group(f"{tier}-{item.path.stem}"))
 
 
 # --- Kubernetes test cluster (tests/cluster/cluster.sh) ---------------------------------------
