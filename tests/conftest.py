@@ -10,6 +10,7 @@ operator and namespaces (see support.WORKER_LABEL).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
@@ -80,13 +81,20 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         cluster_script("down")
 
 
+@contextlib.contextmanager
+def one_worker_at_a_time() -> Iterator[None]:
+    """Held by one pytest process at a time (xdist workers setting the cluster up)."""
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    with (cache_dir() / "tests-setup.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
     """The kwok test cluster: reuses a healthy running one, else starts it and stops it after
     (an xdist run's controller stops it once all its workers are done)."""
-    cache_dir().mkdir(parents=True, exist_ok=True)
-    with (cache_dir() / "tests-cluster.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # the workers of a run start it once
+    with one_worker_at_a_time():  # the workers of a run start it once
         started_here = cluster_script("status", check=False).returncode != 0
         if started_here:
             cluster_script("up")
@@ -122,9 +130,10 @@ def namespace(k8s: client.ApiClient, request: pytest.FixtureRequest) -> Iterator
 @pytest.fixture(scope="session")
 def installed(cluster: Cluster) -> Cluster:
     """The CRD and manifests/ applied the way a user installs them."""
-    cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.aliasop.io")
-    cluster.kubectl("apply", "-k", str(REPO / "manifests"))
+    with one_worker_at_a_time():  # two creating the same object: one would fail
+        cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+        cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.aliasop.io")
+        cluster.kubectl("apply", "-k", str(REPO / "manifests"))
     return cluster
 
 
