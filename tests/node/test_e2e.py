@@ -37,7 +37,7 @@ from aliasop.models import PROMOTE_ANNOTATION
 from aliasop_dev import bikes, local
 
 from realnode import NodeMlflow, RealNode, on_real_node, predict
-from support import REPO, SHARD_LABEL, Cluster, wait_for
+from support import SHARD_LABEL, Cluster, wait_for
 
 # func_only: the session's fixtures (the image's import, MLflow, the operator, the first pod)
 # are timed by their own waits.
@@ -163,14 +163,13 @@ def model(node_mlflow: NodeMlflow) -> Model:
 
 @pytest.fixture(scope="module")
 def operator(
-    cluster: Cluster, model: Model, tmp_path_factory: pytest.TempPathFactory
+    installed: Cluster, model: Model, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[local.LocalProcess]:
-    """aliasop as a local process with the admin kubeconfig, following shard `e2e` only."""
-    cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.aliasop.io")
+    """aliasop as a local process with the admin kubeconfig, following shard `e2e` only (the
+    CRD installed by the session, as the other workers' tests use it)."""
     port = local.free_port()
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    process = local.operator(log, cluster.kubeconfig, model.tracking_uri, port)
+    process = local.operator(log, installed.kubeconfig, model.tracking_uri, port)
     process.env["ALIASOP_WATCH_LABEL_SELECTOR"] = f"{SHARD_LABEL}={SHARD}"
     process.start()
     try:
