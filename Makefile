@@ -86,7 +86,7 @@ k8s-schemas: install cluster-up
 # its own MLflow server and operator (see tests/conftest.py); the slowest 30 are listed at the
 # end. See docs/development.md for one tier, one file, one test.
 TEST_WORKERS ?= 4
-PYTEST := $(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --durations=30
+PYTEST := $(BIN)/pytest -n $(TEST_WORKERS) --durations=30
 
 test: install cluster-build tools-build node-setup test-images
 	$(PYTEST) tests

@@ -1,10 +1,10 @@
 """Shared fixtures, and the tiers' markers: each test is marked with its tier's (`unit`,
 `integration`, `real_node`, `containers`) from its directory, automatically.
 
-Under pytest-xdist (`make test` runs `pytest -n 4 --dist loadgroup`) the tests are spread
-over workers one by one, except those of the real node's modules, of GROUPED_MODULES and of the
-container tier: one worker runs each such group, in file order (module fixtures, a shard, or a
-machine-wide resource shared between their tests). Each worker has its own MLflow server,
+Under pytest-xdist (`make test` runs `pytest -n 4`) the tests are spread over workers one by
+one, except those of the real node's modules, of GROUPED_MODULES and of the container tier: one
+worker runs each such group, in file order (module fixtures, a shard, or a machine-wide
+resource shared between their tests): see work_unit. Each worker has its own MLflow server,
 operator and namespaces (see support.WORKER_LABEL).
 """
 
@@ -16,7 +16,8 @@ import os
 import re
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pytest
 from kubernetes import client, config
@@ -34,7 +35,7 @@ TIERS = {
 }
 # Modules whose tests share a module fixture (a ModelDeployment on the real node, Prometheus,
 # an S3 server...), or a shard or names of their own across the cluster: one worker runs each
-# module's tests, in order. The container tier's two modules share podman's store: one group.
+# module's tests, in order. The container tier's two modules share podman's store: one unit.
 GROUPED_TIERS = {"node"}
 GROUPED_MODULES = {
     "test_analysis_providers.py",  # Prometheus and its scrape target, per module
@@ -49,10 +50,31 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         tier = item.path.relative_to(TESTS).parts[0]
         if tier in TIERS:
             item.add_marker(getattr(pytest.mark, TIERS[tier]))
-        if tier == "containers":
-            item.add_marker(pytest.mark.xdist_group(tier))
-        elif tier in GROUPED_TIERS or item.path.name in GROUPED_MODULES:
-            item.add_marker(pytest.mark.xdist_group(f"{tier}-{item.path.stem}"))
+
+
+def work_unit(nodeid: str) -> str:
+    """What one xdist worker runs whole, in order: the test `nodeid` alone, or its module (or
+    tier) when that is grouped."""
+    path = PurePosixPath(nodeid.split("::", 1)[0])  # tests/<tier>/.../test_x.py
+    tier = path.parts[1] if len(path.parts) > 2 else ""
+    if tier == "containers":
+        return "tests/containers"
+    if tier in GROUPED_TIERS or path.name in GROUPED_MODULES:
+        return str(path)
+    return nodeid
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """xdist's load-scope scheduling with our work units (its own `xdist_group` marks are not
+    seen with pytest 9.2, which no longer reads the node IDs xdist rewrites): the largest
+    units first, each worker holding one more unit than it runs."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class WorkUnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return WorkUnitScheduling(config, log)
 
 
 # --- Kubernetes test cluster (tests/cluster/cluster.sh) ---------------------------------------

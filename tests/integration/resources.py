@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
+import urllib3
 from kubernetes import client, watch
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -317,10 +318,15 @@ class Follower:
                 stream = watch.Watch().stream(
                     self.list_, *self.args, resource_version=version, timeout_seconds=2, **self.kw
                 )
-                for event in stream:
-                    with self.lock:
-                        self.handle([(event["type"], event["object"])])
-                    version = resource_version(event["object"])
+                try:
+                    for event in stream:
+                        with self.lock:
+                            self.handle([(event["type"], event["object"])])
+                        version = resource_version(event["object"])
+                except urllib3.exceptions.ProtocolError:
+                    # The connection dropped mid-watch (a busy API server): the next watch
+                    # resumes from the last change seen, so none is missed.
+                    continue
         except BaseException as exc:  # reported by check(), in the test's thread
             self.errors.append(exc)
 
