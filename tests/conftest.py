@@ -66,13 +66,19 @@ def work_unit(nodeid: str) -> str:
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """xdist's load-scope scheduling with our work units (its own `xdist_group` marks are not
-    seen with pytest 9.2, which no longer reads the node IDs xdist rewrites): the largest
-    units first, each worker holding one more unit than it runs."""
+    seen with pytest 9.2, which no longer reads the node IDs xdist rewrites): the largest units
+    first. A worker still busy is given the smallest unit left as its next, not the largest:
+    queued behind the real node's long module, a large one would finish last."""
     from xdist.scheduler import LoadScopeScheduling
 
     class WorkUnitScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return work_unit(nodeid)
+
+        def _assign_work_unit(self, node: Any) -> None:
+            if self._pending_of(self.assigned_work.get(node, {})) > 0:
+                self.workqueue.move_to_end(next(reversed(self.workqueue)), last=False)
+            super()._assign_work_unit(node)
 
     return WorkUnitScheduling(config, log)
 
