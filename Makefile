@@ -9,7 +9,7 @@ CLUSTER_BIN := $(ALIASOP_CACHE)/cluster/$(K8S_VERSION)/bin
 # The demo talks to the test cluster with the kubectl built for it.
 CLUSTER_ENV := PATH="$(CLUSTER_BIN):$$PATH" KUBECONFIG="$(ALIASOP_CACHE)/kubeconfig"
 
-.PHONY: install cluster-build tools-build node-setup images-setup images test-images lock cluster-up cluster-down test test-unit test-integration test-containers lint crds chart-docs manifests k8s-schemas demo demo-down bench bench-ha bench-serving release clean
+.PHONY: install cluster-build tools-build node-setup images-setup images test-images lock cluster-up cluster-down test test-fast test-unit test-integration test-containers lint crds chart-docs manifests k8s-schemas demo demo-down bench bench-ha bench-serving release clean
 
 install: $(VENV)/.installed
 
@@ -101,14 +101,24 @@ k8s-schemas: install cluster-up
 	$(CLUSTER_ENV) $(BIN)/python -m aliasop_dev.k8s_schemas
 	$(MAKE) crds
 
+# The tests run in TEST_WORKERS parallel pytest-xdist workers (0: in one process), each with
+# its own MLflow server and operator (see tests/conftest.py); the slowest 30 are listed at the
+# end. See docs/development.md for one tier, one file, one test.
+TEST_WORKERS ?= 4
+PYTEST := $(BIN)/pytest -n $(TEST_WORKERS) --durations=30
+
 test: install cluster-build tools-build node-setup test-images
-	$(BIN)/pytest tests
+	$(PYTEST) tests
+
+# The inner loop: unit and integration tests, without the real node, the images and the demo.
+test-fast: install cluster-build tools-build
+	$(PYTEST) -m "not real_node and not containers and not demo" tests/unit tests/integration
 
 test-unit: install
 	$(BIN)/pytest tests/unit
 
 test-integration: install cluster-build tools-build
-	$(BIN)/pytest tests/integration
+	$(PYTEST) tests/integration
 
 # The images run as the manifests and the operator run them (podman; see tests/containers).
 test-containers: install cluster-build images

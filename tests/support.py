@@ -23,6 +23,24 @@ REPO = Path(__file__).resolve().parent.parent
 SHARD_LABEL = "aliasop.io/shard"
 # Test namespaces start with this, to tell them from others on a reused cluster.
 TEST_NAMESPACE_PREFIX = "t-"
+# The ModelDeployments of one pytest process (an xdist worker, or the only one) carry this
+# label, with worker_label_value() as its value; that process's own operator (the `operator`
+# fixture) follows those only, so that workers running side by side never touch each other's.
+WORKER_LABEL = "aliasop.io/test-worker"
+
+
+def worker_label_value() -> str:
+    """This pytest process's value of WORKER_LABEL: its xdist worker and the run's ID (so that
+    what a run left behind on a reused cluster is followed by nobody), or `main-<pid>`."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is None:
+        return f"main-{os.getpid()}"
+    return f"{worker}-{os.environ.get('PYTEST_XDIST_TESTRUNUID', '')[:8]}"
+
+
+def worker_labels() -> dict[str, str]:
+    """The labels a ModelDeployment of this pytest process carries (WORKER_LABEL)."""
+    return {WORKER_LABEL: worker_label_value()}
 
 
 def cache_dir() -> Path:

@@ -71,6 +71,17 @@ class RegisteredVersion:
     predictions: list[float]
 
 
+@dataclass(frozen=True)
+class LoggedModel:
+    """A model logged in a run of an MLflow server, which any number of registered models can
+    take as a version (`register`): the tests log each kind once and register it often."""
+
+    model_uri: str
+    run_id: str
+    input_example: pd.DataFrame
+    predictions: list[float]
+
+
 def train_and_register(
     tracking_uri: str,
     name: str,
@@ -79,7 +90,21 @@ def train_and_register(
     drop: Sequence[str] = (),
     optional: Sequence[str] = (),
 ) -> RegisteredVersion:
-    """Train one regressor, log it to MLflow and register a version.
+    """Train one regressor, log it to MLflow and register a version (see `train_and_log`)."""
+    return register(
+        tracking_uri, name, train_and_log(tracking_uri, kind, seed, drop, optional, name)
+    )
+
+
+def train_and_log(
+    tracking_uri: str,
+    kind: str = "linear",
+    seed: int = 7,
+    drop: Sequence[str] = (),
+    optional: Sequence[str] = (),
+    experiment: str = "bikes",
+) -> LoggedModel:
+    """Train one regressor and log it to MLflow, in a run of experiment `aliasop-<experiment>`.
 
     `linear` is a plain ridge regression; `hourly` one-hot encodes the calendar first, so it
     learns the commute peaks and predicts differently. (Tree models are avoided: MLflow's
@@ -117,9 +142,9 @@ def train_and_register(
         assert signature.inputs is not None
         extra = [ColSpec("double", column, required=False) for column in optional]
         signature = ModelSignature(Schema([*signature.inputs.inputs, *extra]), signature.outputs)
-    return _register(
+    return _log(
         tracking_uri,
-        name,
+        experiment,
         example,
         predictions,
         lambda: mlflow.sklearn.log_model(
@@ -127,10 +152,25 @@ def train_and_register(
             name="model",
             signature=signature,
             input_example=example,
-            registered_model_name=name,
+            pip_requirements=pip_requirements(),
         ),
         params={"kind": kind, "seed": seed},
     )
+
+
+def pip_requirements() -> list[str]:
+    """What the models need, pinned to the versions here (the serving image's): given
+    explicitly, because MLflow infers them otherwise by loading the model in a subprocess
+    that imports MLflow and scikit-learn afresh (seconds per model)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    needed = []
+    for package in ("mlflow", "scikit-learn", "numpy", "pandas", "scipy", "skops", "cloudpickle"):
+        try:
+            needed.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            continue
+    return needed
 
 
 def log_fleet_model(
@@ -183,7 +223,7 @@ def _log_pyfunc(
 
     example = features.head(5)
     predictions = [float(p) for p in model.predict(None, example)]
-    return _register(
+    logged = _log(
         tracking_uri,
         name,
         example,
@@ -194,10 +234,11 @@ def _log_pyfunc(
             code_paths=[str(code)],
             signature=infer_signature(features, predictions, params=signature_params),
             input_example=example,
-            registered_model_name=name,
+            pip_requirements=pip_requirements(),
         ),
         params={"seed": seed},
     )
+    return register(tracking_uri, name, logged)
 
 
 def _code_package(path: Path) -> Any:
@@ -207,31 +248,58 @@ def _code_package(path: Path) -> Any:
     return importlib.import_module(path.name)
 
 
-def _register(
+def _log(
     tracking_uri: str,
-    name: str,
+    experiment: str,
     example: pd.DataFrame,
     predictions: list[float],
     log_model: Callable[[], Any],
     params: dict[str, Any] | None = None,
-) -> RegisteredVersion:
-    """Run `log_model` (which logs the model and registers it as `name`) in a new run of the
-    model's experiment."""
+) -> LoggedModel:
+    """Run `log_model` (which logs the model) in a new run of experiment
+    `aliasop-<experiment>`."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment(f"aliasop-{name}")
+    mlflow.set_experiment(f"aliasop-{experiment}")
     with mlflow.start_run() as run:
         if params:
             mlflow.log_params(params)
         info = log_model()
-    return RegisteredVersion(
-        name=name,
-        version=str(info.registered_model_version),
+    return LoggedModel(
+        model_uri=info.model_uri,
         run_id=run.info.run_id,
         input_example=example,
         predictions=predictions,
     )
+
+
+def register(tracking_uri: str, name: str, logged: LoggedModel) -> RegisteredVersion:
+    """A new version of registered model `name` (created if missing): the model `logged`."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        client.create_registered_model(name)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    version = client.create_model_version(
+        name, source=logged.model_uri, run_id=logged.run_id, model_id=_model_id(logged)
+    )
+    return RegisteredVersion(
+        name=name,
+        version=str(version.version),
+        run_id=logged.run_id,
+        input_example=logged.input_example,
+        predictions=logged.predictions,
+    )
+
+
+def _model_id(logged: LoggedModel) -> str:
+    """The logged model's ID, from its URI `models:/<id>`."""
+    return logged.model_uri.removeprefix("models:/")
 
 
 def set_alias(tracking_uri: str, name: str, alias: str, version: str) -> None:

@@ -25,7 +25,7 @@ from resources import (
     View,
     endpoint,
 )
-from support import SHARD_LABEL, Cluster, TcpProxy
+from support import WORKER_LABEL, Cluster, TcpProxy, worker_label_value, worker_labels
 
 
 @pytest.fixture(scope="session")
@@ -77,9 +77,9 @@ def operator(
     # of its own with narrower grants), and analysis may reach the tests' local servers.
     process.env["ALIASOP_REGISTRY_WRITE_GRANTS"] = '{"*": ["*"]}'
     process.env["ALIASOP_ANALYSIS_ALLOWED_HOSTS"] = '["127.0.0.1"]'
-    # Tests that run operators of their own give their resources a shard label, which this
-    # one leaves alone.
-    process.env["ALIASOP_WATCH_LABEL_SELECTOR"] = f"!{SHARD_LABEL}"
+    # This pytest process's ModelDeployments only: workers run side by side, each with its
+    # own operator (tests that run operators of their own label theirs with SHARD_LABEL).
+    process.env["ALIASOP_WATCH_LABEL_SELECTOR"] = f"{WORKER_LABEL}={worker_label_value()}"
     process.start()
     try:
         process.wait_ready(f"http://127.0.0.1:{port}/healthz", timeout=60)
@@ -91,14 +91,15 @@ def operator(
 
 @pytest.fixture
 def mdeps(k8s: client.ApiClient, namespace: str) -> Callable[..., dict[str, Any]]:
-    """Create a ModelDeployment in the test namespace: mdeps(name, **spec)."""
+    """Create a ModelDeployment in the test namespace, labelled for this process's `operator`:
+    mdeps(name, **spec)."""
     api = client.CustomObjectsApi(k8s)
 
     def create(name: str, **spec: Any) -> dict[str, Any]:
         body = {
             "apiVersion": "aliasop.io/v1alpha1",
             "kind": "ModelDeployment",
-            "metadata": {"name": name, "namespace": namespace},
+            "metadata": {"name": name, "namespace": namespace, "labels": worker_labels()},
             "spec": spec,
         }
         created: dict[str, Any] = api.create_namespaced_custom_object(

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
+import urllib3
 from kubernetes import client, watch
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -76,18 +77,22 @@ class View:
             self.namespace, label_selector=f"app.kubernetes.io/instance={self.name}"
         ).items
 
-    def pods_by_version(self) -> dict[str, int]:
-        pods = self.core.list_namespaced_pod(
+    def pods(self) -> list[client.V1Pod]:
+        pods: list[client.V1Pod] = self.core.list_namespaced_pod(
             self.namespace, label_selector=f"app.kubernetes.io/instance={self.name}"
         ).items
+        return pods
+
+    def ready_pods(self) -> list[client.V1Pod]:
+        """The pods that are Ready and not being deleted."""
+        return [p for p in self.pods() if is_ready(p) and p.metadata.deletion_timestamp is None]
+
+    def pods_by_version(self) -> dict[str, int]:
+        """Ready pods (not being deleted) by version."""
         counts: dict[str, int] = {}
-        for pod in pods:
-            ready = any(
-                c.type == "Ready" and c.status == "True" for c in pod.status.conditions or []
-            )
-            if ready and pod.metadata.deletion_timestamp is None:
-                version = pod.metadata.labels["aliasop.io/model-version"]
-                counts[version] = counts.get(version, 0) + 1
+        for pod in self.ready_pods():
+            version = pod.metadata.labels["aliasop.io/model-version"]
+            counts[version] = counts.get(version, 0) + 1
         return counts
 
     def wait_serving(self, version: str, timeout: float = 90) -> dict[str, Any]:
@@ -254,6 +259,78 @@ def is_ready(pod: client.V1Pod) -> bool:
 Handler = Callable[[list[tuple[str, Any]]], None]
 
 
+def resource_version(obj: Any) -> str:
+    """The resourceVersion of a typed object or list, or of a custom one (a dict)."""
+    version: str = (
+        obj["metadata"]["resourceVersion"]
+        if isinstance(obj, dict)
+        else obj.metadata.resource_version
+    )
+    return version
+
+
+class Follower:
+    """Lists, then watches from the list's resourceVersion (resuming each watch where the last
+    one ended), in a thread: `handle` sees every change, each exactly once and in order, the
+    listed objects in one call as ADDED, under `lock`. An error ends it; check() raises it."""
+
+    def __init__(
+        self,
+        list_: Callable[..., Any],
+        handle: Handler,
+        *args: Any,
+        lock: threading.Lock | None = None,
+        **kw: Any,
+    ) -> None:
+        """Follow what `list_(*args, **kw)` lists (typed objects, or a custom list's dicts)."""
+        self.list_, self.handle, self.args, self.kw = list_, handle, args, kw
+        self.lock = lock or threading.Lock()
+        self.errors: list[BaseException] = []
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+
+    def __enter__(self) -> Follower:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def start(self) -> Follower:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=10)
+
+    def check(self) -> None:
+        if self.errors:
+            raise self.errors[0]
+
+    def _follow(self) -> None:
+        try:
+            listed = self.list_(*self.args, **self.kw)
+            items = listed["items"] if isinstance(listed, dict) else listed.items
+            with self.lock:
+                self.handle([("ADDED", item) for item in items])  # one moment, one call
+            version = resource_version(listed)
+            while not self._stopped.is_set():
+                stream = watch.Watch().stream(
+                    self.list_, *self.args, resource_version=version, timeout_seconds=2, **self.kw
+                )
+                try:
+                    for event in stream:
+                        with self.lock:
+                            self.handle([(event["type"], event["object"])])
+                        version = resource_version(event["object"])
+                except urllib3.exceptions.ProtocolError:
+                    # The connection dropped mid-watch (a busy API server): the next watch
+                    # resumes from the last change seen, so none is missed.
+                    continue
+        except BaseException as exc:  # reported by check(), in the test's thread
+            self.errors.append(exc)
+
+
 class Recorder:
     """Follows the pods and the Deployment of one ModelDeployment through watches, so that
     no state in between two polls goes unseen: the fewest Ready pods of one version, and of
@@ -268,56 +345,34 @@ class Recorder:
         self.fewest_steady_ready: int | None = None
         self.fewest_ready: int | None = None  # of any version
         self.progressing_reasons: list[str] = []
-        self.errors: list[BaseException] = []
-        self._stopped = threading.Event()
         self._lock = threading.Lock()
         selector = f"app.kubernetes.io/instance={view.name}"
-        self._threads = [
-            threading.Thread(
-                target=self._follow,
-                args=(view.core.list_namespaced_pod, self._on_pods),
-                kwargs={"namespace": view.namespace, "label_selector": selector},
-                daemon=True,
+        self._followers = [
+            Follower(
+                view.core.list_namespaced_pod,
+                self._on_pods,
+                lock=self._lock,
+                namespace=view.namespace,
+                label_selector=selector,
             ),
-            threading.Thread(
-                target=self._follow,
-                args=(view.apps.list_namespaced_deployment, self._on_deployments),
-                kwargs={
-                    "namespace": view.namespace,
-                    "field_selector": f"metadata.name={view.name}",
-                },
-                daemon=True,
+            Follower(
+                view.apps.list_namespaced_deployment,
+                self._on_deployments,
+                lock=self._lock,
+                namespace=view.namespace,
+                field_selector=f"metadata.name={view.name}",
             ),
         ]
 
     def __enter__(self) -> Recorder:
-        for thread in self._threads:
-            thread.start()
+        for follower in self._followers:
+            follower.start()
         wait_for(lambda: self.fewest_steady_ready is not None, 10, message="the first pods")
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._stopped.set()
-        for thread in self._threads:
-            thread.join(timeout=10)
-
-    def _follow(self, list_: Callable[..., Any], handle: Handler, **kw: Any) -> None:
-        """List, then watch from there: `handle` sees every change, each exactly once."""
-        try:
-            listed = list_(**kw)
-            with self._lock:
-                handle([("ADDED", item) for item in listed.items])  # one moment, one call
-            version = listed.metadata.resource_version
-            while not self._stopped.is_set():
-                stream = watch.Watch().stream(
-                    list_, resource_version=version, timeout_seconds=2, **kw
-                )
-                for event in stream:
-                    with self._lock:
-                        handle([(event["type"], event["object"])])
-                    version = event["object"].metadata.resource_version
-        except BaseException as exc:  # reported by check(), in the test's thread
-            self.errors.append(exc)
+        for follower in self._followers:
+            follower.stop()
 
     def _on_pods(self, events: list[tuple[str, client.V1Pod]]) -> None:
         for kind, pod in events:
@@ -358,5 +413,5 @@ class Recorder:
             return {p.metadata.labels[VERSION_LABEL] for p in self.pods.values()}
 
     def check(self) -> None:
-        if self.errors:
-            raise self.errors[0]
+        for follower in self._followers:
+            follower.check()

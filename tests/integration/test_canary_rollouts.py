@@ -207,6 +207,7 @@ def test_a_third_version_mid_canary_restarts_it_with_that_version(
     two_versions: Versions,
     model_name: str,
     mlflow_uri: str,
+    register: Callable[[str], bikes.RegisteredVersion],
     serving_v1: Callable[..., View],
     installed: Cluster,
 ) -> None:
@@ -214,7 +215,7 @@ def test_a_third_version_mid_canary_restarts_it_with_that_version(
     bikes_view = serving_v1(**canary_spec({"setWeight": 25}, {"pause": {}}))
     bikes.set_alias(mlflow_uri, model_name, "champion", v2.version)
     at_step(bikes_view, 2, "Paused")
-    v3 = bikes.train_and_register(mlflow_uri, model_name, kind="linear")
+    v3 = register("linear")
     bikes.set_alias(mlflow_uri, model_name, "champion", v3.version)
 
     def restarted() -> dict[str, Any] | None:
@@ -228,9 +229,21 @@ def test_a_third_version_mid_canary_restarts_it_with_that_version(
     assert history[:2] == [(v3.version, "Progressing"), (v2.version, "Superseded")]
     assert "CanaryRestarted" in bikes_view.events()
 
-    # A manual promotion ends a pause without seconds; one of another version does not.
+    # A promotion of another version does nothing: two passes later (each writes
+    # lastResolvedTime here) the canary still waits at its pause.
     promote = ("annotate", "--overwrite", "mdep", "bikes", "-n", bikes_view.namespace)
     installed.kubectl(*promote, f"aliasop.io/promote={v2.version}")
+    for _ in range(2):
+        resolved = bikes_view.status()["lastResolvedTime"]
+        wait_for(
+            lambda since=resolved: bikes_view.status()["lastResolvedTime"] != since,
+            20,
+            message="a pass",
+        )
+    canary = bikes_view.status()["canary"]
+    assert (canary["version"], canary["step"], canary["phase"]) == (v3.version, 2, "Paused")
+    assert bikes_view.status()["servingVersion"] != v3.version
+    # A promotion of the canary's version ends its pause without seconds.
     installed.kubectl(*promote, f"aliasop.io/promote={v3.version}")
     bikes_view.wait_serving(v3.version, timeout=120)
 

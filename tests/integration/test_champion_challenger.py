@@ -30,6 +30,7 @@ def test_the_challenger_follows_its_own_alias_beside_the_main_one(
     two_versions: Versions,
     model_name: str,
     mlflow_uri: str,
+    register: Callable[[str], bikes.RegisteredVersion],
     serving_v1: Callable[..., View],
 ) -> None:
     v1, v2 = two_versions
@@ -63,7 +64,7 @@ def test_the_challenger_follows_its_own_alias_beside_the_main_one(
     assert "aliasop.io/variant" not in service_selector(bikes_view, "bikes")  # both sides
 
     # The challenger's alias moves: its side only.
-    v3 = bikes.train_and_register(mlflow_uri, model_name, kind="linear")
+    v3 = register("linear")
     bikes.set_alias(mlflow_uri, model_name, "challenger", v3.version)
     challenger = side(bikes_view, "bikes-challenger")
     wait_for(lambda: challenger.template_version() == v3.version, 60, message="challenger at v3")

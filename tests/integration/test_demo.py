@@ -17,14 +17,13 @@ from aliasop_dev import local
 
 from support import Cluster
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.demo]
 
 
-def test_demo_runs_the_whole_loop_and_cleans_up(
-    installed: Cluster, tmp_path: Path, operator: local.LocalProcess
-) -> None:
+def test_demo_runs_the_whole_loop_and_cleans_up(installed: Cluster, tmp_path: Path) -> None:
+    """The demo brings its own operator, for its namespace; the tests' operators follow only
+    ModelDeployments labelled as theirs (support.WORKER_LABEL), so none touches the demo's."""
     namespace = f"demo-{uuid.uuid4().hex[:6]}"
-    operator.stop()  # the demo brings its own operator: two would fight over its resource
     mlflow_port = local.free_port()
     env = {
         **os.environ,
@@ -70,7 +69,6 @@ def test_demo_runs_the_whole_loop_and_cleans_up(
             [aliasop_dev, "demo", "--down"], env=env, capture_output=True, text=True, timeout=60
         )
         installed.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-        operator.start()
     assert down.returncode == 0, down.stderr
     assert not list((tmp_path / "demo").glob("*.pid"))
     with pytest.raises(httpx.ConnectError):

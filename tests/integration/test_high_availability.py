@@ -20,10 +20,11 @@ import httpx
 import pytest
 from kubernetes import client
 
+from aliasop.builders import VERSION_LABEL
 from aliasop.sharding import lease_name
 from aliasop_dev import bikes, local
 
-from resources import OPERATOR_NAMESPACE, WEBHOOK_SECRET, Versions, View, counts_by
+from resources import OPERATOR_NAMESPACE, WEBHOOK_SECRET, Follower, Versions, View, counts_by
 from support import SHARD_LABEL, Cluster, wait_for
 
 LEASE_SECONDS = 4.0
@@ -172,31 +173,101 @@ def labelled(k8s: client.ApiClient, restricted: str, model_name: str) -> Callabl
     return create
 
 
+class Writes:
+    """Every write to one ModelDeployment and to its Deployment, through watches from the
+    moment it starts: a second leader's rollout of a version already rolled out shows here (a
+    history entry started or finished again, the template set again), where it would add no
+    ReplicaSet."""
+
+    def __init__(self, view: View) -> None:
+        self.templates: list[str] = []  # the template's version, at each change of it
+        self.entries: list[tuple[str, str, str]] = []  # (version, startedAt, outcome) changes
+        self._outcomes: dict[tuple[str, str], str] = {}  # the last, by (version, startedAt)
+        self._followers = [
+            Follower(
+                view.apps.list_namespaced_deployment,
+                self._on_deployments,
+                namespace=view.namespace,
+                field_selector=f"metadata.name={view.name}",
+            ),
+            Follower(
+                view.custom.list_namespaced_custom_object,
+                self._on_mdeps,
+                "aliasop.io",
+                "v1alpha1",
+                view.namespace,
+                "modeldeployments",
+                field_selector=f"metadata.name={view.name}",
+            ),
+        ]
+        for follower in self._followers:
+            follower.start()
+
+    def _on_deployments(self, events: list[tuple[str, client.V1Deployment]]) -> None:
+        for _, deployment in events:
+            version = deployment.spec.template.metadata.labels[VERSION_LABEL]
+            if self.templates[-1:] != [version]:
+                self.templates.append(version)
+
+    def _on_mdeps(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        for _, body in events:
+            for entry in (body.get("status") or {}).get("history", []):
+                key = (entry["version"], entry["startedAt"])
+                if self._outcomes.get(key) != entry["outcome"]:
+                    self._outcomes[key] = entry["outcome"]
+                    self.entries.append((*key, entry["outcome"]))
+
+    def rollouts(self, version: str) -> list[tuple[str, str]]:
+        """(startedAt, outcome) of `version`'s history entries, in the order written."""
+        return [(started, outcome) for v, started, outcome in self.entries if v == version]
+
+    def stop(self) -> None:
+        for follower in self._followers:
+            follower.stop()
+            follower.check()
+
+
 @dataclass
 class Pair:
-    """Replicas `a` and `b` of one shard, and `bikes` of that shard serving version 1."""
+    """Replicas `a` and `b` of one shard, and `bikes` of that shard serving version 1, whose
+    writes are followed from then on."""
 
     view: View
     leader: str
     standby: str
+    writes: Writes
 
 
 @pytest.fixture
-def pair(replicas: Replicas, labelled: Callable[[str, str], View], two_versions: Versions) -> Pair:
+def pair(
+    replicas: Replicas, labelled: Callable[[str, str], View], two_versions: Versions
+) -> Iterator[Pair]:
     replicas.start("a")
     replicas.start("b")
     view = labelled("bikes", replicas.shard)
     view.wait_serving(two_versions[0].version)
     leader = replicas.wait_leader()
-    return Pair(view, leader, "b" if leader == "a" else "a")
+    writes = Writes(view)
+    try:
+        yield Pair(view, leader, "b" if leader == "a" else "a", writes)
+    finally:
+        writes.stop()
 
 
-def rolled_out_once(view: View, version: str) -> None:
-    """`version` serves after one rollout: one ReplicaSet for each of the two versions, and
-    one history entry for it."""
-    status = view.wait_serving(version)
-    assert len(view.replica_sets()) == 2
+def rolled_out_once(pair: Pair, before: str, version: str) -> None:
+    """`version` serves after one rollout from `before`, as every write since shows: the
+    Deployment's template set to it once (never back and forth), one history entry for it,
+    started once and finished once."""
+    status = pair.view.wait_serving(version)
     assert [entry["version"] for entry in status["history"]].count(version) == 1
+    wait_for(
+        lambda: pair.writes.templates[-1:] == [version], 10, message="the template's write seen"
+    )
+    assert pair.writes.templates == [before, version], pair.writes.templates
+    started = {started for started, _ in pair.writes.rollouts(version)}
+    outcomes = [outcome for _, outcome in pair.writes.rollouts(version)]
+    assert len(started) == 1, pair.writes.entries
+    assert outcomes in (["Progressing", "Succeeded"], ["Succeeded"]), pair.writes.entries
 
 
 def test_a_killed_leader_s_standby_takes_over_and_rolls_out_a_move_made_meanwhile_once(
@@ -211,7 +282,7 @@ def test_a_killed_leader_s_standby_takes_over_and_rolls_out_a_move_made_meanwhil
     new_leader = replicas.wait_leader(other_than=pair.leader, timeout=LEASE_SECONDS + 10)
     assert new_leader == pair.standby
     assert time.monotonic() - killed < LEASE_SECONDS + 3
-    rolled_out_once(pair.view, two_versions[1].version)
+    rolled_out_once(pair, two_versions[0].version, two_versions[1].version)
 
 
 def test_a_frozen_leader_is_replaced_and_writes_nothing_once_it_thaws(
@@ -222,7 +293,7 @@ def test_a_frozen_leader_is_replaced_and_writes_nothing_once_it_thaws(
     frozen.signal(signal.SIGSTOP)  # the split-brain case: it still believes it leads
     replicas.wait_leader(other_than=pair.leader, timeout=LEASE_SECONDS + 10)
     bikes.set_alias(mlflow_uri, model_name, "champion", two_versions[1].version)
-    rolled_out_once(view, two_versions[1].version)
+    rolled_out_once(pair, two_versions[0].version, two_versions[1].version)
     # The same in two reads in a row: the new leader's last Event of the rollout is posted.
     seen: list[Settled | None] = []
 
@@ -288,7 +359,7 @@ def test_a_leader_stopped_by_sigterm_hands_over_in_moments_with_its_rollout(
     # Released, not expired: an unreleased Lease expires for the standby a lease duration
     # after the last renewal it saw, at most a retry period before the SIGTERM.
     assert handover < LEASE_SECONDS / 2, f"handover in {handover:.2f}s"
-    rolled_out_once(pair.view, two_versions[1].version)
+    rolled_out_once(pair, two_versions[0].version, two_versions[1].version)
 
 
 def test_a_standby_passes_webhook_deliveries_on_to_the_leader(

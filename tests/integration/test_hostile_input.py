@@ -13,7 +13,7 @@ from kubernetes import client
 from aliasop_dev import local
 
 from resources import View
-from support import Cluster, wait_for
+from support import Cluster, wait_for, worker_labels
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("operator")]
 
@@ -66,7 +66,7 @@ def apply(cluster: Cluster, namespace: str, name: str, spec: dict[str, Any]) -> 
     manifest = {
         "apiVersion": "aliasop.io/v1alpha1",
         "kind": "ModelDeployment",
-        "metadata": {"name": name, "namespace": namespace},
+        "metadata": {"name": name, "namespace": namespace, "labels": worker_labels()},
         "spec": spec,
     }
     return cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest), check=False)

@@ -15,7 +15,7 @@ from kubernetes import client
 from aliasop.builders import IN_FLIGHT_SECONDS
 
 from resources import Versions, View
-from support import Cluster, wait_for
+from support import Cluster, wait_for, worker_labels
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -153,7 +153,7 @@ def apply(cluster: Cluster, namespace: str, name: str, serving: dict[str, Any]) 
     manifest = {
         "apiVersion": "aliasop.io/v1alpha1",
         "kind": "ModelDeployment",
-        "metadata": {"name": name, "namespace": namespace},
+        "metadata": {"name": name, "namespace": namespace, "labels": worker_labels()},
         "spec": {"model": GOOD_MODEL, "serving": serving},
     }
     return cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest), check=False)

@@ -9,6 +9,7 @@ fail.
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import json
 import os
@@ -122,19 +123,26 @@ def imported(image: str, tmp_path_factory: pytest.TempPathFactory) -> str:
             pytest.fail(f"{reason} (required here)")
         pytest.skip(reason)
     image_id = podman("image", "inspect", "--format", "{{.Id}}", image).stdout.strip()
-    if imported_config(image) != f"sha256:{image_id}":
-        archive: Path = tmp_path_factory.mktemp("image") / "image.tar"
-        podman("save", "--format", "docker-archive", "-o", str(archive), image)
-        subprocess.run(
-            [sys.executable, "-m", "aliasop_dev.cluster.realnode", "import", str(archive)],
-            check=True,
-            capture_output=True,
-            timeout=300,
-            stdin=subprocess.DEVNULL,
-        )
-        archive.unlink()
+    with (cache_dir() / "realnode-import.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # xdist workers running node modules side by side
+        if imported_config(image) != f"sha256:{image_id}":
+            _import(image, tmp_path_factory)
         assert imported_config(image) == f"sha256:{image_id}"
     return image
+
+
+def _import(image: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Save `image` from podman's store and import it into the real node's containerd."""
+    archive: Path = tmp_path_factory.mktemp("image") / "image.tar"
+    podman("save", "--format", "docker-archive", "-o", str(archive), image)
+    subprocess.run(
+        [sys.executable, "-m", "aliasop_dev.cluster.realnode", "import", str(archive)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    archive.unlink()
 
 
 @pytest.fixture(scope="session")

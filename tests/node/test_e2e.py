@@ -33,10 +33,11 @@ from aliasop.builders import (
     SERVING_CONTAINER,
     VERSION_LABEL,
 )
+from aliasop.models import PROMOTE_ANNOTATION
 from aliasop_dev import bikes, local
 
 from realnode import NodeMlflow, RealNode, on_real_node, predict
-from support import REPO, SHARD_LABEL, Cluster, wait_for
+from support import SHARD_LABEL, Cluster, wait_for
 
 # func_only: the session's fixtures (the image's import, MLflow, the operator, the first pod)
 # are timed by their own waits.
@@ -162,14 +163,13 @@ def model(node_mlflow: NodeMlflow) -> Model:
 
 @pytest.fixture(scope="module")
 def operator(
-    cluster: Cluster, model: Model, tmp_path_factory: pytest.TempPathFactory
+    installed: Cluster, model: Model, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[local.LocalProcess]:
-    """aliasop as a local process with the admin kubeconfig, following shard `e2e` only."""
-    cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.aliasop.io")
+    """aliasop as a local process with the admin kubeconfig, following shard `e2e` only (the
+    CRD installed by the session, as the other workers' tests use it)."""
     port = local.free_port()
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    process = local.operator(log, cluster.kubeconfig, model.tracking_uri, port)
+    process = local.operator(log, installed.kubeconfig, model.tracking_uri, port)
     process.env["ALIASOP_WATCH_LABEL_SELECTOR"] = f"{SHARD_LABEL}={SHARD}"
     process.start()
     try:
@@ -638,24 +638,26 @@ def test_version_whose_server_cannot_load_is_rolled_back(
     assert set(requests.answers) == {good}, Counter(requests.answers)
 
 
-CANARY_PAUSE_SECONDS = 30  # long enough to measure in: 220 requests take about 10 s
 PROMOTION_DEADLINE_SECONDS = 180
 CANARY_SAMPLE = 200  # requests per weight: the share's standard error is about 3 points
 
 
 @pytest.mark.timeout(600, func_only=True)  # 4 serving pods to start, 3 weights, the promotion
 def test_canary_weights_are_the_share_of_requests_the_canary_answers(
-    serving: Serving, k8s: client.ApiClient
+    serving: Serving, k8s: client.ApiClient, cluster: Cluster
 ) -> None:
     """Canary strategy at 4 replicas: at each weight (25, 50, 75), the share of requests sent
     through the Service that the canary answers, measured; kube-proxy spreads connections
-    evenly over the Ready endpoints, so it is the canary's share of the pods."""
+    evenly over the Ready endpoints, so it is the canary's share of the pods. Each weight's
+    pause lasts until promoted by hand, once measured."""
     model = serving.model
     stable, fresh = model.versions[1].version, model.versions[0].version
     bikes.set_alias(model.tracking_uri, model.name, "champion", stable)
     wait_for(lambda: serving.serving(stable), timeout=180, interval=1, message=f"{stable} serving")
-    pause = {"pause": {"seconds": CANARY_PAUSE_SECONDS}}
-    steps = [{"setWeight": w} if i % 2 == 0 else pause for i, w in enumerate([25, 0, 50, 0, 75, 0])]
+    steps = [
+        {"setWeight": w} if i % 2 == 0 else {"pause": {}}
+        for i, w in enumerate([25, 0, 50, 0, 75, 0])
+    ]
     client.CustomObjectsApi(k8s).patch_namespaced_custom_object(
         "aliasop.io",
         "v1alpha1",
@@ -682,6 +684,7 @@ def test_canary_weights_are_the_share_of_requests_the_canary_answers(
         message=f"4 pods of version {stable}",
     )
     bikes.set_alias(model.tracking_uri, model.name, "champion", fresh)
+    annotate = ("annotate", "--overwrite", "mdep", NAME, "-n", serving.namespace)
 
     shares: dict[int, float] = {}
     for step, weight in ((2, 25), (4, 50), (6, 75)):
@@ -700,6 +703,17 @@ def test_canary_weights_are_the_share_of_requests_the_canary_answers(
         shares[weight] = answers.count(fresh) / len(answers)
         print(f"weight {weight}%: the canary answered {shares[weight]:.1%} of {len(answers)}")
         assert state["weight"] == weight
+        # Promoted past this pause; the annotation is taken back at once, so that the next
+        # pause (after the next weight's pods turn Ready) waits for a promotion of its own.
+        cluster.kubectl(*annotate, f"{PROMOTE_ANNOTATION}={fresh}")
+        if step < 6:
+            wait_for(
+                lambda step=step: (serving.status().get("canary") or {}).get("step") != step,
+                timeout=60,
+                interval=0.2,
+                message=f"the pause at {weight}% promoted",
+            )
+            cluster.kubectl(*annotate, f"{PROMOTE_ANNOTATION}-")
     print(f"canary share of requests by weight: {shares}")
     for weight, share in shares.items():
         assert abs(share - weight / 100) <= 0.15, shares
