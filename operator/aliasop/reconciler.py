@@ -20,14 +20,8 @@ from pydantic import ValidationError
 
 from aliasop import analysis, canary, challenger, metrics
 from aliasop.builders import (
-    CANARY,
-    CHALLENGER,
     HANDOVER_FIELD_MANAGER,
-    MAIN,
-    Owner,
-    PinnedVersion,
     ServingDefaults,
-    Side,
     get_child_revision,
     get_deployment,
     get_disruption_budget,
@@ -40,6 +34,7 @@ from aliasop.builders import (
 )
 from aliasop.clock import Clock
 from aliasop.deployments import ObservedDeployment, observe_deployment
+from aliasop.domain import CANARY, CHALLENGER, MAIN, Owner, PinnedVersion, Side
 from aliasop.events import Event, EventType
 from aliasop.interfaces import (
     ApiError,
@@ -89,6 +84,8 @@ RETRIED = (ApiError, OSError)
 FAILURES_BEFORE_REPORT = 3  # a blip is retried quietly; a third failure in a row is shown
 _SOONEST = 0.5  # seconds: the least a pass waits for a pause's end or a measurement
 _INVALID = (400, 422)  # the API server refuses the object itself: retrying cannot help
+_CONFLICT = 409  # a status write over a resourceVersion that is no longer the object's
+_CONFLICTS_RETRIED = 2  # in one pass; then the scheduler's next pass tries again soon
 
 
 @dataclass
@@ -98,10 +95,17 @@ class Tracked:
     # apiVersion, kind, metadata (name, namespace, uid, generation) and spec as last watched:
     # not the whole object, whose managedFields alone are a few kilobytes.
     resource: dict[str, Any]
-    # Read from the object once: the watch catches up with our own status writes only later,
-    # so from then on the status the last pass stored is the truth.
+    # The status as the API server has it: from the newest watch event, or from this
+    # operator's last status write, whichever is newer (see `status_version`).
     status: ModelDeploymentStatus
     logger: Logger
+    # The resourceVersion `status` was read at or written as. A watch event no newer than it
+    # (the echo of an earlier write, which the watch shows only later) changes nothing, and
+    # the next status write is refused (409) when the object has moved on since.
+    status_version: str | None = None
+    # Read the object afresh before the next pass: this replica has just become the leader
+    # (the watch may lag behind what the last one wrote), or a status write was refused.
+    stale: bool = False
     # The first pass writes its status even when only lastResolvedTime moved: it shows that
     # this operator instance has taken the resource over.
     refresh_seconds: float = 0.0
@@ -243,7 +247,9 @@ class Reconciler:
         """A watch event of a ModelDeployment (kopf lists them all at start). A new resource
         is tracked and passes at once; one deleted is untracked; one deleted and created anew
         under its name (another uid) starts afresh; a new generation (a spec change) passes
-        at once. Most events are our own status writes: they change nothing here."""
+        at once. The status held is refreshed from every event newer than it, on a standby
+        too: the API server's is the truth, whoever wrote it. Most events are our own status
+        writes: they change nothing here."""
         meta = body["metadata"]
         key: ResourceKey = (meta["namespace"], meta["name"])
         tracked = self.tracker.get(key)
@@ -255,10 +261,15 @@ class Reconciler:
         if gone:
             return
         identity = _identity(body, self._shard_label_keys)
+        version = meta.get("resourceVersion")
         if tracked is None:
             status = _stored_status(body.get("status"), logger)
-            self.tracker.track(key, Tracked(identity, status, logger))
-        elif identity["metadata"] != tracked.resource["metadata"]:
+            self.tracker.track(key, Tracked(identity, status, logger, status_version=version))
+            return
+        if newer_version(version, tracked.status_version):
+            tracked.status = _stored_status(body.get("status"), logger)
+            tracked.status_version = version
+        if identity["metadata"] != tracked.resource["metadata"]:
             # A new generation (a spec change), or labels the children carry (no generation).
             tracked.resource = identity
             self.tracker.wake(key)
@@ -279,6 +290,14 @@ class Reconciler:
         for key in self.tracker:
             self.tracker.untrack(key)
 
+    def read_afresh(self) -> None:
+        """This replica has become the leader: each tracked resource is read from the API
+        server before its next pass, so that it starts from what the last leader wrote."""
+        for key in self.tracker:
+            tracked = self.tracker.get(key)
+            if tracked is not None:
+                tracked.stale = True
+
     # --- one pass -----------------------------------------------------------------------
 
     async def run_pass(self, key: ResourceKey) -> float:
@@ -288,9 +307,23 @@ class Reconciler:
         if tracked is None:
             return 0.0  # untracked since it was scheduled: the scheduler has dropped it
         try:
-            async with self._slots:
-                decision, delay = await self._reconcile(key, tracked)
-            tracked.status = await self._report(tracked, decision, tracked.refresh_seconds)
+            for _ in range(_CONFLICTS_RETRIED + 1):
+                if tracked.stale:
+                    afresh = await self._reporter.read_resource(*key)
+                    tracked.stale = False
+                    self.resource_seen(afresh, False, tracked.logger)
+                    if self.tracker.get(key) is not tracked:
+                        return 0.0  # created anew under its name: tracked (and passing) anew
+                base = (tracked.status, tracked.status_version)
+                async with self._slots:
+                    decision, delay = await self._reconcile(key, tracked, base[0])
+                if await self._report(tracked, decision, tracked.refresh_seconds, base):
+                    break
+                # Another writer changed the object since the status was read: decide again
+                # from what it holds now, instead of overwriting what it recorded.
+                tracked.stale = True
+            else:
+                return _SOONEST
         except RETRIED as exc:
             if isinstance(exc, ApiError) and exc.missing == (PLURAL, key[1]):
                 # Deleted while the watch was down: kopf lists again after a gap, but reports
@@ -303,9 +336,11 @@ class Reconciler:
         tracked.failures = 0
         return delay
 
-    async def _reconcile(self, key: ResourceKey, tracked: Tracked) -> tuple[Decision, float]:
-        """Resolve, decide and apply. Returns the decision, whose status and Events are still
-        to be reported, and the seconds until the next pass."""
+    async def _reconcile(
+        self, key: ResourceKey, tracked: Tracked, stored: ModelDeploymentStatus
+    ) -> tuple[Decision, float]:
+        """Resolve, decide and apply, from the `stored` status. Returns the decision, whose
+        status and Events are still to be reported, and the seconds until the next pass."""
         namespace, name = key
         try:
             spec = ModelDeploymentSpec.model_validate(tracked.resource["spec"])
@@ -315,7 +350,7 @@ class Reconciler:
                 f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
             )
             default = ModelDeploymentSpec.model_fields["poll_interval_seconds"].default
-            invalid = invalid_spec(tracked.status, tracked.generation, problems, self._clock.now())
+            invalid = invalid_spec(stored, tracked.generation, problems, self._clock.now())
             return invalid, float(default)
 
         tracking_uri = get_tracking_uri(spec, self._defaults)
@@ -325,7 +360,7 @@ class Reconciler:
         resolution = await self._resolve(tracking_uri, spec.model_uri)
         observed = self.observed.deployment(key)
         sides = {v: self.observed.deployment(key, v) for v in (CANARY, CHALLENGER)}
-        status = await self._measure(key, spec, tracked)
+        status = await self._measure(key, spec, tracked, stored)
         gates = Gates()
         if isinstance(resolution, ResolvedVersion):
             try:
@@ -360,7 +395,7 @@ class Reconciler:
         )
         clash = await self._name_clash(key, owner, spec, decision)
         if clash is not None:
-            return name_clash(tracked.status, clash, now), float(spec.poll_interval_seconds)
+            return name_clash(stored, clash, now), float(spec.poll_interval_seconds)
         applying = ""  # the kind of child in hand, named if the API server refuses it
         try:
             if decision.pin is not None:
@@ -388,8 +423,8 @@ class Reconciler:
         except ApiError as exc:
             if exc.status not in _INVALID:
                 raise
-            decision = refused(tracked.status, decision, applying, exc.message, now)
-        decision = await self._tell_registry(key, spec, tracking_uri, tracked, decision)
+            decision = refused(stored, decision, applying, exc.message, now)
+        decision = await self._tell_registry(key, spec, tracking_uri, tracked, stored, decision)
         delay = float(spec.poll_interval_seconds)
         if decision.wake_at is not None:  # a pause ends, a measurement is due
             delay = min(delay, max((decision.wake_at - now).total_seconds(), _SOONEST))
@@ -451,10 +486,13 @@ class Reconciler:
         return None
 
     async def _measure(
-        self, key: ResourceKey, spec: ModelDeploymentSpec, tracked: Tracked
+        self,
+        key: ResourceKey,
+        spec: ModelDeploymentSpec,
+        tracked: Tracked,
+        status: ModelDeploymentStatus,
     ) -> ModelDeploymentStatus:
-        """The status with the measurements of the canary's analysis that are due now."""
-        status = tracked.status
+        """`status` with the measurements of the canary's analysis that are due now."""
         state, step = status.canary, canary.analysis_under_way(spec, status.canary)
         if step is None or state is None or state.analysis is None:
             return status
@@ -485,6 +523,7 @@ class Reconciler:
         spec: ModelDeploymentSpec,
         tracking_uri: str,
         tracked: Tracked,
+        stored: ModelDeploymentStatus,
         decision: Decision,
     ) -> Decision:
         """Tag the versions this pass changed the fate of (where they serve, what was rolled
@@ -498,7 +537,7 @@ class Reconciler:
         if self._writes is None:
             return decision
         try:
-            for write in registry_records(tracked.status, decision.status, "/".join(key)):
+            for write in registry_records(stored, decision.status, "/".join(key)):
                 if write.value is None:
                     await self._writes.delete_version_tag(
                         tracking_uri, name, write.version, write.key
@@ -617,16 +656,32 @@ class Reconciler:
         return resolution
 
     async def _report(
-        self, tracked: Tracked, decision: Decision, status_refresh_seconds: float = 0.0
-    ) -> ModelDeploymentStatus:
-        """Write the decided status (when due, see `status_to_store`) and post its Events;
-        returns the status stored."""
+        self,
+        tracked: Tracked,
+        decision: Decision,
+        status_refresh_seconds: float,
+        base: tuple[ModelDeploymentStatus, str | None],
+    ) -> bool:
+        """Write the decided status (when due, see `status_to_store`) over `base` (the status
+        the decision started from, and its resourceVersion), and post its Events. False, with
+        nothing written nor posted, when the object has changed since `base` was read."""
         meta = tracked.resource["metadata"]
-        to_store = status_to_store(tracked.status, decision.status, status_refresh_seconds)
+        stored, version = base
+        to_store = status_to_store(stored, decision.status, status_refresh_seconds)
         if to_store is not None:
-            await self._reporter.patch_status(
-                meta["namespace"], meta["name"], to_store.model_dump(by_alias=True, mode="json")
-            )
+            try:
+                written = await self._reporter.patch_status(
+                    meta["namespace"],
+                    meta["name"],
+                    to_store.model_dump(by_alias=True, mode="json"),
+                    resource_version=version,
+                )
+            except ApiError as exc:
+                if exc.status != _CONFLICT:
+                    raise
+                return False
+            # The watch shows this write later, after events older than it: keep it till then.
+            tracked.status, tracked.status_version = to_store, written
         for event in decision.events:
             level = logging.WARNING if event.type is EventType.WARNING else logging.INFO
             tracked.logger.log(level, f"{event.reason}: {event.message}")
@@ -637,7 +692,7 @@ class Reconciler:
                 )
             except RETRIED as exc:  # best effort: status and the log have it already
                 tracked.logger.warning(f"Event {event.reason} not posted: {describe(exc)}")
-        return to_store if to_store is not None else tracked.status
+        return True
 
     async def _failed(self, tracked: Tracked, exc: Exception) -> float:
         """Back off after a Kubernetes API failure; from the third in a row on, show it in
@@ -648,9 +703,12 @@ class Reconciler:
         tracked.logger.warning(f"Kubernetes API error, retrying in {delay:.0f}s: {describe(exc)}")
         if tracked.failures == FAILURES_BEFORE_REPORT:
             decision = api_failing(tracked.status, describe(exc), self._clock.now())
-            # Best effort: when the API server itself is what fails, this fails too.
+            # Best effort: when the API server itself is what fails, this fails too; and
+            # after a conflict, the next pass reads the object afresh and says it then.
             with contextlib.suppress(*RETRIED):
-                tracked.status = await self._report(tracked, decision)
+                base = (tracked.status, tracked.status_version)
+                if not await self._report(tracked, decision, 0.0, base):
+                    tracked.stale = True
         return delay
 
 
@@ -662,6 +720,19 @@ def _variants_in_use(spec: ModelDeploymentSpec) -> tuple[str, ...]:
     if spec.challenger is not None:
         return (MAIN, CHALLENGER)
     return ()
+
+
+def newer_version(seen: str | None, held: str | None) -> bool:
+    """Whether resourceVersion `seen` is newer than `held`. They are opaque strings to
+    clients, but every API server backed by etcd gives integers that only grow: compared as
+    such, else any other version is taken as newer."""
+    if held is None:
+        return True
+    if seen is None:
+        return False
+    if seen.isdigit() and held.isdigit():
+        return int(seen) > int(held)
+    return seen != held
 
 
 def describe(exc: Exception) -> str:

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from aliasop import canary
-from aliasop.builders import PinnedVersion, Side
 from aliasop.challenger import ChallengerPlan
 from aliasop.deployments import ObservedDeployment
+from aliasop.domain import PinnedVersion, Side
 from aliasop.events import Event, EventType
 from aliasop.models import (
     TAG_PREFIX,

@@ -75,8 +75,10 @@ class Runtime:
             )
 
     def start_leading(self) -> None:
-        """Run passes: every resource followed so far gets one at once."""
+        """Run passes: every resource followed so far gets one at once, from what the API
+        server has of it now."""
         LEADER.set(1)
+        self.reconciler.read_afresh()
         self.scheduler.start(self.reconciler.run_pass)
 
     async def stop(self) -> None:
