@@ -18,7 +18,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from aliasop import analysis, canary, challenger, metrics
+from aliasop import analysis, challenger, metrics
+from aliasop.analysis_models import AnalysisStep
 from aliasop.builders import (
     HANDOVER_FIELD_MANAGER,
     ServingDefaults,
@@ -62,10 +63,10 @@ from aliasop.rollout import (
     Decision,
     Gates,
     api_failing,
-    candidate,
     decide,
     invalid_spec,
     name_clash,
+    needs,
     record_key,
     refused,
     registry_records,
@@ -360,16 +361,20 @@ class Reconciler:
         resolution = await self._resolve(tracking_uri, spec.model_uri)
         observed = self.observed.deployment(key)
         sides = {v: self.observed.deployment(key, v) for v in (CANARY, CHALLENGER)}
-        status = await self._measure(key, spec, tracked, stored)
+        resolved = resolution if isinstance(resolution, ResolvedVersion) else None
+        wanted = needs(spec, stored, resolved, observed)
+        status = await self._measure(key, spec, tracked, stored, wanted.analysis)
         gates = Gates()
-        if isinstance(resolution, ResolvedVersion):
+        if wanted.candidate is not None:
             try:
-                gates = await self._check_gates(spec, tracking_uri, status, resolution, observed)
+                gates = await self._check_gates(
+                    spec, tracking_uri, status, wanted.candidate, observed
+                )
             except RegistryProblem as problem:
                 resolution = problem
         challenger_resolution = None
-        if spec.challenger is not None:
-            uri = ModelUri(spec.model_uri.name, spec.challenger.alias)
+        if wanted.challenger_alias is not None:
+            uri = ModelUri(spec.model_uri.name, wanted.challenger_alias)
             challenger_resolution = await self._resolve(tracking_uri, uri)
         owner = Owner(
             name=name,
@@ -491,9 +496,10 @@ class Reconciler:
         spec: ModelDeploymentSpec,
         tracked: Tracked,
         status: ModelDeploymentStatus,
+        step: AnalysisStep | None,
     ) -> ModelDeploymentStatus:
-        """`status` with the measurements of the canary's analysis that are due now."""
-        state, step = status.canary, canary.analysis_under_way(spec, status.canary)
+        """`status` with the measurements of the canary's analysis `step` that are due now."""
+        state = status.canary
         if step is None or state is None or state.analysis is None:
             return status
         measured = state.analysis
@@ -584,15 +590,12 @@ class Reconciler:
         spec: ModelDeploymentSpec,
         tracking_uri: str,
         status: ModelDeploymentStatus,
-        resolved: ResolvedVersion,
+        version: str,
         observed: ObservedDeployment | None,
     ) -> Gates:
-        """The release gates of the version a rollout would start to: its approval tags
-        (asked each time: tags change) and its signature against the serving version's
-        (cached: versions are immutable). Nothing to check: Gates()."""
-        version = candidate(spec, status, resolved, observed)
-        if version is None:
-            return Gates()
+        """The release gates of `version`, the one a rollout would start to: its approval
+        tags (asked each time: tags change) and its signature against the serving version's
+        (cached: versions are immutable)."""
         name = spec.model_uri.name
         unapproved: tuple[str, ...] = ()
         if spec.rollout.required_tags:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from aliasop import canary
+from aliasop.analysis_models import AnalysisStep
 from aliasop.challenger import ChallengerPlan
 from aliasop.deployments import ObservedDeployment
 from aliasop.domain import PinnedVersion, Side
@@ -91,8 +92,8 @@ def registry_records(
 
 @dataclass(frozen=True)
 class Gates:
-    """What the release gates found for the candidate (see `candidate`): the reconciler asks
-    the registry, `decide` holds the rollout back when a gate is shut."""
+    """What the release gates found for the candidate (see `candidate`, named by `needs`): the
+    reconciler asks the registry, `decide` holds the rollout back when a gate is shut."""
 
     version: str | None = None  # the candidate checked; None: there was none to check
     unapproved: tuple[str, ...] = ()  # requiredTags entries it lacks: "key=value (is: x)"
@@ -111,6 +112,31 @@ def unapproved_tags(required: Mapping[str, str], tags: Mapping[str, str]) -> tup
         f"{key}={value} (is: {tags.get(key, 'unset')})"
         for key, value in sorted(required.items())
         if tags.get(key) != value
+    )
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a pass must learn before it decides, each named once (`needs`) and asked once by
+    the reconciler: the version whose release gates to check, the canary analysis whose
+    measurements are due, the challenger alias to resolve."""
+
+    candidate: str | None
+    analysis: AnalysisStep | None
+    challenger_alias: str | None
+
+
+def needs(
+    spec: ModelDeploymentSpec,
+    status: ModelDeploymentStatus,
+    resolved: ResolvedVersion | None,
+    observed: ObservedDeployment | None,
+) -> Needs:
+    """The I/O a pass needs, from the stored status, the alias resolved and the Deployment."""
+    return Needs(
+        candidate=candidate(spec, status, resolved, observed),
+        analysis=canary.analysis_under_way(spec, status.canary),
+        challenger_alias=spec.challenger.alias if spec.challenger is not None else None,
     )
 
 
@@ -173,13 +199,14 @@ def decide(
     observed: ObservedDeployment | None,
     now: datetime,
     selector: str | None = None,
-    gates: Gates = Gates(),  # frozen: one shared default is safe
+    gates: Gates | None = None,
     canary_deployment: ObservedDeployment | None = None,
     promoted: str = "",
     challenger: ChallengerPlan | None = None,
 ) -> Decision:
     """`selector`: the serving pods' label selector, reported for the scale subresource.
-    `gates`: what the release gates found for the candidate. `canary_deployment`: the canary
+    `gates`: what the release gates found for the candidate, whose `version` it is (None: no
+    gate checked, the candidate is worked out here). `canary_deployment`: the canary
     Deployment, if there is one; `promoted`: the version the promote annotation names;
     `challenger`: the challenger side, as planned (aliasop.challenger)."""
     draft = _Draft(spec, status.model_copy(deep=True), now.replace(microsecond=0))
@@ -194,7 +221,9 @@ def decide(
 
     _record_resolution(draft, resolved)
     _adopt_unrecorded_rollout(draft, observed)
-    target = _choose_target(draft, resolved, observed, gates)
+    version = candidate(spec, status, resolved, observed) if gates is None else gates.version
+    gates = gates if gates is not None else Gates()
+    target = _choose_target(draft, observed, version, gates)
     wake_at = _run_canary(draft, target, resolved, problem, observed, canary_deployment, promoted)
     _detect_failed_rollout(draft, target, observed)
     pin = _pin(draft, target, resolved, problem, observed)
@@ -243,14 +272,11 @@ def _adopt_unrecorded_rollout(draft: _Draft, observed: ObservedDeployment | None
 
 
 def _choose_target(
-    draft: _Draft,
-    resolved: ResolvedVersion | None,
-    observed: ObservedDeployment | None,
-    gates: Gates,
+    draft: _Draft, observed: ObservedDeployment | None, version: str | None, gates: Gates
 ) -> _Target:
-    """Step 2: the candidate, when the release gates let it through; else what runs."""
+    """Step 2: the candidate `version`, when the release gates let it through; else what
+    runs."""
     current = observed.version if observed is not None else None
-    version = candidate(draft.spec, draft.status, resolved, observed)
     if version is None:
         return _Target(current)
     if gates.version == version and gates.shut:
