@@ -21,21 +21,16 @@ from pydantic import ValidationError
 from aliasop import analysis, challenger, metrics
 from aliasop.analysis_models import AnalysisStep
 from aliasop.builders import (
-    HANDOVER_FIELD_MANAGER,
+    SUFFIXES,
     ServingDefaults,
     get_child_revision,
-    get_deployment,
-    get_disruption_budget,
     get_owner_name,
-    get_replicas_handover,
     get_selector,
-    get_service,
     get_tracking_uri,
-    service_suffix,
 )
 from aliasop.clock import Clock
 from aliasop.deployments import ObservedDeployment, observe_deployment
-from aliasop.domain import CANARY, CHALLENGER, MAIN, Owner, PinnedVersion, Side
+from aliasop.domain import CANARY, CHALLENGER, Owner
 from aliasop.events import Event, EventType
 from aliasop.interfaces import (
     ApiError,
@@ -59,6 +54,7 @@ from aliasop.models import (
     ResolvedVersion,
     SignaturePolicy,
 )
+from aliasop.plan import Apply, ChildrenPlan, SeenChildren, plan_children
 from aliasop.rollout import (
     Decision,
     Gates,
@@ -202,6 +198,17 @@ class ObservedChildren:
     def revision(self, kind: str, owner: ResourceKey, suffix: str = "") -> str | None:
         """Of the Service or PodDisruptionBudget; None when there is none."""
         return self._revisions.get((kind, owner, suffix))
+
+    def of(self, owner: ResourceKey) -> SeenChildren:
+        """Every child of `owner`, as a pass plans from them."""
+        sides = {v: self._deployments.get((owner, v)) for v in (CANARY, CHALLENGER)}
+        services = {s: self._revisions.get(("Service", owner, s)) for s in ("", *SUFFIXES)}
+        return SeenChildren(
+            main=self._deployments.get((owner, "")),
+            sides={v: seen for v, seen in sides.items() if seen is not None},
+            services={s: rev for s, rev in services.items() if rev is not None},
+            budget=self._revisions.get(("PodDisruptionBudget", owner, "")),
+        )
 
 
 class Reconciler:
@@ -398,33 +405,18 @@ class Reconciler:
                 spec, status.challenger, challenger_resolution, observed, sides[CHALLENGER]
             ),
         )
-        clash = await self._name_clash(key, owner, spec, decision)
+        children = plan_children(owner, spec, decision, self.observed.of(key), self._defaults)
+        clash = await self._name_clash(owner, children)
         if clash is not None:
             return name_clash(stored, clash, now), float(spec.poll_interval_seconds)
-        applying = ""  # the kind of child in hand, named if the API server refuses it
+        applying = ""  # the child in hand, named if the API server refuses it
         try:
-            if decision.pin is not None:
-                applying = "Deployment"
-                if spec.replicas is None and observed is not None and observed.replicas_applied:
-                    await self._children.apply(
-                        get_replicas_handover(owner, observed.desired_replicas),
-                        current_revision=None,
-                        field_manager=HANDOVER_FIELD_MANAGER,
-                    )
-                await self._children.apply(
-                    get_deployment(
-                        owner, spec, decision.pin, self._defaults, replicas=decision.stable_replicas
-                    ),
-                    current_revision=observed.revision if observed else None,
-                )
-                applying = "Service"
-                for variant in ("", *_variants_in_use(spec)):
-                    await self._apply_service(key, get_service(owner, spec, variant), tracked)
-                applying = "PodDisruptionBudget"
-                await self._apply_disruption_budget(key, get_disruption_budget(owner, spec), spec)
-            for variant, side in ((CANARY, decision.canary), (CHALLENGER, decision.challenger)):
-                applying = f"{variant}'s Deployment"
-                await self._apply_side(key, owner, spec, variant, side, sides[variant])
+            for step in children.apply:
+                applying = step.what
+                await self._apply(step, tracked)
+            for manifest in children.delete:
+                applying = str(manifest["kind"])
+                await self._children.delete(manifest)
         except ApiError as exc:
             if exc.status not in _INVALID:
                 raise
@@ -435,57 +427,20 @@ class Reconciler:
             delay = min(delay, max((decision.wake_at - now).total_seconds(), _SOONEST))
         return decision, delay
 
-    async def _apply_side(
-        self,
-        key: ResourceKey,
-        owner: Owner,
-        spec: ModelDeploymentSpec,
-        variant: str,
-        side: Side | None,
-        observed: ObservedDeployment | None,
-    ) -> None:
-        """The Deployment of the canary or the challenger as decided. Once the spec no longer
-        has that side, its Deployment goes when drained, and its Services go."""
-        revision = observed.revision if observed else None
-        if side is not None:
-            manifest = get_deployment(
-                owner, spec, side.pin, self._defaults, variant=variant, replicas=side.replicas
-            )
-            await self._children.apply(manifest, current_revision=revision)
-        in_use = _variants_in_use(spec)
-        if variant in in_use:
-            return
-        if observed is not None and observed.desired_replicas == 0 and side is None:
-            pin = PinnedVersion(observed.version, observed.run_id)
-            manifest = get_deployment(owner, spec, pin, self._defaults, variant=variant)
-            await self._children.delete(manifest)
-        for gone in (variant, *(() if in_use else (MAIN,))):
-            if self.observed.revision("Service", key, service_suffix(gone)) is not None:
-                await self._children.delete(get_service(owner, spec, gone))
-
-    async def _name_clash(
-        self, key: ResourceKey, owner: Owner, spec: ModelDeploymentSpec, decision: Decision
-    ) -> str | None:
+    async def _name_clash(self, owner: Owner, children: ChildrenPlan) -> str | None:
         """What another owner holds of the names this pass is to apply (<name>-canary,
         <name>-challenger, <name>-stable): aliasop never adopts nor overwrites an object it
         does not control here. Asked of the API server only for names the watch has not
         shown as ours."""
-        wanted: list[dict[str, Any]] = []
-        for variant, side in ((CANARY, decision.canary), (CHALLENGER, decision.challenger)):
-            if side is not None and self.observed.deployment(key, variant) is None:
-                pin = side.pin
-                wanted.append(get_deployment(owner, spec, pin, self._defaults, variant=variant))
-        if decision.pin is not None:
-            for variant in _variants_in_use(spec):
-                if self.observed.revision("Service", key, service_suffix(variant)) is None:
-                    wanted.append(get_service(owner, spec, variant))
-        for manifest in wanted:
-            controller = await self._children.controller(manifest)
+        for step in children.apply:
+            name = step.manifest["metadata"]["name"]
+            if step.current_revision is not None or name == owner.name:
+                continue
+            controller = await self._children.controller(step.manifest)
             if controller is not None and controller != owner.uid:
                 held = "another owner" if controller else "no owner (made by hand?)"
-                name = manifest["metadata"]["name"]
                 return (
-                    f"the {manifest['kind']} {name} exists and belongs to {held}: aliasop "
+                    f"the {step.manifest['kind']} {name} exists and belongs to {held}: aliasop "
                     "leaves it alone. Rename or delete it, or rename this resource"
                 )
         return None
@@ -619,32 +574,22 @@ class Reconciler:
         )
         return Gates(version, unapproved, comparison.problems, comparison.note, serving_version)
 
-    async def _apply_service(
-        self, key: ResourceKey, service: dict[str, Any], tracked: Tracked
-    ) -> None:
-        """Apply the Service. One edited beyond what an apply can merge (a port changed by
-        hand: ports are keyed by number, so the apply adds ours next to it, under the same
-        name) is invalid once merged: it is deleted and created anew."""
+    async def _apply(self, step: Apply, tracked: Tracked) -> None:
+        """Apply one child of the plan. A Service edited beyond what an apply can merge (a
+        port changed by hand: ports are keyed by number, so the apply adds ours next to it,
+        under the same name) is invalid once merged: it is deleted and created anew."""
         try:
             await self._children.apply(
-                service, current_revision=self.observed.revision("Service", key)
+                step.manifest,
+                current_revision=step.current_revision,
+                field_manager=step.field_manager,
             )
         except ApiError as exc:
-            if exc.status not in _INVALID:
+            if exc.status not in _INVALID or step.manifest["kind"] != "Service":
                 raise
             tracked.logger.warning(f"recreating the Service, edited beyond a merge: {exc}")
-            await self._children.delete(service)
-            await self._children.apply(service, current_revision=None)
-
-    async def _apply_disruption_budget(
-        self, key: ResourceKey, budget: dict[str, Any], spec: ModelDeploymentSpec
-    ) -> None:
-        """Apply the PodDisruptionBudget the spec asks for, or delete one it no longer does."""
-        revision = self.observed.revision("PodDisruptionBudget", key)
-        if spec.serving.disruption_budget is not None:
-            await self._children.apply(budget, current_revision=revision)
-        elif revision is not None:
-            await self._children.delete(budget)
+            await self._children.delete(step.manifest)
+            await self._children.apply(step.manifest, current_revision=None)
 
     async def _resolve(self, tracking_uri: str, uri: ModelUri) -> ResolvedVersion | RegistryProblem:
         started = time.perf_counter()
@@ -713,16 +658,6 @@ class Reconciler:
                 if not await self._report(tracked, decision, 0.0, base):
                     tracked.stale = True
         return delay
-
-
-def _variants_in_use(spec: ModelDeploymentSpec) -> tuple[str, ...]:
-    """The sides with a Service of their own: the main side and the canary (Canary strategy)
-    or the challenger; none without either."""
-    if spec.canary:
-        return (MAIN, CANARY)
-    if spec.challenger is not None:
-        return (MAIN, CHALLENGER)
-    return ()
 
 
 def newer_version(seen: str | None, held: str | None) -> bool:
