@@ -66,6 +66,7 @@ from aliasop.rollout import (
     record_key,
     refused,
     registry_records,
+    state_of,
     status_to_store,
     unapproved_tags,
 )
@@ -405,6 +406,9 @@ class Reconciler:
                 spec, status.challenger, challenger_resolution, observed, sides[CHALLENGER]
             ),
         )
+        before, after = state_of(spec, stored), state_of(spec, decision.status)
+        if before is not after:
+            tracked.logger.info(f"rollout state: {before} -> {after}")
         children = plan_children(owner, spec, decision, self.observed.of(key), self._defaults)
         clash = await self._name_clash(owner, children)
         if clash is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 
 from aliasop import canary
 from aliasop.analysis_models import AnalysisStep
@@ -34,6 +35,41 @@ from aliasop.models import (
     RegistryProblem,
     ResolvedVersion,
 )
+
+
+class RolloutState(StrEnum):
+    """Where a resource's rollout stands, derived from its status (`state_of`)."""
+
+    PENDING = "Pending"  # nothing has rolled out yet
+    SERVING = "Serving"  # the version rolled out serves; nothing under way
+    HELD = "Held"  # a release gate holds the alias's version back; the serving one stays
+    ROLLING_OUT = "RollingOut"  # a rolling update to a new version
+    CANARY = "Canary"  # a canary beside the stable side, at one of its steps
+    PROMOTING = "Promoting"  # the canary passed: the stable side moves to its version
+    ROLLING_BACK = "RollingBack"  # a failed version is being replaced by the last good one
+    FAILED = "Failed"  # a version failed; the last good one serves until the alias moves
+    PAUSED = "Paused"  # spec.paused: nothing moves
+
+
+def state_of(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> RolloutState:
+    """The rollout state `status` records (with `spec.paused`): a canary in flight, else the
+    rollout history's open entry, else what the last rollouts left."""
+    if spec.paused:
+        return RolloutState.PAUSED
+    if status.canary is not None:
+        promoting = status.canary.phase is CanaryPhase.PROMOTING
+        return RolloutState.PROMOTING if promoting else RolloutState.CANARY
+    latest = status.history[0] if status.history else None
+    if latest is not None and latest.outcome is Outcome.PROGRESSING:
+        rollback = latest.reason is Reason.ROLLBACK
+        return RolloutState.ROLLING_BACK if rollback else RolloutState.ROLLING_OUT
+    if status.failed_version is not None:
+        return RolloutState.FAILED
+    if status.held_version is not None:
+        return RolloutState.HELD
+    if status.serving_version is None:
+        return RolloutState.PENDING
+    return RolloutState.SERVING
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,8 @@ from aliasop.models import ModelDeploymentSpec, ModelDeploymentStatus, ResolvedV
 from aliasop.plan import ChildrenPlan, SeenChildren, plan_children
 from aliasop.rollout import decide
 
+from capacity import check
+
 pytestmark = pytest.mark.timeout(20)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -107,48 +109,6 @@ class Cluster:
 
     def available(self) -> int:
         return sum(d.available for d in self.deployments.values())
-
-
-def check(seen: SeenChildren, plan: ChildrenPlan, replicas: int) -> None:
-    """What `plan` keeps available of what `seen` shows, whatever the pods do next, is at
-    least spec.replicas (or all there were): a side keeps at most its new count of its
-    available pods; a deleted one keeps none, and so does one scaled down while it rolls or in
-    the apply that changes its template (the controller scales its ReplicaSets in proportion,
-    available pods with unready ones)."""
-    before = {"bikes": seen.main, **{f"bikes-{v}": d for v, d in seen.sides.items()}}
-    planned: dict[str, tuple[str, str, int] | None] = {}
-    for step in plan.apply:
-        manifest = step.manifest
-        if manifest["kind"] == "Deployment" and "template" in manifest["spec"]:
-            labels = manifest["spec"]["template"]["metadata"]["labels"]
-            planned[manifest["metadata"]["name"]] = (
-                labels[VERSION_LABEL],
-                labels.get(VARIANT_LABEL, ""),
-                manifest["spec"]["replicas"],
-            )
-    for manifest in plan.delete:
-        if manifest["kind"] == "Deployment":
-            planned[manifest["metadata"]["name"]] = None
-    kept = 0
-    for name, observed in before.items():
-        if observed is None:
-            continue
-        if name not in planned:
-            kept += observed.available_replicas
-            continue
-        wanted = planned[name]
-        if wanted is None:
-            continue
-        version, variant, count = wanted
-        settled = observed.rolled_out and (observed.version, observed.variant) == (
-            version,
-            variant,
-        )
-        if count < observed.desired_replicas and not settled:
-            continue  # any of its available pods may go
-        kept += min(observed.available_replicas, count)
-    had = sum(d.available_replicas for d in before.values() if d is not None)
-    assert kept >= min(replicas, had), f"{kept} of {had} pods kept available"
 
 
 @dataclass
