@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from aliasop import analysis
 from aliasop.analysis_models import AnalysisPhase, AnalysisStep
 from aliasop.deployments import ObservedDeployment
-from aliasop.domain import MAIN
+from aliasop.domain import MAIN, Requests
 from aliasop.events import Event, EventType
 from aliasop.models import (
     PROMOTE_ANNOTATION,
@@ -198,14 +198,18 @@ def advance(
     state: CanaryStatus,
     stable: ObservedDeployment | None,
     canary: ObservedDeployment | None,
-    promoted: str,
+    asked: Requests,
     now: datetime,
 ) -> Progress:
     """Move `state` through every step that is done: a weight whose pods are there, a pause
-    that is over (or promoted: `promoted` is the version the promote annotation names), an
-    analysis that passed. A failed analysis, or canary pods that miss the progress deadline,
-    abort it."""
+    that is over (or promoted: `asked.promote` names its version), an analysis that passed;
+    or past every step left when `asked.promote_full` names its version. A failed analysis,
+    or canary pods that miss the progress deadline, abort it."""
     progress = Progress(state)
+    if asked.promote_full == state.version and state.phase is not CanaryPhase.PROMOTING:
+        progress.state = _enter(spec, state, len(spec.rollout.steps) + 1, now)
+        progress.events.append(_step_event(spec, progress.state))
+        return progress
     if (
         canary is not None
         and canary.version == state.version
@@ -222,7 +226,9 @@ def advance(
         step = current_step(spec, progress.state)
         if step is None:
             break
-        done, why_not = _step_done(step, progress.state, replicas, stable, canary, promoted, now)
+        done, why_not = _step_done(
+            step, progress.state, replicas, stable, canary, asked.promote, now
+        )
         if why_not is not None:
             progress.abort = why_not
             return progress

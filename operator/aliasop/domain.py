@@ -39,3 +39,17 @@ class Side:
 
     pin: PinnedVersion
     replicas: int
+
+
+@dataclass(frozen=True)
+class Requests:
+    """What a person asks of a rollout through the resource's annotations (see
+    models.REQUEST_ANNOTATIONS), each the version it is about; "": not asked."""
+
+    promote: str = ""  # end the canary's manual pause
+    promote_full: str = ""  # skip the canary's remaining steps
+    abort: str = ""  # stop the rollout, back to the last good version
+    retry: str = ""  # roll a failed or aborted version out again
+
+
+NOTHING_ASKED = Requests()

@@ -30,7 +30,7 @@ from aliasop.builders import (
 )
 from aliasop.clock import Clock
 from aliasop.deployments import ObservedDeployment, observe_deployment
-from aliasop.domain import CANARY, CHALLENGER, Owner
+from aliasop.domain import CANARY, CHALLENGER, Owner, Requests
 from aliasop.events import Event, EventType
 from aliasop.interfaces import (
     ApiError,
@@ -44,8 +44,12 @@ from aliasop.interfaces import (
     ResourceKey,
 )
 from aliasop.models import (
+    ABORT_ANNOTATION,
     PLURAL,
     PROMOTE_ANNOTATION,
+    PROMOTE_FULL_ANNOTATION,
+    REQUEST_ANNOTATIONS,
+    RETRY_ANNOTATION,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
     ModelUri,
@@ -370,7 +374,8 @@ class Reconciler:
         observed = self.observed.deployment(key)
         sides = {v: self.observed.deployment(key, v) for v in (CANARY, CHALLENGER)}
         resolved = resolution if isinstance(resolution, ResolvedVersion) else None
-        wanted = needs(spec, stored, resolved, observed)
+        asked = _requests(tracked.resource["metadata"]["annotations"])
+        wanted = needs(spec, stored, resolved, observed, asked)
         status = await self._measure(key, spec, tracked, stored, wanted.analysis)
         gates = Gates()
         if wanted.candidate is not None:
@@ -401,7 +406,7 @@ class Reconciler:
             selector=get_selector(owner),
             gates=gates,
             canary_deployment=sides[CANARY],
-            promoted=tracked.resource["metadata"]["annotations"].get(PROMOTE_ANNOTATION, ""),
+            asked=asked,
             challenger=challenger.plan(
                 spec, status.challenger, challenger_resolution, observed, sides[CHALLENGER]
             ),
@@ -692,6 +697,16 @@ def _stored_status(stored: Any, logger: Logger) -> ModelDeploymentStatus:
         return ModelDeploymentStatus()
 
 
+def _requests(annotations: Mapping[str, str]) -> Requests:
+    """What a person asks of the rollout, from the resource's annotations."""
+    return Requests(
+        promote=annotations.get(PROMOTE_ANNOTATION, ""),
+        promote_full=annotations.get(PROMOTE_FULL_ANNOTATION, ""),
+        abort=annotations.get(ABORT_ANNOTATION, ""),
+        retry=annotations.get(RETRY_ANNOTATION, ""),
+    )
+
+
 def _identity(body: Mapping[str, Any], shard_label_keys: frozenset[str]) -> dict[str, Any]:
     """What passes read of a ModelDeployment, and what Events name it by."""
     meta = body["metadata"]
@@ -703,8 +718,8 @@ def _identity(body: Mapping[str, Any], shard_label_keys: frozenset[str]) -> dict
         "metadata": {
             **identity,
             "labels": shard_labels(meta.get("labels"), shard_label_keys),
-            # A manual promotion: no new generation, but a pass at once.
-            "annotations": {k: v for k, v in annotations.items() if k == PROMOTE_ANNOTATION},
+            # A person's request (promote, abort, retry): no new generation, but a pass at once.
+            "annotations": {k: v for k, v in annotations.items() if k in REQUEST_ANNOTATIONS},
         },
         "spec": dict(body.get("spec") or {}),
     }

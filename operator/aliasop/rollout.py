@@ -18,9 +18,11 @@ from aliasop import canary
 from aliasop.analysis_models import AnalysisStep
 from aliasop.challenger import ChallengerPlan
 from aliasop.deployments import ObservedDeployment
-from aliasop.domain import PinnedVersion, Side
+from aliasop.domain import NOTHING_ASKED, PinnedVersion, Requests, Side
 from aliasop.events import Event, EventType
 from aliasop.models import (
+    ABORT_ANNOTATION,
+    RETRY_ANNOTATION,
     TAG_PREFIX,
     CanaryPhase,
     Condition,
@@ -48,6 +50,7 @@ class RolloutState(StrEnum):
     PROMOTING = "Promoting"  # the canary passed: the stable side moves to its version
     ROLLING_BACK = "RollingBack"  # a failed version is being replaced by the last good one
     FAILED = "Failed"  # a version failed; the last good one serves until the alias moves
+    ABORTED = "Aborted"  # a person stopped a version's rollout; the last good one serves
     PAUSED = "Paused"  # spec.paused: nothing moves
 
 
@@ -64,6 +67,9 @@ def state_of(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> Rollou
         rollback = latest.reason is Reason.ROLLBACK
         return RolloutState.ROLLING_BACK if rollback else RolloutState.ROLLING_OUT
     if status.failed_version is not None:
+        aborted = _latest_of(status, status.failed_version)
+        if aborted is not None and aborted.outcome is Outcome.ABORTED:
+            return RolloutState.ABORTED
         return RolloutState.FAILED
     if status.held_version is not None:
         return RolloutState.HELD
@@ -167,10 +173,12 @@ def needs(
     status: ModelDeploymentStatus,
     resolved: ResolvedVersion | None,
     observed: ObservedDeployment | None,
+    asked: Requests = NOTHING_ASKED,
 ) -> Needs:
-    """The I/O a pass needs, from the stored status, the alias resolved and the Deployment."""
+    """The I/O a pass needs, from the stored status, the alias resolved, the Deployment and
+    what a person asks."""
     return Needs(
-        candidate=candidate(spec, status, resolved, observed),
+        candidate=candidate(spec, status, resolved, observed, asked),
         analysis=canary.analysis_under_way(spec, status.canary),
         challenger_alias=spec.challenger.alias if spec.challenger is not None else None,
     )
@@ -181,10 +189,12 @@ def candidate(
     status: ModelDeploymentStatus,
     resolved: ResolvedVersion | None,
     observed: ObservedDeployment | None,
+    asked: Requests = NOTHING_ASKED,
 ) -> str | None:
     """The version a rollout would start to now, before the release gates: the alias's,
     unless paused, unresolved, already running, or a version that failed and was rolled back
-    (tried again only once the alias moves away and back)."""
+    or was aborted (tried again only once the alias moves away and back, or a retry names
+    it)."""
     current = observed.version if observed is not None else None
     if resolved is None or spec.paused:
         return None
@@ -192,9 +202,24 @@ def candidate(
         return None
     if status.canary is not None and resolved.version == status.canary.version:
         return None  # its canary is under way
-    if resolved.version == status.failed_version:
+    if resolved.version == status.failed_version and not retry_pending(status, asked):
         return None
     return resolved.version
+
+
+def retry_pending(status: ModelDeploymentStatus, asked: Requests) -> bool:
+    """A retry names the version that failed or was aborted, and has not been carried out
+    for it yet: the rollout it starts is recorded as Retried, so that a retried version that
+    fails again stays failed (until the alias moves) instead of being retried in a loop."""
+    if not asked.retry or asked.retry != status.failed_version:
+        return False
+    latest = _latest_of(status, asked.retry)
+    return latest is None or latest.reason is not Reason.RETRIED
+
+
+def _latest_of(status: ModelDeploymentStatus, version: str) -> HistoryEntry | None:
+    """The newest history entry of `version`."""
+    return next((e for e in status.history if e.version == version), None)
 
 
 @dataclass
@@ -224,6 +249,7 @@ class _Target:
     version: str | None
     start_reason: Reason | None = None
     failure: str | None = None  # why the rollout failed in this pass, for the status message
+    aborted: str | None = None  # what a person's abort did in this pass, for the message
     held: str | None = None  # a candidate a release gate holds back
 
 
@@ -237,14 +263,14 @@ def decide(
     selector: str | None = None,
     gates: Gates | None = None,
     canary_deployment: ObservedDeployment | None = None,
-    promoted: str = "",
+    asked: Requests = NOTHING_ASKED,
     challenger: ChallengerPlan | None = None,
 ) -> Decision:
     """`selector`: the serving pods' label selector, reported for the scale subresource.
     `gates`: what the release gates found for the candidate, whose `version` it is (None: no
     gate checked, the candidate is worked out here). `canary_deployment`: the canary
-    Deployment, if there is one; `promoted`: the version the promote annotation names;
-    `challenger`: the challenger side, as planned (aliasop.challenger)."""
+    Deployment, if there is one; `asked`: what a person asks through annotations (promote,
+    abort, retry); `challenger`: the challenger side, as planned (aliasop.challenger)."""
     draft = _Draft(spec, status.model_copy(deep=True), now.replace(microsecond=0))
     draft.status.observed_generation = generation
     sides = (observed, canary_deployment, challenger.observed if challenger else None)
@@ -257,10 +283,16 @@ def decide(
 
     _record_resolution(draft, resolved)
     _adopt_unrecorded_rollout(draft, observed)
-    version = candidate(spec, status, resolved, observed) if gates is None else gates.version
-    gates = gates if gates is not None else Gates()
-    target = _choose_target(draft, observed, version, gates)
-    wake_at = _run_canary(draft, target, resolved, problem, observed, canary_deployment, promoted)
+    retrying = retry_pending(draft.status, asked)
+    if retrying:
+        draft.status.failed_version = None
+    checked = (
+        gates if gates is not None else Gates(candidate(spec, status, resolved, observed, asked))
+    )
+    version, gates = checked.version, gates if gates is not None else Gates()
+    target = _choose_target(draft, observed, version, gates, retrying)
+    wake_at = _run_canary(draft, target, resolved, problem, observed, canary_deployment, asked)
+    _abort_rolling_update(draft, target, asked)
     _detect_failed_rollout(draft, target, observed)
     pin = _pin(draft, target, resolved, problem, observed)
     _record_progress(draft, target, pin, observed)
@@ -308,7 +340,11 @@ def _adopt_unrecorded_rollout(draft: _Draft, observed: ObservedDeployment | None
 
 
 def _choose_target(
-    draft: _Draft, observed: ObservedDeployment | None, version: str | None, gates: Gates
+    draft: _Draft,
+    observed: ObservedDeployment | None,
+    version: str | None,
+    gates: Gates,
+    retrying: bool,
 ) -> _Target:
     """Step 2: the candidate `version`, when the release gates let it through; else what
     runs."""
@@ -317,6 +353,8 @@ def _choose_target(
         return _Target(current)
     if gates.version == version and gates.shut:
         return _Target(current, held=version)
+    if retrying:
+        return _Target(version, Reason.RETRIED)
     return _Target(version, Reason.CREATED if current is None else Reason.ALIAS_MOVED)
 
 
@@ -327,7 +365,7 @@ def _run_canary(
     problem: RegistryProblem | None,
     stable: ObservedDeployment | None,
     canary_deployment: ObservedDeployment | None,
-    promoted: str,
+    asked: Requests,
 ) -> datetime | None:
     """Canary strategy: a rollout from a serving version starts a canary instead of moving the
     stable Deployment; the canary goes through its steps, then the stable Deployment moves to
@@ -341,7 +379,10 @@ def _run_canary(
             st.canary = None  # like any other from here on (history, deadline, rollback)
         target.version = state.version
         return None
-    moved_on = target.start_reason is Reason.ALIAS_MOVED
+    if state is not None and asked.abort == state.version and asked.retry != state.version:
+        _abort_canary(draft, target, f"the canary of version {state.version}", asked=True)
+        return None
+    moved_on = target.start_reason in (Reason.ALIAS_MOVED, Reason.RETRIED)
     moved_away = resolved is not None and state is not None and resolved.version != state.version
     if state is not None and (not spec.canary or moved_away):
         why = (
@@ -370,7 +411,7 @@ def _run_canary(
             return None
         pin = PinnedVersion(target.version, _run_id_of(target.version, resolved, stable, draft))
         state = canary.start(spec, pin.version, pin.run_id, current, draft.now)
-        _record_start(draft, pin, Reason.ALIAS_MOVED)
+        _record_start(draft, pin, target.start_reason or Reason.ALIAS_MOVED)
         draft.post(
             EventType.NORMAL,
             Reason.ROLLOUT_STARTED,
@@ -382,7 +423,7 @@ def _run_canary(
     if problem is not None or spec.paused:
         target.version = state.stable_version
         return None  # hold it where it is until the registry answers, or the spec unpauses
-    progress = canary.advance(spec, state, stable, canary_deployment, promoted, draft.now)
+    progress = canary.advance(spec, state, stable, canary_deployment, asked, draft.now)
     draft.events.extend(progress.events)
     if progress.abort is not None:
         _abort_canary(draft, target, progress.abort)
@@ -392,15 +433,19 @@ def _run_canary(
     return progress.wake_at
 
 
-def _abort_canary(draft: _Draft, target: _Target, why: str) -> None:
-    """The canary failed: it goes to zero, the stable version keeps serving, and the version
-    is not tried again until the alias moves away and back (like a rolled-back version)."""
+def _abort_canary(draft: _Draft, target: _Target, why: str, asked: bool = False) -> None:
+    """The canary failed (or, `asked`, a person aborted it: `why` names it): it goes to zero,
+    the stable version keeps serving, and the version is not tried again until the alias
+    moves away and back or a retry names it (like a rolled-back version)."""
     st, uri = draft.status, draft.spec.model_uri
     state = st.canary
     assert state is not None
-    _finish(draft, state.version, Outcome.FAILED, why)
     st.failed_version, st.canary = state.version, None
     target.version = state.stable_version
+    if asked:
+        _aborted(draft, target, state.version, why, state.stable_version)
+        return
+    _finish(draft, state.version, Outcome.FAILED, why)
     target.failure = f"{why}; aborted, version {state.stable_version} kept serving"
     if draft.spec.rollout.on_failure is OnFailure.REVERT_ALIAS:
         draft.revert_alias_to = state.stable_version
@@ -436,6 +481,36 @@ def _sides(
         replicas, wanted, stable, state.stable_version, canary_deployment, state.version
     )
     return sides.stable, Side(pin, sides.canary)
+
+
+def _abort_rolling_update(draft: _Draft, target: _Target, asked: Requests) -> None:
+    """A person aborts the rolling update of the version it names: back to the last good
+    version, as a rollback, the alias left alone. A rollback, or a rollout with nothing good
+    to go back to, is not aborted."""
+    st = draft.status
+    latest = st.history[0] if st.history else None
+    if (
+        not asked.abort
+        or asked.abort == asked.retry
+        or target.version != asked.abort
+        or latest is None
+        or (latest.version, latest.outcome) != (asked.abort, Outcome.PROGRESSING)
+        or latest.reason is Reason.ROLLBACK
+        or st.last_good_version in (None, asked.abort)
+    ):
+        return
+    good = st.last_good_version
+    assert good is not None
+    st.failed_version = asked.abort
+    target.version, target.start_reason = good, Reason.ROLLBACK
+    _aborted(draft, target, asked.abort, f"the rollout of version {asked.abort}", good)
+
+
+def _aborted(draft: _Draft, target: _Target, version: str, what: str, back_to: str) -> None:
+    """Record and announce the abort of `version`'s rollout (`what`), back on `back_to`."""
+    _finish(draft, version, Outcome.ABORTED, f"aborted: {ABORT_ANNOTATION}={version}")
+    target.aborted = f"{what} was aborted ({ABORT_ANNOTATION}={version}); back to version {back_to}"
+    draft.post(EventType.NORMAL, Reason.ROLLOUT_ABORTED, target.aborted)
 
 
 def _detect_failed_rollout(
@@ -532,7 +607,8 @@ def _set_phase_and_conditions(
     )
     unreachable = problem is not None and problem.kind is Reason.REGISTRY_UNAVAILABLE
     failure = target.failure
-    if failure is None and st.failed_version is not None:
+    aborted = _aborted_message(draft, target)
+    if failure is None and aborted is None and st.failed_version is not None:
         why = next(
             (
                 f" ({e.message})"
@@ -563,6 +639,8 @@ def _set_phase_and_conditions(
 
     if degraded is not None:
         st.phase, st.message = Phase.DEGRADED, degraded[1]
+    elif aborted is not None:
+        st.phase, st.message = Phase.ABORTED, aborted
     elif draft.spec.paused:
         st.phase = Phase.PAUSED
         st.message = (
@@ -616,9 +694,25 @@ def _set_phase_and_conditions(
         st.message,
     )
     _set_gate_conditions(draft, target, gates, current)
-    _set_kstatus_conditions(draft, target, rolling, degraded, problem, waiting)
+    _set_kstatus_conditions(draft, target, rolling, degraded, problem, waiting, aborted)
     for condition in st.conditions:
         condition.observed_generation = st.observed_generation
+
+
+def _aborted_message(draft: _Draft, target: _Target) -> str | None:
+    """What the status says while a version's rollout stays aborted; None: none is."""
+    st = draft.status
+    version = st.failed_version
+    latest = _latest_of(st, version) if version is not None else None
+    if version is None or latest is None or latest.outcome is not Outcome.ABORTED:
+        return None
+    done = target.aborted or (
+        f"the rollout of version {version} was aborted ({ABORT_ANNOTATION}={version})"
+    )
+    return (
+        f"{done}; serving version {st.serving_version}. It rolls out again when "
+        f"{draft.spec.model_uri} moves away and back, or with {RETRY_ANNOTATION}={version}"
+    )
 
 
 def _set_gate_conditions(draft: _Draft, target: _Target, gates: Gates, current: str | None) -> None:
@@ -668,6 +762,7 @@ def _set_kstatus_conditions(
     stall: tuple[Reason, str] | None,
     problem: RegistryProblem | None,
     waiting: bool,
+    aborted: str | None,
 ) -> None:
     """Reconciling, Stalled and Ready, by kstatus's rules: it reports Failed only when a
     person must act (Stalled), InProgress only while progress is being made (Reconciling),
@@ -696,6 +791,8 @@ def _set_kstatus_conditions(
         ready = (False, Reason.ROLLING_OUT if rolling else Reason.RESOLVING)
     elif draft.spec.paused:
         ready = (True, Reason.PAUSED)
+    elif aborted is not None:  # a person's choice, as asked: kstatus Current
+        ready = (True, Reason.ROLLOUT_ABORTED)
     elif problem is not None:
         ready = (True, problem.kind)
     elif waiting:

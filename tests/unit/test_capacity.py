@@ -21,7 +21,7 @@ import pytest
 from aliasop import challenger
 from aliasop.builders import VARIANT_LABEL, VERSION_LABEL, ServingDefaults
 from aliasop.deployments import ObservedDeployment
-from aliasop.domain import CANARY, CHALLENGER, Owner
+from aliasop.domain import CANARY, CHALLENGER, Owner, Requests
 from aliasop.models import ModelDeploymentSpec, ModelDeploymentStatus, ResolvedVersion
 from aliasop.plan import ChildrenPlan, SeenChildren, plan_children
 from aliasop.rollout import decide
@@ -148,7 +148,7 @@ class Run:
             seen.main,
             self.now,
             canary_deployment=seen.sides.get(CANARY),
-            promoted=self.promoted,
+            asked=Requests(promote=self.promoted),
             challenger=challenger_side,
         )
         plan = plan_children(OWNER, spec, decision, seen, DEFAULTS)

@@ -17,10 +17,13 @@ import pytest
 
 from aliasop.builders import ServingDefaults
 from aliasop.deployments import ObservedDeployment
-from aliasop.domain import CANARY, Owner
+from aliasop.domain import CANARY, NOTHING_ASKED, Owner, Requests
 from aliasop.models import (
+    ConditionType,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
+    Outcome,
+    Phase,
     Reason,
     RegistryProblem,
     ResolvedVersion,
@@ -76,7 +79,7 @@ class World:
     resolution: ResolvedVersion | RegistryProblem
     main: ObservedDeployment | None
     canary: ObservedDeployment | None = None
-    promoted: str = ""
+    asked: Requests = NOTHING_ASKED
     gates: Gates | None = None
 
 
@@ -90,7 +93,7 @@ def decided(status: ModelDeploymentStatus, world: World) -> Decision:
         T0,
         gates=world.gates,
         canary_deployment=world.canary,
-        promoted=world.promoted,
+        asked=world.asked,
     )
     seen = SeenChildren(
         main=world.main, sides={CANARY: world.canary} if world.canary is not None else {}
@@ -145,13 +148,32 @@ def canary_paused() -> ModelDeploymentStatus:
     return decided(weighed, World(canary_spec(), at("2"), pods("1", 3), canary_pods("2", 1))).status
 
 
+def at_pause(**asked: str) -> World:
+    """The cluster while the canary of version 2 is at its pause, and what a person asks."""
+    return World(canary_spec(), at("2"), pods("1", 3), canary_pods("2", 1), Requests(**asked))
+
+
 def promoting() -> ModelDeploymentStatus:
-    return decided(
-        canary_paused(),
-        World(canary_spec(), at("2"), pods("1", 3), canary_pods("2", 1), promoted="2"),
-    ).status
+    return decided(canary_paused(), at_pause(promote="2")).status
 
 
+def aborted_two() -> ModelDeploymentStatus:
+    """The rolling update to version 2 aborted, version 1 back."""
+    back = decided(rolling_out_two(), World(spec(), at("2"), rolling("2"), asked=ABORT_2)).status
+    return decided(back, World(spec(), at("2"), pods("1"), asked=ABORT_2)).status
+
+
+def canary_aborted() -> ModelDeploymentStatus:
+    return decided(canary_paused(), at_pause(abort="2")).status
+
+
+def retried_and_failed_again() -> ModelDeploymentStatus:
+    retried = decided(failed_two(), World(spec(), at("2"), pods("1"), asked=RETRY_2)).status
+    back = decided(retried, World(spec(), at("2"), stuck("2"), asked=RETRY_2)).status
+    return decided(back, World(spec(), at("2"), pods("1"), asked=RETRY_2)).status
+
+
+ABORT_2, RETRY_2 = Requests(abort="2"), Requests(retry="2")
 UNAPPROVED = Gates("2", unapproved=("stage=prod (is: none)",))
 OUTAGE = RegistryProblem(Reason.REGISTRY_UNAVAILABLE, "connection refused")
 
@@ -210,12 +232,39 @@ ROWS = [
     Row(canary_paused, S.CANARY, "nothing happens",
         World(canary_spec(), at("2"), pods("1", 3), canary_pods("2", 1)),
         S.CANARY, "1", ()),
-    Row(canary_paused, S.CANARY, "a promotion of another version",
-        World(canary_spec(), at("2"), pods("1", 3), canary_pods("2", 1), promoted="9"),
+    Row(canary_paused, S.CANARY, "a promotion of another version", at_pause(promote="9"),
         S.CANARY, "1", ()),
-    Row(canary_paused, S.CANARY, "its promotion",
-        World(canary_spec(), at("2"), pods("1", 3), canary_pods("2", 1), promoted="2"),
+    Row(canary_paused, S.CANARY, "its promotion", at_pause(promote="2"),
         S.PROMOTING, "2", (Reason.CANARY_PROMOTED,)),
+    Row(canary_paused, S.CANARY, "its full promotion", at_pause(promote_full="2"),
+        S.PROMOTING, "2", (Reason.CANARY_PROMOTED,)),
+    Row(canary_paused, S.CANARY, "an abort of another version", at_pause(abort="9"),
+        S.CANARY, "1", ()),
+    Row(canary_paused, S.CANARY, "its abort", at_pause(abort="2"),
+        S.ABORTED, "1", (Reason.ROLLOUT_ABORTED,)),
+    Row(canary_aborted, S.ABORTED, "the abort stays", at_pause(abort="2"),
+        S.ABORTED, "1", ()),
+    Row(canary_aborted, S.ABORTED, "a retry of its canary", at_pause(retry="2"),
+        S.CANARY, "1", (Reason.ROLLOUT_STARTED, Reason.CANARY_STEP)),  # its pod is there
+    Row(rolling_out_two, S.ROLLING_OUT, "its abort",
+        World(spec(), at("2"), rolling("2"), asked=ABORT_2),
+        S.ROLLING_BACK, "1", (Reason.ROLLOUT_ABORTED, Reason.ROLLOUT_STARTED)),
+    Row(rolling_out_two, S.ROLLING_OUT, "an abort of another version",
+        World(spec(), at("2"), rolling("2"), asked=Requests(abort="9")),
+        S.ROLLING_OUT, "2", ()),
+    Row(aborted_two, S.ABORTED, "the abort stays",
+        World(spec(), at("2"), pods("1"), asked=ABORT_2), S.ABORTED, "1", ()),
+    Row(aborted_two, S.ABORTED, "the abort is removed", World(spec(), at("2"), pods("1")),
+        S.ABORTED, "1", ()),
+    Row(aborted_two, S.ABORTED, "a retry of its rolling update",
+        World(spec(), at("2"), pods("1"), asked=RETRY_2),
+        S.ROLLING_OUT, "2", (Reason.ROLLOUT_STARTED,)),
+    Row(aborted_two, S.ABORTED, "the alias moves on", World(spec(), at("3"), pods("1")),
+        S.ROLLING_OUT, "3", (Reason.ALIAS_MOVED, Reason.ROLLOUT_STARTED)),
+    Row(failed_two, S.FAILED, "a retry of it", World(spec(), at("2"), pods("1"), asked=RETRY_2),
+        S.ROLLING_OUT, "2", (Reason.ROLLOUT_STARTED,)),
+    Row(retried_and_failed_again, S.FAILED, "the retry stays",
+        World(spec(), at("2"), pods("1"), asked=RETRY_2), S.FAILED, "1", ()),
     Row(canary_paused, S.CANARY, "the alias moves back",
         World(canary_spec(), at("1"), pods("1", 3), canary_pods("2", 1)),
         S.SERVING, "1", (Reason.ALIAS_MOVED, Reason.CANARY_ABORTED)),
@@ -250,3 +299,34 @@ def test_state_x_event_gives_the_next_state_and_plan(row: Row) -> None:
 
 def test_every_state_is_reached_by_a_row() -> None:
     assert {row.next_state for row in ROWS} | {row.start_state for row in ROWS} == set(S)
+
+
+def test_an_aborted_rollout_says_so_and_leaves_the_alias_alone() -> None:
+    revert = spec(rollout={"onFailure": "RevertAlias"})
+    aborting = decided(rolling_out_two(), World(revert, at("2"), rolling("2"), asked=ABORT_2))
+    assert aborting.revert_alias_to is None  # an abort is not a failure: the alias stays
+    status = decided(aborting.status, World(revert, at("2"), pods("1"), asked=ABORT_2)).status
+
+    assert status.phase is Phase.ABORTED
+    assert "aliasop.io/abort=2" in status.message and "aliasop.io/retry=2" in status.message
+    ready = status.condition(ConditionType.READY)
+    assert ready is not None and (ready.is_true, ready.reason) == (True, "RolloutAborted")
+    degraded = status.condition(ConditionType.DEGRADED)
+    assert degraded is not None and not degraded.is_true
+    assert [(h.version, h.reason, h.outcome) for h in status.history[:2]] == [
+        ("1", Reason.ROLLBACK, Outcome.SUCCEEDED),
+        ("2", Reason.ALIAS_MOVED, Outcome.ABORTED),
+    ]
+    assert status.failed_version == "2" and status.alias_version == "2"
+
+
+def test_a_retried_version_is_recorded_as_such_and_retried_once() -> None:
+    retried = decided(failed_two(), World(spec(), at("2"), pods("1"), asked=RETRY_2)).status
+    assert (retried.history[0].version, retried.history[0].reason) == ("2", Reason.RETRIED)
+    assert retried.failed_version is None
+    again = retried_and_failed_again()
+    assert again.failed_version == "2"
+    assert [(h.version, h.reason, h.outcome) for h in again.history[:2]] == [
+        ("1", Reason.ROLLBACK, Outcome.SUCCEEDED),
+        ("2", Reason.RETRIED, Outcome.FAILED),
+    ]
