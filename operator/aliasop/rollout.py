@@ -10,7 +10,7 @@ rollout's progress, then set the phase and conditions.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -241,7 +241,7 @@ class _Draft:
         return _set_condition(self.status, type_, value, reason, message, self.now)
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Target:
     """The version the Deployment should run, and why a rollout to it starts (None: no new
     rollout, the Deployment keeps or finishes what it runs)."""
@@ -291,9 +291,13 @@ def decide(
     )
     version, gates = checked.version, gates if gates is not None else Gates()
     target = _choose_target(draft, observed, version, gates, retrying)
-    wake_at = _run_canary(draft, target, resolved, problem, observed, canary_deployment, asked)
-    _abort_rolling_update(draft, target, asked)
-    _detect_failed_rollout(draft, target, observed)
+    wake_at: datetime | None = None
+    if spec.canary or draft.status.canary is not None:  # the strategy that has the main side
+        target, wake_at = _run_canary(
+            draft, target, resolved, problem, observed, canary_deployment, asked
+        )
+    target = _abort_rolling_update(draft, target, asked)
+    target = _detect_failed_rollout(draft, target, observed)
     pin = _pin(draft, target, resolved, problem, observed)
     _record_progress(draft, target, pin, observed)
     _set_phase_and_conditions(draft, target, problem, observed, gates)
@@ -366,22 +370,21 @@ def _run_canary(
     stable: ObservedDeployment | None,
     canary_deployment: ObservedDeployment | None,
     asked: Requests,
-) -> datetime | None:
+) -> tuple[_Target, datetime | None]:
     """Canary strategy: a rollout from a serving version starts a canary instead of moving the
     stable Deployment; the canary goes through its steps, then the stable Deployment moves to
-    its version (`target`). An alias that moves on restarts it with the new version; one that
-    moves back, a strategy dropped, abort it. Returns when to pass again for its sake."""
+    its version. An alias that moves on restarts it with the new version; one that moves
+    back, a strategy dropped, abort it. Returns the main side's target, and when to pass
+    again for the canary's sake."""
     st, spec = draft.status, draft.spec
     state = st.canary
     current = stable.version if stable is not None else None
     if state is not None and state.phase is CanaryPhase.PROMOTING:
         if current == state.version:  # the stable Deployment has its template: a rollout
             st.canary = None  # like any other from here on (history, deadline, rollback)
-        target.version = state.version
-        return None
+        return replace(target, version=state.version), None
     if state is not None and asked.abort == state.version and asked.retry != state.version:
-        _abort_canary(draft, target, f"the canary of version {state.version}", asked=True)
-        return None
+        return _abort_canary(draft, target, f"the canary of version {state.version}", True), None
     moved_on = target.start_reason in (Reason.ALIAS_MOVED, Reason.RETRIED)
     moved_away = resolved is not None and state is not None and resolved.version != state.version
     if state is not None and (not spec.canary or moved_away):
@@ -406,9 +409,9 @@ def _run_canary(
         st.canary = state = None
     if state is None:
         if not (spec.canary and moved_on and target.version is not None and current is not None):
-            return None
+            return target, None
         if current != st.serving_version:  # a first rollout, or one after a failure: whole
-            return None
+            return target, None
         pin = PinnedVersion(target.version, _run_id_of(target.version, resolved, stable, draft))
         state = canary.start(spec, pin.version, pin.run_id, current, draft.now)
         _record_start(draft, pin, target.start_reason or Reason.ALIAS_MOVED)
@@ -419,21 +422,20 @@ def _run_canary(
             f"{state.steps}, {canary.describe(spec.rollout.steps[0])}",
         )
         st.canary = state
-        target.version, target.start_reason = current, None
+        target = replace(target, version=current, start_reason=None)
     if problem is not None or spec.paused:
-        target.version = state.stable_version
-        return None  # hold it where it is until the registry answers, or the spec unpauses
+        # Held where it is until the registry answers, or the spec unpauses.
+        return replace(target, version=state.stable_version), None
     progress = canary.advance(spec, state, stable, canary_deployment, asked, draft.now)
     draft.events.extend(progress.events)
     if progress.abort is not None:
-        _abort_canary(draft, target, progress.abort)
-        return None
+        return _abort_canary(draft, target, progress.abort), None
     st.canary = progress.state
-    target.version = st.canary.version if progress.promoting else state.stable_version
-    return progress.wake_at
+    version = st.canary.version if progress.promoting else state.stable_version
+    return replace(target, version=version), progress.wake_at
 
 
-def _abort_canary(draft: _Draft, target: _Target, why: str, asked: bool = False) -> None:
+def _abort_canary(draft: _Draft, target: _Target, why: str, asked: bool = False) -> _Target:
     """The canary failed (or, `asked`, a person aborted it: `why` names it): it goes to zero,
     the stable version keeps serving, and the version is not tried again until the alias
     moves away and back or a retry names it (like a rolled-back version)."""
@@ -441,18 +443,18 @@ def _abort_canary(draft: _Draft, target: _Target, why: str, asked: bool = False)
     state = st.canary
     assert state is not None
     st.failed_version, st.canary = state.version, None
-    target.version = state.stable_version
+    target = replace(target, version=state.stable_version)
     if asked:
-        _aborted(draft, target, state.version, why, state.stable_version)
-        return
+        return _aborted(draft, target, state.version, why, state.stable_version)
     _finish(draft, state.version, Outcome.FAILED, why)
-    target.failure = f"{why}; aborted, version {state.stable_version} kept serving"
+    failure = f"{why}; aborted, version {state.stable_version} kept serving"
     if draft.spec.rollout.on_failure is OnFailure.REVERT_ALIAS:
         draft.revert_alias_to = state.stable_version
-        target.failure += f", and {uri} moved back to it"
+        failure += f", and {uri} moved back to it"
     else:
-        target.failure += f". It is tried again when {uri} moves away and back"
-    draft.post(EventType.WARNING, Reason.ROLLOUT_FAILED, target.failure)
+        failure += f". It is tried again when {uri} moves away and back"
+    draft.post(EventType.WARNING, Reason.ROLLOUT_FAILED, failure)
+    return replace(target, failure=failure)
 
 
 def _sides(
@@ -483,7 +485,7 @@ def _sides(
     return sides.stable, Side(pin, sides.canary)
 
 
-def _abort_rolling_update(draft: _Draft, target: _Target, asked: Requests) -> None:
+def _abort_rolling_update(draft: _Draft, target: _Target, asked: Requests) -> _Target:
     """A person aborts the rolling update of the version it names: back to the last good
     version, as a rollback, the alias left alone. A rollback, or a rollout with nothing good
     to go back to, is not aborted."""
@@ -498,24 +500,25 @@ def _abort_rolling_update(draft: _Draft, target: _Target, asked: Requests) -> No
         or latest.reason is Reason.ROLLBACK
         or st.last_good_version in (None, asked.abort)
     ):
-        return
+        return target
     good = st.last_good_version
     assert good is not None
     st.failed_version = asked.abort
-    target.version, target.start_reason = good, Reason.ROLLBACK
-    _aborted(draft, target, asked.abort, f"the rollout of version {asked.abort}", good)
+    target = replace(target, version=good, start_reason=Reason.ROLLBACK)
+    return _aborted(draft, target, asked.abort, f"the rollout of version {asked.abort}", good)
 
 
-def _aborted(draft: _Draft, target: _Target, version: str, what: str, back_to: str) -> None:
+def _aborted(draft: _Draft, target: _Target, version: str, what: str, back_to: str) -> _Target:
     """Record and announce the abort of `version`'s rollout (`what`), back on `back_to`."""
     _finish(draft, version, Outcome.ABORTED, f"aborted: {ABORT_ANNOTATION}={version}")
-    target.aborted = f"{what} was aborted ({ABORT_ANNOTATION}={version}); back to version {back_to}"
-    draft.post(EventType.NORMAL, Reason.ROLLOUT_ABORTED, target.aborted)
+    aborted = f"{what} was aborted ({ABORT_ANNOTATION}={version}); back to version {back_to}"
+    draft.post(EventType.NORMAL, Reason.ROLLOUT_ABORTED, aborted)
+    return replace(target, aborted=aborted)
 
 
 def _detect_failed_rollout(
     draft: _Draft, target: _Target, observed: ObservedDeployment | None
-) -> None:
+) -> _Target:
     """Step 3: the version the Deployment runs missed its progress deadline. Roll back to the
     last good version when allowed; either way the failure stays in the status message."""
     st, uri = draft.status, draft.spec.model_uri
@@ -526,25 +529,25 @@ def _detect_failed_rollout(
         or not observed.deadline_exceeded
         or observed.version == st.last_good_version
     ):
-        return
-    failed = observed.version
-    target.failure = (
+        return target
+    failed, good = observed.version, st.last_good_version
+    failure = (
         f"version {failed} did not become available within "
         f"{draft.spec.rollout.progress_deadline_seconds}s"
     )
-    if _finish(draft, failed, Outcome.FAILED, target.failure):
-        draft.post(EventType.WARNING, Reason.ROLLOUT_FAILED, target.failure)
-    if draft.spec.rollout.auto_rollback and st.last_good_version is not None:
-        st.failed_version = failed
-        target.version, target.start_reason = st.last_good_version, Reason.ROLLBACK
-        if draft.spec.rollout.on_failure is OnFailure.REVERT_ALIAS:
-            draft.revert_alias_to = target.version
-            target.failure += f"; rolled back to version {target.version}, and {uri} with it"
-        else:
-            target.failure += (
-                f"; rolled back to version {target.version}. It is tried again when {uri} "
-                "moves away and back"
-            )
+    if _finish(draft, failed, Outcome.FAILED, failure):
+        draft.post(EventType.WARNING, Reason.ROLLOUT_FAILED, failure)
+    if not draft.spec.rollout.auto_rollback or good is None:
+        return replace(target, failure=failure)
+    st.failed_version = failed
+    if draft.spec.rollout.on_failure is OnFailure.REVERT_ALIAS:
+        draft.revert_alias_to = good
+        failure += f"; rolled back to version {good}, and {uri} with it"
+    else:
+        failure += (
+            f"; rolled back to version {good}. It is tried again when {uri} moves away and back"
+        )
+    return replace(target, version=good, start_reason=Reason.ROLLBACK, failure=failure)
 
 
 def _pin(
