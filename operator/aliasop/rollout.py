@@ -379,12 +379,12 @@ def _run_canary(
     st, spec = draft.status, draft.spec
     state = st.canary
     current = stable.version if stable is not None else None
+    if state is not None and asked.abort == state.version and asked.retry != state.version:
+        return _abort_canary(draft, target, f"the canary of version {state.version}", True), None
     if state is not None and state.phase is CanaryPhase.PROMOTING:
         if current == state.version:  # the stable Deployment has its template: a rollout
             st.canary = None  # like any other from here on (history, deadline, rollback)
         return replace(target, version=state.version), None
-    if state is not None and asked.abort == state.version and asked.retry != state.version:
-        return _abort_canary(draft, target, f"the canary of version {state.version}", True), None
     moved_on = target.start_reason in (Reason.ALIAS_MOVED, Reason.RETRIED)
     moved_away = resolved is not None and state is not None and resolved.version != state.version
     if state is not None and (not spec.canary or moved_away):

@@ -21,10 +21,10 @@ import pytest
 from aliasop import challenger
 from aliasop.builders import VARIANT_LABEL, VERSION_LABEL, ServingDefaults
 from aliasop.deployments import ObservedDeployment
-from aliasop.domain import CANARY, CHALLENGER, Owner, Requests
+from aliasop.domain import CANARY, CHALLENGER, NOTHING_ASKED, Owner, Requests
 from aliasop.models import ModelDeploymentSpec, ModelDeploymentStatus, ResolvedVersion
 from aliasop.plan import ChildrenPlan, SeenChildren, plan_children
-from aliasop.rollout import decide
+from aliasop.rollout import RolloutState, decide, state_of
 
 from capacity import check
 
@@ -119,17 +119,20 @@ class Run:
     rng: random.Random
     alias: str = "1"
     challenger_alias: str = "7"
-    promoted: str = ""
+    asked: Requests = NOTHING_ASKED  # what a person asks (annotations)
     status: ModelDeploymentStatus = field(default_factory=ModelDeploymentStatus)
     now: datetime = T0
 
     def __post_init__(self) -> None:
         self.cluster = Cluster(self.rng)
 
-    def step(self) -> None:
-        spec = ModelDeploymentSpec.model_validate(
+    def spec_model(self) -> ModelDeploymentSpec:
+        return ModelDeploymentSpec.model_validate(
             {"model": "models:/bikes@champion", "replicas": REPLICAS, **self.spec}
         )
+
+    def step(self) -> None:
+        spec = self.spec_model()
         seen = self.cluster.seen()
         challenger_side = challenger.plan(
             spec,
@@ -148,7 +151,7 @@ class Run:
             seen.main,
             self.now,
             canary_deployment=seen.sides.get(CANARY),
-            asked=Requests(promote=self.promoted),
+            asked=self.asked,
             challenger=challenger_side,
         )
         plan = plan_children(OWNER, spec, decision, seen, DEFAULTS)
@@ -183,7 +186,7 @@ def test_a_canary_through_its_steps_and_promotion(seed: int) -> None:
     run.serving("1")
     run.alias = "2"
     run.until(lambda: run.status.canary is not None and run.status.canary.step == 2)
-    run.promoted = "2"
+    run.asked = Requests(promote="2")
     run.until(
         lambda: (
             run.status.serving_version == "2"
@@ -200,7 +203,7 @@ def test_a_canary_through_its_steps_and_promotion(seed: int) -> None:
 def test_a_canary_stopped_by_the_alias_moving_back(seed: int) -> None:
     run = Run({"rollout": {"strategy": "Canary", "steps": CANARY_STEPS}}, random.Random(seed))
     run.serving("1")
-    run.alias, run.promoted = "2", "2"  # past its pause at once
+    run.alias, run.asked = "2", Requests(promote="2")  # past its pause at once
     run.until(lambda: run.status.canary is not None and run.status.canary.step >= 3)
     run.alias = "1"
     run.until(
@@ -244,3 +247,23 @@ def test_a_challenger_added_to_a_serving_resource_and_removed(seed: int) -> None
     run.spec = {}
     run.until(lambda: "bikes-challenger" not in run.cluster.deployments and run.settled())
     assert run.cluster.deployments["bikes"].desired == REPLICAS
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_canary_aborted_at_a_step_and_while_it_is_promoted(seed: int) -> None:
+    run = Run({"rollout": {"strategy": "Canary", "steps": CANARY_STEPS}}, random.Random(seed))
+    run.serving("1")
+    run.alias, run.asked = "2", Requests(promote="2")
+    run.until(lambda: run.status.canary is not None and run.status.canary.step >= 3)
+    run.asked = Requests(abort="2")
+    run.until(lambda: state_of(run.spec_model(), run.status) is RolloutState.ABORTED)
+    run.until(lambda: run.cluster.deployments["bikes-canary"].desired == 0 and run.settled())
+    assert run.cluster.deployments["bikes"].version == "1"
+
+    run.asked = Requests(retry="2", promote_full="2")  # again, and straight to promotion
+    run.until(lambda: run.status.canary is not None and run.status.canary.phase == "Promoting")
+    run.asked = Requests(abort="2")
+    run.until(lambda: state_of(run.spec_model(), run.status) is RolloutState.ABORTED)
+    run.until(lambda: run.cluster.deployments["bikes-canary"].desired == 0 and run.settled())
+    assert run.cluster.deployments["bikes"].version == "1"
+    assert run.status.alias_version == "2"  # the alias left alone
