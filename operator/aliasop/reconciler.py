@@ -197,13 +197,6 @@ class ObservedChildren:
         else:
             self._revisions[kind, owner, suffix] = get_child_revision(child)
 
-    def deployment(self, owner: ResourceKey, suffix: str = "") -> ObservedDeployment | None:
-        return self._deployments.get((owner, suffix))
-
-    def revision(self, kind: str, owner: ResourceKey, suffix: str = "") -> str | None:
-        """Of the Service or PodDisruptionBudget; None when there is none."""
-        return self._revisions.get((kind, owner, suffix))
-
     def of(self, owner: ResourceKey) -> SeenChildren:
         """Every child of `owner`, as a pass plans from them."""
         sides = {v: self._deployments.get((owner, v)) for v in (CANARY, CHALLENGER)}
@@ -371,8 +364,8 @@ class Reconciler:
             key, (tracking_uri, spec.model_uri.name), spec.poll_interval_seconds
         )
         resolution = await self._resolve(tracking_uri, spec.model_uri)
-        observed = self.observed.deployment(key)
-        sides = {v: self.observed.deployment(key, v) for v in (CANARY, CHALLENGER)}
+        seen = self.observed.of(key)  # the children as this pass decides from them
+        observed = seen.main
         resolved = resolution if isinstance(resolution, ResolvedVersion) else None
         asked = _requests(tracked.resource["metadata"]["annotations"])
         wanted = needs(spec, stored, resolved, observed, asked)
@@ -405,16 +398,16 @@ class Reconciler:
             now,
             selector=get_selector(owner),
             gates=gates,
-            canary_deployment=sides[CANARY],
+            canary_deployment=seen.sides.get(CANARY),
             asked=asked,
             challenger=challenger.plan(
-                spec, status.challenger, challenger_resolution, observed, sides[CHALLENGER]
+                spec, status.challenger, challenger_resolution, observed, seen.sides.get(CHALLENGER)
             ),
         )
         before, after = state_of(spec, stored), state_of(spec, decision.status)
         if before is not after:
             tracked.logger.info(f"rollout state: {before} -> {after}")
-        children = plan_children(owner, spec, decision, self.observed.of(key), self._defaults)
+        children = plan_children(owner, spec, decision, seen, self._defaults)
         clash = await self._name_clash(owner, children)
         if clash is not None:
             return name_clash(stored, clash, now), float(spec.poll_interval_seconds)
