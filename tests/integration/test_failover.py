@@ -26,9 +26,9 @@ pytestmark = pytest.mark.timeout(300)
 
 REPLICAS = 4
 DEADLINE_SECONDS = 30  # the smallest progressDeadlineSeconds the CRD accepts
-# Every pass writes its status (lastResolvedTime moves each poll): the tests see each pass of
-# the new leader, instead of waiting a fixed time for one.
-EVERY_PASS = {"ALIASOP_STATUS_REFRESH_SECONDS": "0"}
+# "0": every pass writes its status (lastResolvedTime moves each poll), so the tests see each
+# pass of the new leader instead of waiting a fixed time for one.
+EVERY_PASS = "0"
 
 
 @pytest.fixture
@@ -38,8 +38,8 @@ def shard(
     """Replicas `a` and `b`, both started before any resource of their shard exists."""
     replicas = Replicas(k8s, operator_kubeconfig, mlflow_uri, tmp_path)
     try:
-        replicas.start("a", **EVERY_PASS)
-        replicas.start("b", **EVERY_PASS)
+        for identity in ("a", "b"):
+            replicas.start(identity, ALIASOP_STATUS_REFRESH_SECONDS=EVERY_PASS)
         yield replicas
     finally:
         replicas.stop()
