@@ -36,14 +36,19 @@ def annotate(view: View, **annotations: str | None) -> None:
     )
 
 
-def sides(view: View) -> tuple[tuple[int, str | None], tuple[int, str | None]]:
-    """(replicas, version) of the stable and the canary Deployments."""
-    found = []
+Side = tuple[int, str | None]
+
+
+def sides(view: View) -> tuple[Side, Side]:
+    """(replicas, version) of the stable and the canary Deployments; (0, None): none."""
+    found: list[Side] = []
     for name in (view.name, f"{view.name}-canary"):
         side = View(view.apps.api_client, view.namespace, name)
         deployment = side.deployment()
-        replicas = deployment.spec.replicas if deployment is not None else 0
-        found.append((replicas, side.template_version() if deployment is not None else None))
+        if deployment is None:
+            found.append((0, None))
+        else:
+            found.append((int(deployment.spec.replicas), side.template_version()))
     return found[0], found[1]
 
 
