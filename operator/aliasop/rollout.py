@@ -109,8 +109,8 @@ def registry_records(
     previous: ModelDeploymentStatus, new: ModelDeploymentStatus, resource: str
 ) -> list[TagWrite]:
     """What the registry is told of what happened to `resource` (namespace/name) in a pass:
-    the version that serves there now (and the one that stopped), a version rolled back,
-    a version a release gate held back. One tag per version and resource, its value the
+    the version that serves there now (and the one that stopped), a version rolled back or
+    aborted, a version a release gate held back. One tag per version and resource, its value the
     latest word; written on transitions only."""
     key = record_key(resource)
     writes: list[TagWrite] = []
@@ -120,7 +120,10 @@ def registry_records(
         if new.serving_version is not None:
             writes.append(TagWrite(new.serving_version, key, "serving"))
     if new.failed_version is not None and new.failed_version != previous.failed_version:
-        writes.append(TagWrite(new.failed_version, key, f"rolled back: {new.message}"))
+        latest = _latest_of(new, new.failed_version)
+        aborted = latest is not None and latest.outcome is Outcome.ABORTED
+        fate = "aborted" if aborted else "rolled back"
+        writes.append(TagWrite(new.failed_version, key, f"{fate}: {new.message}"))
     gate = new.condition(ConditionType.SIGNATURE_COMPATIBLE)
     if (
         new.held_version is not None

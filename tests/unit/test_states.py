@@ -29,7 +29,7 @@ from aliasop.models import (
     ResolvedVersion,
 )
 from aliasop.plan import SeenChildren, plan_children
-from aliasop.rollout import Decision, Gates, RolloutState, decide, state_of
+from aliasop.rollout import Decision, Gates, RolloutState, decide, registry_records, state_of
 
 from capacity import check
 from observed import observed
@@ -333,3 +333,10 @@ def test_a_retried_version_is_recorded_as_such_and_retried_once() -> None:
         ("1", Reason.ROLLBACK, Outcome.SUCCEEDED),
         ("2", Reason.RETRIED, Outcome.FAILED),
     ]
+
+
+def test_the_registry_is_told_a_version_was_aborted() -> None:
+    before = rolling_out_two()
+    aborting = decided(before, World(spec(), at("2"), rolling("2"), asked=ABORT_2)).status
+    [told] = [w for w in registry_records(before, aborting, "ml/bikes") if w.version == "2"]
+    assert told.value is not None and told.value.startswith("aborted: the rollout of version 2")
