@@ -1,9 +1,10 @@
-"""The children a decision asks for, rendered: what to apply, in order, and what to delete.
+"""A pass's plan: the decision (status, Events), the children it asks for, rendered (what to
+apply, in order, and what to delete), and what the registry is told.
 
 Pure. `decide` (aliasop.rollout) says which version each side runs and with how many pods;
-this turns that into manifests for every side, the Services and the PodDisruptionBudget, and
-decides which children the spec no longer has a use for. The reconciler carries the plan out
-as it is and decides nothing of its own.
+this turns that into manifests for every side, the Services and the PodDisruptionBudget,
+decides which children the spec no longer has a use for, and which version tags change. The
+reconciler carries the plan out as it is and decides nothing of its own.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from aliasop.builders import (
 )
 from aliasop.deployments import ObservedDeployment
 from aliasop.domain import CANARY, CHALLENGER, MAIN, Owner, PinnedVersion, Side
-from aliasop.models import ModelDeploymentSpec
-from aliasop.rollout import Decision
+from aliasop.models import ModelDeploymentSpec, ModelDeploymentStatus
+from aliasop.rollout import Decision, TagWrite, registry_records
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,32 @@ class Apply:
 class ChildrenPlan:
     apply: tuple[Apply, ...] = ()
     delete: tuple[Manifest, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything one pass does, decided before any of it is done."""
+
+    decision: Decision  # the status to write and the Events to post
+    children: ChildrenPlan
+    registry_writes: tuple[TagWrite, ...]  # version tags (ALIASOP_REGISTRY_WRITE_BACK)
+
+
+def plan_pass(
+    owner: Owner,
+    spec: ModelDeploymentSpec,
+    stored: ModelDeploymentStatus,
+    decision: Decision,
+    seen: SeenChildren,
+    defaults: ServingDefaults,
+) -> Plan:
+    """The plan of a pass that decided `decision` from the `stored` status."""
+    resource = f"{owner.namespace}/{owner.name}"
+    return Plan(
+        decision,
+        plan_children(owner, spec, decision, seen, defaults),
+        tuple(registry_records(stored, decision.status, resource)),
+    )
 
 
 def variants_in_use(spec: ModelDeploymentSpec) -> tuple[str, ...]:

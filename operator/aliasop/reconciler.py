@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -58,10 +58,11 @@ from aliasop.models import (
     ResolvedVersion,
     SignaturePolicy,
 )
-from aliasop.plan import Apply, ChildrenPlan, SeenChildren, plan_children
+from aliasop.plan import Apply, ChildrenPlan, SeenChildren, plan_pass
 from aliasop.rollout import (
     Decision,
     Gates,
+    TagWrite,
     api_failing,
     decide,
     invalid_spec,
@@ -69,7 +70,6 @@ from aliasop.rollout import (
     needs,
     record_key,
     refused,
-    registry_records,
     state_of,
     status_to_store,
     unapproved_tags,
@@ -407,23 +407,25 @@ class Reconciler:
         before, after = state_of(spec, stored), state_of(spec, decision.status)
         if before is not after:
             tracked.logger.info(f"rollout state: {before} -> {after}")
-        children = plan_children(owner, spec, decision, seen, self._defaults)
-        clash = await self._name_clash(owner, children)
+        plan = plan_pass(owner, spec, stored, decision, seen, self._defaults)
+        clash = await self._name_clash(owner, plan.children)
         if clash is not None:
             return name_clash(stored, clash, now), float(spec.poll_interval_seconds)
         applying = ""  # the child in hand, named if the API server refuses it
         try:
-            for step in children.apply:
+            for step in plan.children.apply:
                 applying = step.what
                 await self._apply(step, tracked)
-            for manifest in children.delete:
+            for manifest in plan.children.delete:
                 applying = str(manifest["kind"])
                 await self._children.delete(manifest)
         except ApiError as exc:
             if exc.status not in _INVALID:
                 raise
             decision = refused(stored, decision, applying, exc.message, now)
-        decision = await self._tell_registry(key, spec, tracking_uri, tracked, stored, decision)
+        decision = await self._tell_registry(
+            key, spec, tracking_uri, tracked, plan.registry_writes, decision
+        )
         delay = float(spec.poll_interval_seconds)
         if decision.wake_at is not None:  # a pause ends, a measurement is due
             delay = min(delay, max((decision.wake_at - now).total_seconds(), _SOONEST))
@@ -486,12 +488,13 @@ class Reconciler:
         spec: ModelDeploymentSpec,
         tracking_uri: str,
         tracked: Tracked,
-        stored: ModelDeploymentStatus,
+        writes: Sequence[TagWrite],
         decision: Decision,
     ) -> Decision:
-        """Tag the versions this pass changed the fate of (where they serve, what was rolled
-        or held back), and move the alias back after a rollback if the spec says so. Best
-        effort: the registry's answers do not change what serves."""
+        """Carry out the plan's registry writes: tag the versions this pass changed the fate
+        of (where they serve, what was rolled or held back), and move the alias back after a
+        rollback if the spec says so. Best effort: the registry's answers do not change what
+        serves."""
         name = spec.model_uri.name
         if decision.revert_alias_to is not None and self._writes is None:
             problem = "onFailure: RevertAlias needs the operator's ALIASOP_REGISTRY_WRITE_BACK"
@@ -500,7 +503,7 @@ class Reconciler:
         if self._writes is None:
             return decision
         try:
-            for write in registry_records(stored, decision.status, "/".join(key)):
+            for write in writes:
                 if write.value is None:
                     await self._writes.delete_version_tag(
                         tracking_uri, name, write.version, write.key

@@ -9,8 +9,8 @@ import pytest
 from aliasop.builders import HANDOVER_FIELD_MANAGER, ServingDefaults
 from aliasop.domain import Owner, PinnedVersion, Side
 from aliasop.models import ModelDeploymentSpec, ModelDeploymentStatus
-from aliasop.plan import ChildrenPlan, SeenChildren, plan_children
-from aliasop.rollout import Decision
+from aliasop.plan import ChildrenPlan, SeenChildren, plan_children, plan_pass
+from aliasop.rollout import Decision, TagWrite
 
 from observed import observed
 
@@ -118,3 +118,16 @@ def test_nothing_of_the_main_side_without_a_version_to_run() -> None:
     seen = SeenChildren(services={"": "s0"}, budget="b1")
     plan = plan_children(OWNER, spec(), Decision(ModelDeploymentStatus(), None), seen, DEFAULTS)
     assert plan == ChildrenPlan()
+
+
+def test_a_pass_plans_what_the_registry_is_told_from_the_stored_status() -> None:
+    stored = ModelDeploymentStatus(serving_version="1")
+    moved = ModelDeploymentStatus(serving_version="2")
+    plan = plan_pass(OWNER, spec(), stored, Decision(moved, ONE), SeenChildren(), DEFAULTS)
+    assert plan.registry_writes == (
+        TagWrite("1", "aliasop/ml/bikes", None),
+        TagWrite("2", "aliasop/ml/bikes", "serving"),
+    )
+    assert plan.children == plan_children(
+        OWNER, spec(), Decision(moved, ONE), SeenChildren(), DEFAULTS
+    )
