@@ -18,13 +18,8 @@ from pathlib import Path
 import httpx
 from machine import describe
 
-from aliasop.builders import (
-    SERVING_MODEL_PATH_ENV,
-    Owner,
-    PinnedVersion,
-    ServingDefaults,
-    get_deployment,
-)
+from aliasop.builders import SERVING_MODEL_PATH_ENV, ServingDefaults, get_deployment
+from aliasop.domain import Owner, PinnedVersion
 from aliasop.models import ModelDeploymentSpec
 from aliasop_dev import bikes, local
 

@@ -10,10 +10,11 @@ import copy
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from aliasop.domain import CANARY, CHALLENGER, MAIN, Owner, PinnedVersion
 from aliasop.models import (
     GROUP,
     INSTANCE_LABEL,
@@ -36,7 +37,6 @@ VERSION_LABEL = f"{GROUP}/model-version"
 # Which side a serving pod is on (Canary strategy): per-side Services select by it, and request
 # metrics can be split by it.
 VARIANT_LABEL = f"{GROUP}/variant"
-MAIN, CANARY, CHALLENGER = "main", "canary", "challenger"
 # Children named <name>-<suffix>: the canary's and the challenger's Deployments, and a Service
 # per side (the main side's is <name>-stable).
 STABLE_SUFFIX = "stable"
@@ -67,31 +67,6 @@ IN_FLIGHT_SECONDS = 60
 # checks both names against the installed MLflow.
 SERVING_APP = "mlflow.pyfunc.scoring_server.app:app"
 SERVING_MODEL_PATH_ENV = "__pyfunc_model_path__"
-
-
-@dataclass(frozen=True)
-class Owner:
-    """The ModelDeployment that owns the children, for names and ownerReferences."""
-
-    name: str
-    namespace: str
-    uid: str
-    # Its labels that the children carry too: those a shard's selector names (sharding).
-    labels: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class PinnedVersion:
-    version: str
-    run_id: str
-
-
-@dataclass(frozen=True)
-class Side:
-    """A side's Deployment to apply (a canary's, a challenger's): its version and replicas."""
-
-    pin: PinnedVersion
-    replicas: int
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from aliasop import analysis
 from aliasop.analysis_models import AnalysisPhase, AnalysisStep
 from aliasop.deployments import ObservedDeployment
+from aliasop.domain import MAIN, Requests
 from aliasop.events import Event, EventType
 from aliasop.models import (
     PROMOTE_ANNOTATION,
@@ -54,6 +55,18 @@ class Scale:
     canary: int
 
 
+def settled(observed: ObservedDeployment | None, version: str, variant: str | None = None) -> bool:
+    """The Deployment runs `version` (as `variant`, when given: the main side's pods gain or
+    lose the label as sides come and go) with every pod on its template and available, so
+    that scaling it down removes available pods it does not need and nothing else. Scaling
+    down one that rolls (or is about to) is not safe: the Deployment controller scales its
+    ReplicaSets in proportion, old available pods with new unready ones, whatever its
+    maxUnavailable."""
+    if observed is None or observed.version != version or not observed.rolled_out:
+        return False
+    return variant is None or observed.variant == variant
+
+
 def scale(
     replicas: int,
     canary_wanted: int,
@@ -63,15 +76,19 @@ def scale(
     canary_version: str,
 ) -> Scale:
     """Both sides towards `canary_wanted` canary pods out of `replicas`, never below
-    `replicas` available pods: each side shrinks only once the other has its share available."""
+    `replicas` available pods: each side shrinks only once the other has its share available,
+    and only while it is itself settled (see `settled`), whatever the timing of the pods."""
     stable_wanted = replicas - canary_wanted
     stable_now = stable.desired_replicas if stable is not None else replicas
     canary_now = canary.desired_replicas if canary is not None else 0
+    # A side that does not exist yet has no pods to lose: it is created at its share.
+    stable_may_shrink = stable is None or settled(stable, stable_version, MAIN)
+    canary_may_shrink = canary is None or settled(canary, canary_version)
     stable_pods = stable_wanted
-    if ready_pods(canary, canary_version) < canary_wanted:
+    if ready_pods(canary, canary_version) < canary_wanted or not stable_may_shrink:
         stable_pods = max(stable_wanted, stable_now)
     canary_pods_ = canary_wanted
-    if ready_pods(stable, stable_version) < stable_wanted:
+    if ready_pods(stable, stable_version) < stable_wanted or not canary_may_shrink:
         canary_pods_ = max(canary_wanted, canary_now)
     return Scale(stable=stable_pods, canary=canary_pods_)
 
@@ -181,14 +198,18 @@ def advance(
     state: CanaryStatus,
     stable: ObservedDeployment | None,
     canary: ObservedDeployment | None,
-    promoted: str,
+    asked: Requests,
     now: datetime,
 ) -> Progress:
     """Move `state` through every step that is done: a weight whose pods are there, a pause
-    that is over (or promoted: `promoted` is the version the promote annotation names), an
-    analysis that passed. A failed analysis, or canary pods that miss the progress deadline,
-    abort it."""
+    that is over (or promoted: `asked.promote` names its version), an analysis that passed;
+    or past every step left when `asked.promote_full` names its version. A failed analysis,
+    or canary pods that miss the progress deadline, abort it."""
     progress = Progress(state)
+    if asked.promote_full == state.version and state.phase is not CanaryPhase.PROMOTING:
+        progress.state = _enter(spec, state, len(spec.rollout.steps) + 1, now)
+        progress.events.append(_step_event(spec, progress.state))
+        return progress
     if (
         canary is not None
         and canary.version == state.version
@@ -205,7 +226,9 @@ def advance(
         step = current_step(spec, progress.state)
         if step is None:
             break
-        done, why_not = _step_done(step, progress.state, replicas, stable, canary, promoted, now)
+        done, why_not = _step_done(
+            step, progress.state, replicas, stable, canary, asked.promote, now
+        )
         if why_not is not None:
             progress.abort = why_not
             return progress

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from aliasop.builders import PinnedVersion, Side
 from aliasop.canary import canary_pods, drain, ready_pods, scale
 from aliasop.deployments import ObservedDeployment
+from aliasop.domain import PinnedVersion, Side
 from aliasop.events import Event, EventType
 from aliasop.models import (
     ChallengerStatus,

@@ -6,7 +6,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aliasop.builders import FIELD_MANAGER, RUN_ID_ANNOTATION, VERSION_LABEL, get_child_revision
+from aliasop.builders import (
+    FIELD_MANAGER,
+    RUN_ID_ANNOTATION,
+    VARIANT_LABEL,
+    VERSION_LABEL,
+    get_child_revision,
+)
 
 
 @dataclass(frozen=True)
@@ -24,6 +30,7 @@ class ObservedDeployment:
     updated_replicas: int
     available_replicas: int
     deadline_exceeded: bool
+    variant: str  # its pods' variant label (builders.get_variant_labels); "": none
 
     @property
     def up_to_date(self) -> bool:
@@ -62,6 +69,7 @@ def observe_deployment(deployment: Mapping[str, Any]) -> ObservedDeployment:
         updated_replicas=status.get("updatedReplicas") or 0,
         available_replicas=status.get("availableReplicas") or 0,
         deadline_exceeded=progressing.get("reason") == "ProgressDeadlineExceeded",
+        variant=(template_meta.get("labels") or {}).get(VARIANT_LABEL, ""),
     )
 
 

@@ -91,9 +91,23 @@ class Children(Protocol):
 
 
 class Reporter(Protocol):
-    """Where a pass reports: the resource's status subresource, and Events about it."""
+    """Where a pass reports: the resource's status subresource, and Events about it; and
+    where it reads the resource afresh."""
 
-    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
+    async def patch_status(
+        self,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        resource_version: str | None = None,
+    ) -> str | None:
+        """Returns the resourceVersion stored; raises ApiError 409 when `resource_version` is
+        given and the object has changed since."""
+        ...
+
+    async def read_resource(self, namespace: str, name: str) -> dict[str, Any]:
+        """The ModelDeployment as the API server has it now."""
+        ...
 
     async def post_event(
         self,

@@ -30,11 +30,11 @@ from aliasop.builders import (
     ADOPT_ANNOTATION,
     FIELD_MANAGER,
     SUFFIXES,
-    Owner,
     child_name,
     get_child_revision,
     get_controller,
 )
+from aliasop.domain import Owner
 from aliasop.interfaces import ApiError, ApiUnreachable, NameClash
 from aliasop.modelbase import rfc3339
 from aliasop.models import GROUP, PLURAL, VERSION
@@ -271,13 +271,31 @@ class Cluster:
         plural = _PLURALS[manifest["kind"]]
         return f"{root}/{group_version}/namespaces/{meta['namespace']}/{plural}/{meta['name']}"
 
-    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    async def patch_status(
+        self,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        resource_version: str | None = None,
+    ) -> str | None:
         """Merge-patch the status subresource, once no apply is in flight; None values
-        remove fields. The answer (the whole object) is not parsed: nothing reads it."""
+        remove fields. With `resource_version`, the API server refuses the write (409) when
+        the object has changed since. Returns the resourceVersion the write stored."""
         await self._nothing_applying.wait()
         path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status"
+        patch: dict[str, Any] = {"status": status}
+        if resource_version is not None:
+            patch["metadata"] = {"resourceVersion": resource_version}
         async with self._status_lane:
-            await self._send("PATCH", path, {"status": status}, _MERGE)
+            stored = await self._send("PATCH", path, patch, _MERGE)
+        version = (json.loads(stored or b"{}").get("metadata") or {}).get("resourceVersion")
+        return str(version) if version is not None else None
+
+    async def read_resource(self, namespace: str, name: str) -> dict[str, Any]:
+        """The ModelDeployment as the API server has it now (a 404 raises ApiError)."""
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
+        async with self._status_lane:
+            return dict(json.loads(await self._send("GET", path, None, fenced=False)))
 
     async def post_event(
         self,

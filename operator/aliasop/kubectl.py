@@ -25,7 +25,8 @@ from typing import Any, Protocol
 
 import httpx
 
-from aliasop.builders import Owner, get_selector
+from aliasop.builders import get_selector
+from aliasop.domain import Owner
 from aliasop.models import (
     ABORT_ANNOTATION,
     GROUP,

@@ -26,13 +26,23 @@ CATEGORY = "aliasop"  # `kubectl get aliasop`
 TAG_PREFIX = "aliasop/"  # model-version tags aliasop writes: aliasop/<namespace>/<name>
 # Set to a canary's version, ends that canary's pauses without `seconds` (a manual promotion).
 PROMOTE_ANNOTATION = f"{GROUP}/promote"
-# What `kubectl aliasop` writes besides (docs/day2.md), each set to the version it acts on, so
-# that an annotation left behind never acts on a later version: promote-full skips the
-# canary's remaining steps, abort returns to the last good version without touching the alias,
-# retry runs a failed or aborted version again. Pause and resume are spec.paused.
+# Requests a person makes of one version's rollout (the kubectl plugin writes them), each naming
+# the version it is about, so that a request meant for another rollout does nothing:
+# set to a canary's version, skips every step left: the stable side moves to it at once;
 PROMOTE_FULL_ANNOTATION = f"{GROUP}/promote-full"
+# set to the version a canary or rolling update rolls out, stops it and returns to the last
+# good version, the alias left alone: the resource stays Aborted until the alias moves again
+# or a retry names the version;
 ABORT_ANNOTATION = f"{GROUP}/abort"
+# set to a version that failed or was aborted (while the alias still points at it), rolls it
+# out again, once.
 RETRY_ANNOTATION = f"{GROUP}/retry"
+REQUEST_ANNOTATIONS = (
+    PROMOTE_ANNOTATION,
+    PROMOTE_FULL_ANNOTATION,
+    ABORT_ANNOTATION,
+    RETRY_ANNOTATION,
+)
 
 # MLflow registered-model names may contain dots (catalog.schema.model) and dashes; aliases are
 # word characters and dashes. Slashes, spaces and "@" are refused so a URI parses one way only.
@@ -459,6 +469,7 @@ class Phase(StrEnum):
     READY = "Ready"
     DEGRADED = "Degraded"
     PAUSED = "Paused"
+    ABORTED = "Aborted"  # a person stopped the rollout (aliasop.io/abort): the last good serves
 
 
 class Outcome(StrEnum):
@@ -466,6 +477,7 @@ class Outcome(StrEnum):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     SUPERSEDED = "Superseded"
+    ABORTED = "Aborted"  # stopped by aliasop.io/abort
 
 
 class ConditionType(StrEnum):
@@ -501,9 +513,11 @@ class Reason(StrEnum):
     ALIAS_MOVED = "AliasMoved"
     ROLLBACK = "Rollback"
     ADOPTED = "Adopted"
+    RETRIED = "Retried"  # a failed or aborted version again, as aliasop.io/retry asked
     ROLLOUT_STARTED = "RolloutStarted"
     ROLLOUT_SUCCEEDED = "RolloutSucceeded"
     ROLLOUT_FAILED = "RolloutFailed"
+    ROLLOUT_ABORTED = "RolloutAborted"  # as aliasop.io/abort asked
     # A canary's course (Events).
     CANARY_STEP = "CanaryStep"
     CANARY_PROMOTED = "CanaryPromoted"
@@ -559,10 +573,12 @@ class HistoryEntry(CamelModel):
 
     version: str = Field(description="Model version rolled out.")
     run_id: str = Field("", description="MLflow run that produced the version.")
-    reason: Reason = Field(description="Why it started: Created, AliasMoved, Rollback, Adopted.")
+    reason: Reason = Field(
+        description="Why it started: Created, AliasMoved, Rollback, Adopted, Retried."
+    )
     started_at: Timestamp = Field(description="When the rollout started.")
     finished_at: Timestamp | None = Field(None, description="When it ended, if it has.")
-    outcome: Outcome = Field(description="Progressing, Succeeded, Failed or Superseded.")
+    outcome: Outcome = Field(description="Progressing, Succeeded, Failed, Superseded or Aborted.")
     message: str = Field("", description="Why it failed, when it did.")
 
 
@@ -623,8 +639,8 @@ class ModelDeploymentStatus(CamelModel):
     )
     failed_version: str | None = Field(
         None,
-        description="Version rolled back after a failed rollout; not retried until the alias "
-        "moves away and back.",
+        description="Version rolled back after a failed rollout, or aborted (aliasop.io/abort); "
+        "not rolled out again until the alias moves away and back, or aliasop.io/retry names it.",
     )
     held_version: str | None = Field(
         None, description="Version the alias points at that a release gate holds back."
@@ -641,7 +657,7 @@ class ModelDeploymentStatus(CamelModel):
         None, description="Label selector of the serving pods, for the scale subresource."
     )
     phase: Phase = Field(
-        Phase.PENDING, description="Pending, Progressing, Ready, Degraded or Paused."
+        Phase.PENDING, description="Pending, Progressing, Ready, Degraded, Paused or Aborted."
     )
     message: str = Field("", description="What is happening, for people.")
     last_resolved_time: Timestamp | None = Field(

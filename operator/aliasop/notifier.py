@@ -143,8 +143,17 @@ class NotifyingReporter:
         self._reporter = reporter
         self._notifier = notifier
 
-    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        await self._reporter.patch_status(namespace, name, status)
+    async def patch_status(
+        self,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        resource_version: str | None = None,
+    ) -> str | None:
+        return await self._reporter.patch_status(namespace, name, status, resource_version)
+
+    async def read_resource(self, namespace: str, name: str) -> dict[str, Any]:
+        return await self._reporter.read_resource(namespace, name)
 
     async def post_event(
         self, involved: Mapping[str, Any], kind: str, reason: str, message: str, at: datetime

@@ -12,35 +12,26 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import ValidationError
 
-from aliasop import analysis, canary, challenger, grants, metrics
+from aliasop import analysis, challenger, grants, metrics
+from aliasop.analysis_models import AnalysisStep
 from aliasop.builders import (
-    CANARY,
-    CHALLENGER,
-    HANDOVER_FIELD_MANAGER,
-    MAIN,
-    Owner,
-    PinnedVersion,
+    SUFFIXES,
     ServingDefaults,
-    Side,
     get_child_revision,
-    get_deployment,
-    get_disruption_budget,
     get_owner_name,
-    get_replicas_handover,
     get_selector,
-    get_service,
     get_tracking_uri,
-    service_suffix,
     with_version_url,
 )
 from aliasop.clock import Clock
 from aliasop.deployments import ObservedDeployment, observe_deployment
+from aliasop.domain import CANARY, CHALLENGER, Owner, Requests
 from aliasop.events import EventType
 from aliasop.grants import RevertOutcome, RevertResult, WriteGrants
 from aliasop.interfaces import (
@@ -56,8 +47,12 @@ from aliasop.interfaces import (
     ResourceKey,
 )
 from aliasop.models import (
+    ABORT_ANNOTATION,
     PLURAL,
     PROMOTE_ANNOTATION,
+    PROMOTE_FULL_ANNOTATION,
+    REQUEST_ANNOTATIONS,
+    RETRY_ANNOTATION,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
     ModelUri,
@@ -65,17 +60,19 @@ from aliasop.models import (
     ResolvedVersion,
     SignaturePolicy,
 )
+from aliasop.plan import Apply, SeenChildren, plan_pass
 from aliasop.rollout import (
     Decision,
     Gates,
+    TagWrite,
     api_failing,
-    candidate,
     decide,
     invalid_spec,
     name_clash,
+    needs,
     record_key,
     refused,
-    registry_records,
+    state_of,
     status_to_store,
     unapproved_tags,
 )
@@ -91,6 +88,8 @@ RETRIED = (ApiError, OSError)
 FAILURES_BEFORE_REPORT = 3  # a blip is retried quietly; a third failure in a row is shown
 _SOONEST = 0.5  # seconds: the least a pass waits for a pause's end or a measurement
 _INVALID = (400, 422)  # the API server refuses the object itself: retrying cannot help
+_CONFLICT = 409  # a status write over a resourceVersion that is no longer the object's
+_CONFLICTS_RETRIED = 2  # in one pass; then the scheduler's next pass tries again soon
 
 
 @dataclass
@@ -100,10 +99,17 @@ class Tracked:
     # apiVersion, kind, metadata (name, namespace, uid, generation) and spec as last watched:
     # not the whole object, whose managedFields alone are a few kilobytes.
     resource: dict[str, Any]
-    # Read from the object once: the watch catches up with our own status writes only later,
-    # so from then on the status the last pass stored is the truth.
+    # The status as the API server has it: from the newest watch event, or from this
+    # operator's last status write, whichever is newer (see `status_version`).
     status: ModelDeploymentStatus
     logger: Logger
+    # The resourceVersion `status` was read at or written as. A watch event no newer than it
+    # (the echo of an earlier write, which the watch shows only later) changes nothing, and
+    # the next status write is refused (409) when the object has moved on since.
+    status_version: str | None = None
+    # Read the object afresh before the next pass: this replica has just become the leader
+    # (the watch may lag behind what the last one wrote), or a status write was refused.
+    stale: bool = False
     # The first pass writes its status even when only lastResolvedTime moved: it shows that
     # this operator instance has taken the resource over.
     refresh_seconds: float = 0.0
@@ -194,12 +200,16 @@ class ObservedChildren:
         else:
             self._revisions[kind, owner, suffix] = get_child_revision(child)
 
-    def deployment(self, owner: ResourceKey, suffix: str = "") -> ObservedDeployment | None:
-        return self._deployments.get((owner, suffix))
-
-    def revision(self, kind: str, owner: ResourceKey, suffix: str = "") -> str | None:
-        """Of the Service or PodDisruptionBudget; None when there is none."""
-        return self._revisions.get((kind, owner, suffix))
+    def of(self, owner: ResourceKey) -> SeenChildren:
+        """Every child of `owner`, as a pass plans from them."""
+        sides = {v: self._deployments.get((owner, v)) for v in (CANARY, CHALLENGER)}
+        services = {s: self._revisions.get(("Service", owner, s)) for s in ("", *SUFFIXES)}
+        return SeenChildren(
+            main=self._deployments.get((owner, "")),
+            sides={v: seen for v, seen in sides.items() if seen is not None},
+            services={s: rev for s, rev in services.items() if rev is not None},
+            budget=self._revisions.get(("PodDisruptionBudget", owner, "")),
+        )
 
 
 class Reconciler:
@@ -215,11 +225,11 @@ class Reconciler:
         *,
         measurer: MetricProvider,
         writes: RegistryWrites | None = None,
-        write_grants: WriteGrants | None = None,
         concurrency: int,
         status_refresh_seconds: float,
         retry_backoff_max_seconds: float,
         shard_label_keys: frozenset[str] = frozenset(),
+        write_grants: WriteGrants | None = None,
     ) -> None:
         self.tracker = tracker
         self._resolver = resolver
@@ -249,7 +259,9 @@ class Reconciler:
         """A watch event of a ModelDeployment (kopf lists them all at start). A new resource
         is tracked and passes at once; one deleted is untracked; one deleted and created anew
         under its name (another uid) starts afresh; a new generation (a spec change) passes
-        at once. Most events are our own status writes: they change nothing here."""
+        at once. The status held is refreshed from every event newer than it, on a standby
+        too: the API server's is the truth, whoever wrote it. Most events are our own status
+        writes: they change nothing here."""
         meta = body["metadata"]
         key: ResourceKey = (meta["namespace"], meta["name"])
         tracked = self.tracker.get(key)
@@ -261,10 +273,15 @@ class Reconciler:
         if gone:
             return
         identity = _identity(body, self._shard_label_keys)
+        version = meta.get("resourceVersion")
         if tracked is None:
             status = _stored_status(body.get("status"), logger)
-            self.tracker.track(key, Tracked(identity, status, logger))
-        elif identity["metadata"] != tracked.resource["metadata"]:
+            self.tracker.track(key, Tracked(identity, status, logger, status_version=version))
+            return
+        if newer_version(version, tracked.status_version):
+            tracked.status = _stored_status(body.get("status"), logger)
+            tracked.status_version = version
+        if identity["metadata"] != tracked.resource["metadata"]:
             # A new generation (a spec change), or labels the children carry (no generation).
             tracked.resource = identity
             self.tracker.wake(key)
@@ -285,6 +302,14 @@ class Reconciler:
         for key in self.tracker:
             self.tracker.untrack(key)
 
+    def read_afresh(self) -> None:
+        """This replica has become the leader: each tracked resource is read from the API
+        server before its next pass, so that it starts from what the last leader wrote."""
+        for key in self.tracker:
+            tracked = self.tracker.get(key)
+            if tracked is not None:
+                tracked.stale = True
+
     # --- one pass -----------------------------------------------------------------------
 
     async def run_pass(self, key: ResourceKey) -> float:
@@ -294,9 +319,23 @@ class Reconciler:
         if tracked is None:
             return 0.0  # untracked since it was scheduled: the scheduler has dropped it
         try:
-            async with self._slots:
-                decision, delay = await self._reconcile(key, tracked)
-            tracked.status = await self._report(tracked, decision, tracked.refresh_seconds)
+            for _ in range(_CONFLICTS_RETRIED + 1):
+                if tracked.stale:
+                    afresh = await self._reporter.read_resource(*key)
+                    tracked.stale = False
+                    self.resource_seen(afresh, False, tracked.logger)
+                    if self.tracker.get(key) is not tracked:
+                        return 0.0  # created anew under its name: tracked (and passing) anew
+                base = (tracked.status, tracked.status_version)
+                async with self._slots:
+                    decision, delay = await self._reconcile(key, tracked, base[0])
+                if await self._report(tracked, decision, tracked.refresh_seconds, base):
+                    break
+                # Another writer changed the object since the status was read: decide again
+                # from what it holds now, instead of overwriting what it recorded.
+                tracked.stale = True
+            else:
+                return _SOONEST
         except RETRIED as exc:
             if isinstance(exc, ApiError) and exc.missing == (PLURAL, key[1]):
                 # Deleted while the watch was down: kopf lists again after a gap, but reports
@@ -309,9 +348,11 @@ class Reconciler:
         tracked.failures = 0
         return delay
 
-    async def _reconcile(self, key: ResourceKey, tracked: Tracked) -> tuple[Decision, float]:
-        """Resolve, decide and apply. Returns the decision, whose status and Events are still
-        to be reported, and the seconds until the next pass."""
+    async def _reconcile(
+        self, key: ResourceKey, tracked: Tracked, stored: ModelDeploymentStatus
+    ) -> tuple[Decision, float]:
+        """Resolve, decide and apply, from the `stored` status. Returns the decision, whose
+        status and Events are still to be reported, and the seconds until the next pass."""
         namespace, name = key
         try:
             spec = ModelDeploymentSpec.model_validate(tracked.resource["spec"])
@@ -321,7 +362,7 @@ class Reconciler:
                 f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
             )
             default = ModelDeploymentSpec.model_fields["poll_interval_seconds"].default
-            invalid = invalid_spec(tracked.status, tracked.generation, problems, self._clock.now())
+            invalid = invalid_spec(stored, tracked.generation, problems, self._clock.now())
             return invalid, float(default)
 
         tracking_uri = get_tracking_uri(spec, self._defaults)
@@ -329,18 +370,23 @@ class Reconciler:
             key, (tracking_uri, spec.model_uri.name), spec.poll_interval_seconds
         )
         resolution = await self._resolve(tracking_uri, spec.model_uri)
-        observed = self.observed.deployment(key)
-        sides = {v: self.observed.deployment(key, v) for v in (CANARY, CHALLENGER)}
-        status = await self._measure(key, spec, tracked)
+        seen = self.observed.of(key)  # the children as this pass decides from them
+        observed = seen.main
+        resolved = resolution if isinstance(resolution, ResolvedVersion) else None
+        asked = _requests(tracked.resource["metadata"]["annotations"])
+        wanted = needs(spec, stored, resolved, observed, asked)
+        status = await self._measure(key, spec, tracked, stored, wanted.analysis)
         gates = Gates()
-        if isinstance(resolution, ResolvedVersion):
+        if wanted.candidate is not None:
             try:
-                gates = await self._check_gates(spec, tracking_uri, status, resolution, observed)
+                gates = await self._check_gates(
+                    spec, tracking_uri, status, wanted.candidate, observed
+                )
             except RegistryProblem as problem:
                 resolution = problem
         challenger_resolution = None
-        if spec.challenger is not None:
-            uri = ModelUri(spec.model_uri.name, spec.challenger.alias)
+        if wanted.challenger_alias is not None:
+            uri = ModelUri(spec.model_uri.name, wanted.challenger_alias)
             challenger_resolution = await self._resolve(tracking_uri, uri)
         owner = Owner(
             name=name,
@@ -358,102 +404,53 @@ class Reconciler:
             now,
             selector=get_selector(owner),
             gates=gates,
-            canary_deployment=sides[CANARY],
-            promoted=tracked.resource["metadata"]["annotations"].get(PROMOTE_ANNOTATION, ""),
+            canary_deployment=seen.sides.get(CANARY),
+            asked=asked,
             challenger=challenger.plan(
-                spec, status.challenger, challenger_resolution, observed, sides[CHALLENGER]
+                spec, status.challenger, challenger_resolution, observed, seen.sides.get(CHALLENGER)
             ),
         )
         decision = replace(decision, status=with_version_url(decision.status, spec, self._defaults))
-        applying = ""  # the kind of child in hand, named if the API server refuses it
+        before, after = state_of(spec, stored), state_of(spec, decision.status)
+        if before is not after:
+            tracked.logger.info(f"rollout state: {before} -> {after}")
+        plan = plan_pass(owner, spec, stored, decision, seen, self._defaults)
+        applying = ""  # the child in hand, named if the API server refuses it
         try:
-            await self._claim_children(owner, spec, decision)
-            if decision.pin is not None:
-                applying = "Deployment"
-                if spec.replicas is None and observed is not None and observed.replicas_applied:
-                    await self._children.apply(
-                        get_replicas_handover(owner, observed.desired_replicas),
-                        current_revision=None,
-                        field_manager=HANDOVER_FIELD_MANAGER,
-                    )
-                await self._children.apply(
-                    get_deployment(
-                        owner, spec, decision.pin, self._defaults, replicas=decision.stable_replicas
-                    ),
-                    current_revision=observed.revision if observed else None,
-                )
-                applying = "Service"
-                for variant in ("", *_variants_in_use(spec)):
-                    await self._apply_service(key, get_service(owner, spec, variant), tracked)
-                applying = "PodDisruptionBudget"
-                await self._apply_disruption_budget(key, get_disruption_budget(owner, spec), spec)
-            for variant, side in ((CANARY, decision.canary), (CHALLENGER, decision.challenger)):
-                applying = f"{variant}'s Deployment"
-                await self._apply_side(key, owner, spec, variant, side, sides[variant])
+            # Every child is claimed before any is written: a name another object holds
+            # stops the pass before it changes anything (Children.claim).
+            for step in plan.children.apply:
+                await self._children.claim(step.manifest)
+            for step in plan.children.apply:
+                applying = step.what
+                await self._apply(step, tracked)
+            for manifest in plan.children.delete:
+                applying = str(manifest["kind"])
+                await self._children.delete(manifest)
         except NameClash as clash:
-            return name_clash(tracked.status, str(clash), now), float(spec.poll_interval_seconds)
+            return name_clash(stored, str(clash), now), float(spec.poll_interval_seconds)
         except ApiError as exc:
             if exc.status not in _INVALID:
                 raise
-            decision = refused(tracked.status, decision, applying, exc.message, now)
-        decision = await self._tell_registry(key, spec, tracking_uri, tracked, decision)
+            decision = refused(stored, decision, applying, exc.message, now)
+        decision = await self._tell_registry(
+            key, spec, tracking_uri, tracked, plan.registry_writes, decision
+        )
         delay = float(spec.poll_interval_seconds)
         if decision.wake_at is not None:  # a pause ends, a measurement is due
             delay = min(delay, max((decision.wake_at - now).total_seconds(), _SOONEST))
         return decision, delay
 
-    async def _apply_side(
+    async def _measure(
         self,
         key: ResourceKey,
-        owner: Owner,
         spec: ModelDeploymentSpec,
-        variant: str,
-        side: Side | None,
-        observed: ObservedDeployment | None,
-    ) -> None:
-        """The Deployment of the canary or the challenger as decided. Once the spec no longer
-        has that side, its Deployment goes when drained, and its Services go."""
-        revision = observed.revision if observed else None
-        if side is not None:
-            manifest = get_deployment(
-                owner, spec, side.pin, self._defaults, variant=variant, replicas=side.replicas
-            )
-            await self._children.apply(manifest, current_revision=revision)
-        in_use = _variants_in_use(spec)
-        if variant in in_use:
-            return
-        if observed is not None and observed.desired_replicas == 0 and side is None:
-            pin = PinnedVersion(observed.version, observed.run_id)
-            manifest = get_deployment(owner, spec, pin, self._defaults, variant=variant)
-            await self._children.delete(manifest)
-        for gone in (variant, *(() if in_use else (MAIN,))):
-            if self.observed.revision("Service", key, service_suffix(gone)) is not None:
-                await self._children.delete(get_service(owner, spec, gone))
-
-    async def _claim_children(
-        self, owner: Owner, spec: ModelDeploymentSpec, decision: Decision
-    ) -> None:
-        """Raises NameClash unless every child this pass is to apply may be (see
-        Children.claim): a name another object holds stops the pass before it writes any."""
-        wanted: list[dict[str, Any]] = []
-        if decision.pin is not None:
-            wanted.append(get_deployment(owner, spec, decision.pin, self._defaults))
-            wanted += [get_service(owner, spec, v) for v in ("", *_variants_in_use(spec))]
-            if spec.serving.disruption_budget is not None:
-                wanted.append(get_disruption_budget(owner, spec))
-        for variant, side in ((CANARY, decision.canary), (CHALLENGER, decision.challenger)):
-            if side is not None:
-                pin = side.pin
-                wanted.append(get_deployment(owner, spec, pin, self._defaults, variant=variant))
-        for manifest in wanted:
-            await self._children.claim(manifest)
-
-    async def _measure(
-        self, key: ResourceKey, spec: ModelDeploymentSpec, tracked: Tracked
+        tracked: Tracked,
+        status: ModelDeploymentStatus,
+        step: AnalysisStep | None,
     ) -> ModelDeploymentStatus:
-        """The status with the measurements of the canary's analysis that are due now."""
-        status = tracked.status
-        state, step = status.canary, canary.analysis_under_way(spec, status.canary)
+        """`status` with the measurements of the canary's analysis `step` that are due now."""
+        state = status.canary
         if step is None or state is None or state.analysis is None:
             return status
         measured = state.analysis
@@ -483,13 +480,14 @@ class Reconciler:
         spec: ModelDeploymentSpec,
         tracking_uri: str,
         tracked: Tracked,
+        writes: Sequence[TagWrite],
         decision: Decision,
     ) -> Decision:
-        """Tag the versions this pass changed the fate of (where they serve, what was rolled
-        or held back), and move the alias back after a rollback if the spec says so and the
-        alias still points at the failed version. Only with a write grant for the namespace
-        and model (the RegistryWritesGranted condition says). Best effort: the registry's
-        answers do not change what serves."""
+        """Carry out the plan's registry writes: tag the versions this pass changed the fate
+        of (where they serve, what was rolled or held back), and move the alias back after a
+        rollback if the spec says so and the alias still points at the failed version. Only
+        with a write grant for the namespace and model (the RegistryWritesGranted condition
+        says). Best effort: the registry's answers do not change what serves."""
         name, namespace = spec.model_uri.name, key[0]
         back_to = decision.revert_alias_to
         if self._writes is None:
@@ -503,7 +501,7 @@ class Reconciler:
         if not granted:
             return _revert_recorded(spec, decision, RevertResult(RevertOutcome.NOT_GRANTED))
         try:
-            for write in registry_records(tracked.status, decision.status, "/".join(key)):
+            for write in writes:
                 if write.value is None:
                     await self._writes.delete_version_tag(
                         tracking_uri, name, write.version, write.key
@@ -562,15 +560,12 @@ class Reconciler:
         spec: ModelDeploymentSpec,
         tracking_uri: str,
         status: ModelDeploymentStatus,
-        resolved: ResolvedVersion,
+        version: str,
         observed: ObservedDeployment | None,
     ) -> Gates:
-        """The release gates of the version a rollout would start to: its approval tags
-        (asked each time: tags change) and its signature against the serving version's
-        (cached: versions are immutable). Nothing to check: Gates()."""
-        version = candidate(spec, status, resolved, observed)
-        if version is None:
-            return Gates()
+        """The release gates of `version`, the one a rollout would start to: its approval
+        tags (asked each time: tags change) and its signature against the serving version's
+        (cached: versions are immutable)."""
         name = spec.model_uri.name
         unapproved: tuple[str, ...] = ()
         if spec.rollout.required_tags:
@@ -594,36 +589,26 @@ class Reconciler:
         )
         return Gates(version, unapproved, comparison.problems, comparison.note, serving_version)
 
-    async def _apply_service(
-        self, key: ResourceKey, service: dict[str, Any], tracked: Tracked
-    ) -> None:
-        """Apply the Service. One of this resource's edited beyond what an apply can merge (a
+    async def _apply(self, step: Apply, tracked: Tracked) -> None:
+        """Apply one child of the plan. A Service edited beyond what an apply can merge (a
         port changed by hand: ports are keyed by number, so the apply adds ours next to it,
         under the same name) is invalid once merged: it is deleted and created anew. One
         handed over but not yet taken is never deleted: the refusal is reported."""
         try:
             await self._children.apply(
-                service, current_revision=self.observed.revision("Service", key)
+                step.manifest,
+                current_revision=step.current_revision,
+                field_manager=step.field_manager,
             )
         except ApiError as exc:
-            if exc.status not in _INVALID:
+            if exc.status not in _INVALID or step.manifest["kind"] != "Service":
                 raise
+            tracked.logger.warning(f"recreating the Service, edited beyond a merge: {exc}")
             try:
-                await self._children.delete(service)
+                await self._children.delete(step.manifest)
             except NameClash:
                 raise exc from None
-            tracked.logger.warning(f"recreating the Service, edited beyond a merge: {exc}")
-            await self._children.apply(service, current_revision=None)
-
-    async def _apply_disruption_budget(
-        self, key: ResourceKey, budget: dict[str, Any], spec: ModelDeploymentSpec
-    ) -> None:
-        """Apply the PodDisruptionBudget the spec asks for, or delete one it no longer does."""
-        revision = self.observed.revision("PodDisruptionBudget", key)
-        if spec.serving.disruption_budget is not None:
-            await self._children.apply(budget, current_revision=revision)
-        elif revision is not None:
-            await self._children.delete(budget)
+            await self._children.apply(step.manifest, current_revision=None)
 
     async def _resolve(self, tracking_uri: str, uri: ModelUri) -> ResolvedVersion | RegistryProblem:
         started = time.perf_counter()
@@ -638,19 +623,37 @@ class Reconciler:
         return resolution
 
     async def _report(
-        self, tracked: Tracked, decision: Decision, status_refresh_seconds: float = 0.0
-    ) -> ModelDeploymentStatus:
-        """Write the decided status (when due, see `status_to_store`) and post its Events;
-        returns the status stored."""
+        self,
+        tracked: Tracked,
+        decision: Decision,
+        status_refresh_seconds: float,
+        base: tuple[ModelDeploymentStatus, str | None],
+    ) -> bool:
+        """Write the decided status (when due, see `status_to_store`) over `base` (the status
+        the decision started from, and its resourceVersion), and post its Events. False, with
+        nothing written nor posted, when the object has changed since `base` was read."""
         meta = tracked.resource["metadata"]
-        key = (meta["namespace"], meta["name"])
-        to_store = status_to_store(tracked.status, decision.status, status_refresh_seconds)
+        stored, version = base
+        to_store = status_to_store(stored, decision.status, status_refresh_seconds)
         if to_store is not None:
-            await self._reporter.patch_status(
-                meta["namespace"], meta["name"], to_store.model_dump(by_alias=True, mode="json")
-            )
+            try:
+                written = await self._reporter.patch_status(
+                    meta["namespace"],
+                    meta["name"],
+                    to_store.model_dump(by_alias=True, mode="json"),
+                    resource_version=version,
+                )
+            except ApiError as exc:
+                if exc.status != _CONFLICT:
+                    raise
+                return False
+            # The watch shows this write later, after events older than it: keep it till then.
+            tracked.status, tracked.status_version = to_store, written
         metrics.observe_resource(
-            key, tracked.resource["spec"].get("model", ""), tracked.status, decision.status
+            (meta["namespace"], meta["name"]),
+            tracked.resource["spec"].get("model", ""),
+            stored,
+            decision.status,
         )
         for event in decision.events:
             level = logging.WARNING if event.type is EventType.WARNING else logging.INFO
@@ -662,7 +665,7 @@ class Reconciler:
                 )
             except RETRIED as exc:  # best effort: status and the log have it already
                 tracked.logger.warning(f"Event {event.reason} not posted: {describe(exc)}")
-        return to_store if to_store is not None else tracked.status
+        return True
 
     async def _failed(self, tracked: Tracked, exc: Exception) -> float:
         """Back off after a Kubernetes API failure; from the third in a row on, show it in
@@ -673,20 +676,26 @@ class Reconciler:
         tracked.logger.warning(f"Kubernetes API error, retrying in {delay:.0f}s: {describe(exc)}")
         if tracked.failures == FAILURES_BEFORE_REPORT:
             decision = api_failing(tracked.status, describe(exc), self._clock.now())
-            # Best effort: when the API server itself is what fails, this fails too.
+            # Best effort: when the API server itself is what fails, this fails too; and
+            # after a conflict, the next pass reads the object afresh and says it then.
             with contextlib.suppress(*RETRIED):
-                tracked.status = await self._report(tracked, decision)
+                base = (tracked.status, tracked.status_version)
+                if not await self._report(tracked, decision, 0.0, base):
+                    tracked.stale = True
         return delay
 
 
-def _variants_in_use(spec: ModelDeploymentSpec) -> tuple[str, ...]:
-    """The sides with a Service of their own: the main side and the canary (Canary strategy)
-    or the challenger; none without either."""
-    if spec.canary:
-        return (MAIN, CANARY)
-    if spec.challenger is not None:
-        return (MAIN, CHALLENGER)
-    return ()
+def newer_version(seen: str | None, held: str | None) -> bool:
+    """Whether resourceVersion `seen` is newer than `held`. They are opaque strings to
+    clients, but every API server backed by etcd gives integers that only grow: compared as
+    such, else any other version is taken as newer."""
+    if held is None:
+        return True
+    if seen is None:
+        return False
+    if seen.isdigit() and held.isdigit():
+        return int(seen) > int(held)
+    return seen != held
 
 
 def describe(exc: Exception) -> str:
@@ -704,6 +713,16 @@ def _stored_status(stored: Any, logger: Logger) -> ModelDeploymentStatus:
         return ModelDeploymentStatus()
 
 
+def _requests(annotations: Mapping[str, str]) -> Requests:
+    """What a person asks of the rollout, from the resource's annotations."""
+    return Requests(
+        promote=annotations.get(PROMOTE_ANNOTATION, ""),
+        promote_full=annotations.get(PROMOTE_FULL_ANNOTATION, ""),
+        abort=annotations.get(ABORT_ANNOTATION, ""),
+        retry=annotations.get(RETRY_ANNOTATION, ""),
+    )
+
+
 def _identity(body: Mapping[str, Any], shard_label_keys: frozenset[str]) -> dict[str, Any]:
     """What passes read of a ModelDeployment, and what Events name it by."""
     meta = body["metadata"]
@@ -715,8 +734,8 @@ def _identity(body: Mapping[str, Any], shard_label_keys: frozenset[str]) -> dict
         "metadata": {
             **identity,
             "labels": shard_labels(meta.get("labels"), shard_label_keys),
-            # A manual promotion: no new generation, but a pass at once.
-            "annotations": {k: v for k, v in annotations.items() if k == PROMOTE_ANNOTATION},
+            # A person's request (promote, abort, retry): no new generation, but a pass at once.
+            "annotations": {k: v for k, v in annotations.items() if k in REQUEST_ANNOTATIONS},
         },
         "spec": dict(body.get("spec") or {}),
     }

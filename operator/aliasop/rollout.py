@@ -10,15 +10,19 @@ rollout's progress, then set the phase and conditions.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from enum import StrEnum
 
 from aliasop import canary
-from aliasop.builders import PinnedVersion, Side
+from aliasop.analysis_models import AnalysisStep
 from aliasop.challenger import ChallengerPlan
 from aliasop.deployments import ObservedDeployment
+from aliasop.domain import NOTHING_ASKED, PinnedVersion, Requests, Side
 from aliasop.events import Event, EventType
 from aliasop.models import (
+    ABORT_ANNOTATION,
+    RETRY_ANNOTATION,
     TAG_PREFIX,
     CanaryPhase,
     Condition,
@@ -33,6 +37,45 @@ from aliasop.models import (
     RegistryProblem,
     ResolvedVersion,
 )
+
+
+class RolloutState(StrEnum):
+    """Where a resource's rollout stands, derived from its status (`state_of`)."""
+
+    PENDING = "Pending"  # nothing has rolled out yet
+    SERVING = "Serving"  # the version rolled out serves; nothing under way
+    HELD = "Held"  # a release gate holds the alias's version back; the serving one stays
+    ROLLING_OUT = "RollingOut"  # a rolling update to a new version
+    CANARY = "Canary"  # a canary beside the stable side, at one of its steps
+    PROMOTING = "Promoting"  # the canary passed: the stable side moves to its version
+    ROLLING_BACK = "RollingBack"  # a failed version is being replaced by the last good one
+    FAILED = "Failed"  # a version failed; the last good one serves until the alias moves
+    ABORTED = "Aborted"  # a person stopped a version's rollout; the last good one serves
+    PAUSED = "Paused"  # spec.paused: nothing moves
+
+
+def state_of(spec: ModelDeploymentSpec, status: ModelDeploymentStatus) -> RolloutState:
+    """The rollout state `status` records (with `spec.paused`): a canary in flight, else the
+    rollout history's open entry, else what the last rollouts left."""
+    if spec.paused:
+        return RolloutState.PAUSED
+    if status.canary is not None:
+        promoting = status.canary.phase is CanaryPhase.PROMOTING
+        return RolloutState.PROMOTING if promoting else RolloutState.CANARY
+    latest = status.history[0] if status.history else None
+    if latest is not None and latest.outcome is Outcome.PROGRESSING:
+        rollback = latest.reason is Reason.ROLLBACK
+        return RolloutState.ROLLING_BACK if rollback else RolloutState.ROLLING_OUT
+    if status.failed_version is not None:
+        aborted = _latest_of(status, status.failed_version)
+        if aborted is not None and aborted.outcome is Outcome.ABORTED:
+            return RolloutState.ABORTED
+        return RolloutState.FAILED
+    if status.held_version is not None:
+        return RolloutState.HELD
+    if status.serving_version is None:
+        return RolloutState.PENDING
+    return RolloutState.SERVING
 
 
 @dataclass(frozen=True)
@@ -66,8 +109,8 @@ def registry_records(
     previous: ModelDeploymentStatus, new: ModelDeploymentStatus, resource: str
 ) -> list[TagWrite]:
     """What the registry is told of what happened to `resource` (namespace/name) in a pass:
-    the version that serves there now (and the one that stopped), a version rolled back,
-    a version a release gate held back. One tag per version and resource, its value the
+    the version that serves there now (and the one that stopped), a version rolled back or
+    aborted, a version a release gate held back. One tag per version and resource, its value the
     latest word; written on transitions only."""
     key = record_key(resource)
     writes: list[TagWrite] = []
@@ -77,7 +120,10 @@ def registry_records(
         if new.serving_version is not None:
             writes.append(TagWrite(new.serving_version, key, "serving"))
     if new.failed_version is not None and new.failed_version != previous.failed_version:
-        writes.append(TagWrite(new.failed_version, key, f"rolled back: {new.message}"))
+        latest = _latest_of(new, new.failed_version)
+        aborted = latest is not None and latest.outcome is Outcome.ABORTED
+        fate = "aborted" if aborted else "rolled back"
+        writes.append(TagWrite(new.failed_version, key, f"{fate}: {new.message}"))
     gate = new.condition(ConditionType.SIGNATURE_COMPATIBLE)
     if (
         new.held_version is not None
@@ -91,8 +137,8 @@ def registry_records(
 
 @dataclass(frozen=True)
 class Gates:
-    """What the release gates found for the candidate (see `candidate`): the reconciler asks
-    the registry, `decide` holds the rollout back when a gate is shut."""
+    """What the release gates found for the candidate (see `candidate`, named by `needs`): the
+    reconciler asks the registry, `decide` holds the rollout back when a gate is shut."""
 
     version: str | None = None  # the candidate checked; None: there was none to check
     unapproved: tuple[str, ...] = ()  # requiredTags entries it lacks: "key=value (is: x)"
@@ -114,15 +160,44 @@ def unapproved_tags(required: Mapping[str, str], tags: Mapping[str, str]) -> tup
     )
 
 
+@dataclass(frozen=True)
+class Needs:
+    """What a pass must learn before it decides, each named once (`needs`) and asked once by
+    the reconciler: the version whose release gates to check, the canary analysis whose
+    measurements are due, the challenger alias to resolve."""
+
+    candidate: str | None
+    analysis: AnalysisStep | None
+    challenger_alias: str | None
+
+
+def needs(
+    spec: ModelDeploymentSpec,
+    status: ModelDeploymentStatus,
+    resolved: ResolvedVersion | None,
+    observed: ObservedDeployment | None,
+    asked: Requests = NOTHING_ASKED,
+) -> Needs:
+    """The I/O a pass needs, from the stored status, the alias resolved, the Deployment and
+    what a person asks."""
+    return Needs(
+        candidate=candidate(spec, status, resolved, observed, asked),
+        analysis=canary.analysis_under_way(spec, status.canary),
+        challenger_alias=spec.challenger.alias if spec.challenger is not None else None,
+    )
+
+
 def candidate(
     spec: ModelDeploymentSpec,
     status: ModelDeploymentStatus,
     resolved: ResolvedVersion | None,
     observed: ObservedDeployment | None,
+    asked: Requests = NOTHING_ASKED,
 ) -> str | None:
     """The version a rollout would start to now, before the release gates: the alias's,
     unless paused, unresolved, already running, or a version that failed and was rolled back
-    (tried again only once the alias moves away and back)."""
+    or was aborted (tried again only once the alias moves away and back, or a retry names
+    it)."""
     current = observed.version if observed is not None else None
     if resolved is None or spec.paused:
         return None
@@ -130,9 +205,24 @@ def candidate(
         return None
     if status.canary is not None and resolved.version == status.canary.version:
         return None  # its canary is under way
-    if resolved.version == status.failed_version:
+    if resolved.version == status.failed_version and not retry_pending(status, asked):
         return None
     return resolved.version
+
+
+def retry_pending(status: ModelDeploymentStatus, asked: Requests) -> bool:
+    """A retry names the version that failed or was aborted, and has not been carried out
+    for it yet: the rollout it starts is recorded as Retried, so that a retried version that
+    fails again stays failed (until the alias moves) instead of being retried in a loop."""
+    if not asked.retry or asked.retry != status.failed_version:
+        return False
+    latest = _latest_of(status, asked.retry)
+    return latest is None or latest.reason is not Reason.RETRIED
+
+
+def _latest_of(status: ModelDeploymentStatus, version: str) -> HistoryEntry | None:
+    """The newest history entry of `version`."""
+    return next((e for e in status.history if e.version == version), None)
 
 
 @dataclass
@@ -154,7 +244,7 @@ class _Draft:
         return _set_condition(self.status, type_, value, reason, message, self.now)
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Target:
     """The version the Deployment should run, and why a rollout to it starts (None: no new
     rollout, the Deployment keeps or finishes what it runs)."""
@@ -162,6 +252,7 @@ class _Target:
     version: str | None
     start_reason: Reason | None = None
     failure: str | None = None  # why the rollout failed in this pass, for the status message
+    aborted: str | None = None  # what a person's abort did in this pass, for the message
     held: str | None = None  # a candidate a release gate holds back
 
 
@@ -173,15 +264,16 @@ def decide(
     observed: ObservedDeployment | None,
     now: datetime,
     selector: str | None = None,
-    gates: Gates = Gates(),  # frozen: one shared default is safe
+    gates: Gates | None = None,
     canary_deployment: ObservedDeployment | None = None,
-    promoted: str = "",
+    asked: Requests = NOTHING_ASKED,
     challenger: ChallengerPlan | None = None,
 ) -> Decision:
     """`selector`: the serving pods' label selector, reported for the scale subresource.
-    `gates`: what the release gates found for the candidate. `canary_deployment`: the canary
-    Deployment, if there is one; `promoted`: the version the promote annotation names;
-    `challenger`: the challenger side, as planned (aliasop.challenger)."""
+    `gates`: what the release gates found for the candidate, whose `version` it is (None: no
+    gate checked, the candidate is worked out here). `canary_deployment`: the canary
+    Deployment, if there is one; `asked`: what a person asks through annotations (promote,
+    abort, retry); `challenger`: the challenger side, as planned (aliasop.challenger)."""
     draft = _Draft(spec, status.model_copy(deep=True), now.replace(microsecond=0))
     draft.status.observed_generation = generation
     sides = (observed, canary_deployment, challenger.observed if challenger else None)
@@ -194,9 +286,21 @@ def decide(
 
     _record_resolution(draft, resolved)
     _adopt_unrecorded_rollout(draft, observed)
-    target = _choose_target(draft, resolved, observed, gates)
-    wake_at = _run_canary(draft, target, resolved, problem, observed, canary_deployment, promoted)
-    _detect_failed_rollout(draft, target, observed)
+    retrying = retry_pending(draft.status, asked)
+    if retrying:
+        draft.status.failed_version = None
+    checked = (
+        gates if gates is not None else Gates(candidate(spec, status, resolved, observed, asked))
+    )
+    version, gates = checked.version, gates if gates is not None else Gates()
+    target = _choose_target(draft, observed, version, gates, retrying)
+    wake_at: datetime | None = None
+    if spec.canary or draft.status.canary is not None:  # the strategy that has the main side
+        target, wake_at = _run_canary(
+            draft, target, resolved, problem, observed, canary_deployment, asked
+        )
+    target = _abort_rolling_update(draft, target, asked)
+    target = _detect_failed_rollout(draft, target, observed)
     pin = _pin(draft, target, resolved, problem, observed)
     _record_progress(draft, target, pin, observed)
     _set_phase_and_conditions(draft, target, problem, observed, gates)
@@ -244,17 +348,20 @@ def _adopt_unrecorded_rollout(draft: _Draft, observed: ObservedDeployment | None
 
 def _choose_target(
     draft: _Draft,
-    resolved: ResolvedVersion | None,
     observed: ObservedDeployment | None,
+    version: str | None,
     gates: Gates,
+    retrying: bool,
 ) -> _Target:
-    """Step 2: the candidate, when the release gates let it through; else what runs."""
+    """Step 2: the candidate `version`, when the release gates let it through; else what
+    runs."""
     current = observed.version if observed is not None else None
-    version = candidate(draft.spec, draft.status, resolved, observed)
     if version is None:
         return _Target(current)
     if gates.version == version and gates.shut:
         return _Target(current, held=version)
+    if retrying:
+        return _Target(version, Reason.RETRIED)
     return _Target(version, Reason.CREATED if current is None else Reason.ALIAS_MOVED)
 
 
@@ -265,21 +372,23 @@ def _run_canary(
     problem: RegistryProblem | None,
     stable: ObservedDeployment | None,
     canary_deployment: ObservedDeployment | None,
-    promoted: str,
-) -> datetime | None:
+    asked: Requests,
+) -> tuple[_Target, datetime | None]:
     """Canary strategy: a rollout from a serving version starts a canary instead of moving the
     stable Deployment; the canary goes through its steps, then the stable Deployment moves to
-    its version (`target`). An alias that moves on restarts it with the new version; one that
-    moves back, a strategy dropped, abort it. Returns when to pass again for its sake."""
+    its version. An alias that moves on restarts it with the new version; one that moves
+    back, a strategy dropped, abort it. Returns the main side's target, and when to pass
+    again for the canary's sake."""
     st, spec = draft.status, draft.spec
     state = st.canary
     current = stable.version if stable is not None else None
+    if state is not None and asked.abort == state.version and asked.retry != state.version:
+        return _abort_canary(draft, target, f"the canary of version {state.version}", True), None
     if state is not None and state.phase is CanaryPhase.PROMOTING:
         if current == state.version:  # the stable Deployment has its template: a rollout
             st.canary = None  # like any other from here on (history, deadline, rollback)
-        target.version = state.version
-        return None
-    moved_on = target.start_reason is Reason.ALIAS_MOVED
+        return replace(target, version=state.version), None
+    moved_on = target.start_reason in (Reason.ALIAS_MOVED, Reason.RETRIED)
     moved_away = resolved is not None and state is not None and resolved.version != state.version
     if state is not None and (not spec.canary or moved_away):
         why = (
@@ -303,12 +412,12 @@ def _run_canary(
         st.canary = state = None
     if state is None:
         if not (spec.canary and moved_on and target.version is not None and current is not None):
-            return None
+            return target, None
         if current != st.serving_version:  # a first rollout, or one after a failure: whole
-            return None
+            return target, None
         pin = PinnedVersion(target.version, _run_id_of(target.version, resolved, stable, draft))
         state = canary.start(spec, pin.version, pin.run_id, current, draft.now)
-        _record_start(draft, pin, Reason.ALIAS_MOVED)
+        _record_start(draft, pin, target.start_reason or Reason.ALIAS_MOVED)
         draft.post(
             EventType.NORMAL,
             Reason.ROLLOUT_STARTED,
@@ -316,36 +425,39 @@ def _run_canary(
             f"{state.steps}, {canary.describe(spec.rollout.steps[0])}",
         )
         st.canary = state
-        target.version, target.start_reason = current, None
+        target = replace(target, version=current, start_reason=None)
     if problem is not None or spec.paused:
-        target.version = state.stable_version
-        return None  # hold it where it is until the registry answers, or the spec unpauses
-    progress = canary.advance(spec, state, stable, canary_deployment, promoted, draft.now)
+        # Held where it is until the registry answers, or the spec unpauses.
+        return replace(target, version=state.stable_version), None
+    progress = canary.advance(spec, state, stable, canary_deployment, asked, draft.now)
     draft.events.extend(progress.events)
     if progress.abort is not None:
-        _abort_canary(draft, target, progress.abort)
-        return None
+        return _abort_canary(draft, target, progress.abort), None
     st.canary = progress.state
-    target.version = st.canary.version if progress.promoting else state.stable_version
-    return progress.wake_at
+    version = st.canary.version if progress.promoting else state.stable_version
+    return replace(target, version=version), progress.wake_at
 
 
-def _abort_canary(draft: _Draft, target: _Target, why: str) -> None:
-    """The canary failed: it goes to zero, the stable version keeps serving, and the version
-    is not tried again until the alias moves away and back (like a rolled-back version)."""
+def _abort_canary(draft: _Draft, target: _Target, why: str, asked: bool = False) -> _Target:
+    """The canary failed (or, `asked`, a person aborted it: `why` names it): it goes to zero,
+    the stable version keeps serving, and the version is not tried again until the alias
+    moves away and back or a retry names it (like a rolled-back version)."""
     st, uri = draft.status, draft.spec.model_uri
     state = st.canary
     assert state is not None
-    _finish(draft, state.version, Outcome.FAILED, why)
     st.failed_version, st.canary = state.version, None
-    target.version = state.stable_version
-    target.failure = f"{why}; aborted, version {state.stable_version} kept serving"
+    target = replace(target, version=state.stable_version)
+    if asked:
+        return _aborted(draft, target, state.version, why, state.stable_version)
+    _finish(draft, state.version, Outcome.FAILED, why)
+    failure = f"{why}; aborted, version {state.stable_version} kept serving"
     if draft.spec.rollout.on_failure is OnFailure.REVERT_ALIAS:
         draft.revert_alias_to = state.stable_version
-        target.failure += f", and {uri} moved back to it"
+        failure += f", and {uri} moved back to it"
     else:
-        target.failure += f". It is tried again when {uri} moves away and back"
-    draft.post(EventType.WARNING, Reason.ROLLOUT_FAILED, target.failure)
+        failure += f". It is tried again when {uri} moves away and back"
+    draft.post(EventType.WARNING, Reason.ROLLOUT_FAILED, failure)
+    return replace(target, failure=failure)
 
 
 def _sides(
@@ -376,9 +488,40 @@ def _sides(
     return sides.stable, Side(pin, sides.canary)
 
 
+def _abort_rolling_update(draft: _Draft, target: _Target, asked: Requests) -> _Target:
+    """A person aborts the rolling update of the version it names: back to the last good
+    version, as a rollback, the alias left alone. A rollback, or a rollout with nothing good
+    to go back to, is not aborted."""
+    st = draft.status
+    latest = st.history[0] if st.history else None
+    if (
+        not asked.abort
+        or asked.abort == asked.retry
+        or target.version != asked.abort
+        or latest is None
+        or (latest.version, latest.outcome) != (asked.abort, Outcome.PROGRESSING)
+        or latest.reason is Reason.ROLLBACK
+        or st.last_good_version in (None, asked.abort)
+    ):
+        return target
+    good = st.last_good_version
+    assert good is not None
+    st.failed_version = asked.abort
+    target = replace(target, version=good, start_reason=Reason.ROLLBACK)
+    return _aborted(draft, target, asked.abort, f"the rollout of version {asked.abort}", good)
+
+
+def _aborted(draft: _Draft, target: _Target, version: str, what: str, back_to: str) -> _Target:
+    """Record and announce the abort of `version`'s rollout (`what`), back on `back_to`."""
+    _finish(draft, version, Outcome.ABORTED, f"aborted: {ABORT_ANNOTATION}={version}")
+    aborted = f"{what} was aborted ({ABORT_ANNOTATION}={version}); back to version {back_to}"
+    draft.post(EventType.NORMAL, Reason.ROLLOUT_ABORTED, aborted)
+    return replace(target, aborted=aborted)
+
+
 def _detect_failed_rollout(
     draft: _Draft, target: _Target, observed: ObservedDeployment | None
-) -> None:
+) -> _Target:
     """Step 3: the version the Deployment runs missed its progress deadline. Roll back to the
     last good version when allowed; either way the failure stays in the status message."""
     st, uri = draft.status, draft.spec.model_uri
@@ -389,25 +532,25 @@ def _detect_failed_rollout(
         or not observed.deadline_exceeded
         or observed.version == st.last_good_version
     ):
-        return
-    failed = observed.version
-    target.failure = (
+        return target
+    failed, good = observed.version, st.last_good_version
+    failure = (
         f"version {failed} did not become available within "
         f"{draft.spec.rollout.progress_deadline_seconds}s"
     )
-    if _finish(draft, failed, Outcome.FAILED, target.failure):
-        draft.post(EventType.WARNING, Reason.ROLLOUT_FAILED, target.failure)
-    if draft.spec.rollout.auto_rollback and st.last_good_version is not None:
-        st.failed_version = failed
-        target.version, target.start_reason = st.last_good_version, Reason.ROLLBACK
-        if draft.spec.rollout.on_failure is OnFailure.REVERT_ALIAS:
-            draft.revert_alias_to = target.version
-            target.failure += f"; rolled back to version {target.version}, and {uri} with it"
-        else:
-            target.failure += (
-                f"; rolled back to version {target.version}. It is tried again when {uri} "
-                "moves away and back"
-            )
+    if _finish(draft, failed, Outcome.FAILED, failure):
+        draft.post(EventType.WARNING, Reason.ROLLOUT_FAILED, failure)
+    if not draft.spec.rollout.auto_rollback or good is None:
+        return replace(target, failure=failure)
+    st.failed_version = failed
+    if draft.spec.rollout.on_failure is OnFailure.REVERT_ALIAS:
+        draft.revert_alias_to = good
+        failure += f"; rolled back to version {good}, and {uri} with it"
+    else:
+        failure += (
+            f"; rolled back to version {good}. It is tried again when {uri} moves away and back"
+        )
+    return replace(target, version=good, start_reason=Reason.ROLLBACK, failure=failure)
 
 
 def _pin(
@@ -470,7 +613,8 @@ def _set_phase_and_conditions(
     )
     unreachable = problem is not None and problem.kind is Reason.REGISTRY_UNAVAILABLE
     failure = target.failure
-    if failure is None and st.failed_version is not None:
+    aborted = _aborted_message(draft, target)
+    if failure is None and aborted is None and st.failed_version is not None:
         why = next(
             (
                 f" ({e.message})"
@@ -501,6 +645,8 @@ def _set_phase_and_conditions(
 
     if degraded is not None:
         st.phase, st.message = Phase.DEGRADED, degraded[1]
+    elif aborted is not None:
+        st.phase, st.message = Phase.ABORTED, aborted
     elif draft.spec.paused:
         st.phase = Phase.PAUSED
         st.message = (
@@ -554,9 +700,25 @@ def _set_phase_and_conditions(
         st.message,
     )
     _set_gate_conditions(draft, target, gates, current)
-    _set_kstatus_conditions(draft, target, rolling, degraded, problem, waiting)
+    _set_kstatus_conditions(draft, target, rolling, degraded, problem, waiting, aborted)
     for condition in st.conditions:
         condition.observed_generation = st.observed_generation
+
+
+def _aborted_message(draft: _Draft, target: _Target) -> str | None:
+    """What the status says while a version's rollout stays aborted; None: none is."""
+    st = draft.status
+    version = st.failed_version
+    latest = _latest_of(st, version) if version is not None else None
+    if version is None or latest is None or latest.outcome is not Outcome.ABORTED:
+        return None
+    done = target.aborted or (
+        f"the rollout of version {version} was aborted ({ABORT_ANNOTATION}={version})"
+    )
+    return (
+        f"{done}; serving version {st.serving_version}. It rolls out again when "
+        f"{draft.spec.model_uri} moves away and back, or with {RETRY_ANNOTATION}={version}"
+    )
 
 
 def _set_gate_conditions(draft: _Draft, target: _Target, gates: Gates, current: str | None) -> None:
@@ -606,6 +768,7 @@ def _set_kstatus_conditions(
     stall: tuple[Reason, str] | None,
     problem: RegistryProblem | None,
     waiting: bool,
+    aborted: str | None,
 ) -> None:
     """Reconciling, Stalled and Ready, by kstatus's rules: it reports Failed only when a
     person must act (Stalled), InProgress only while progress is being made (Reconciling),
@@ -634,6 +797,8 @@ def _set_kstatus_conditions(
         ready = (False, Reason.ROLLING_OUT if rolling else Reason.RESOLVING)
     elif draft.spec.paused:
         ready = (True, Reason.PAUSED)
+    elif aborted is not None:  # a person's choice, as asked: kstatus Current
+        ready = (True, Reason.ROLLOUT_ABORTED)
     elif problem is not None:
         ready = (True, problem.kind)
     elif waiting:

@@ -77,10 +77,12 @@ class Runtime:
             )
 
     def start_leading(self) -> None:
-        """Run passes: every resource followed so far gets one at once."""
+        """Run passes: every resource followed so far gets one at once, from what the API
+        server has of it now."""
         LEADER.set(1)
         if self.notifier is not None:
             self.notifier.start()
+        self.reconciler.read_afresh()
         self.scheduler.start(self._timed_pass)
 
     async def _timed_pass(self, key: ResourceKey) -> float:

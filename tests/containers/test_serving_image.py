@@ -13,13 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from aliasop.builders import (
-    MODEL_DIR,
-    Owner,
-    PinnedVersion,
-    ServingDefaults,
-    get_deployment,
-)
+from aliasop.builders import MODEL_DIR, ServingDefaults, get_deployment
+from aliasop.domain import Owner, PinnedVersion
 from aliasop.models import ModelDeploymentSpec
 from aliasop.settings import Settings
 from aliasop_dev import bikes, local

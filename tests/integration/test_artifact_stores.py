@@ -28,12 +28,8 @@ import httpx
 import pytest
 from mlflow import MlflowClient
 
-from aliasop.builders import (
-    Owner,
-    PinnedVersion,
-    ServingDefaults,
-    get_deployment,
-)
+from aliasop.builders import ServingDefaults, get_deployment
+from aliasop.domain import Owner, PinnedVersion
 from aliasop.models import ModelDeploymentSpec
 from aliasop_dev import bikes, local
 

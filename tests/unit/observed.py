@@ -5,9 +5,11 @@ from __future__ import annotations
 from aliasop.deployments import ObservedDeployment
 
 
-def observed(version: str, replicas: int = 2, available: int | None = None) -> ObservedDeployment:
+def observed(
+    version: str, replicas: int = 2, available: int | None = None, variant: str = "main"
+) -> ObservedDeployment:
     """A Deployment of `version` whose `replicas` pods all run its template, `available` of
-    them available (default: all)."""
+    them available (default: all), its pods labelled `variant`."""
     return ObservedDeployment(
         version=version,
         run_id=f"run{version}",
@@ -20,4 +22,5 @@ def observed(version: str, replicas: int = 2, available: int | None = None) -> O
         updated_replicas=replicas,
         available_replicas=replicas if available is None else available,
         deadline_exceeded=False,
+        variant=variant,
     )

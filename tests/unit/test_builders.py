@@ -12,13 +12,12 @@ from aliasop.builders import (
     RUN_ID_ANNOTATION,
     SERVING_MODEL_PATH_ENV,
     VERSION_LABEL,
-    Owner,
-    PinnedVersion,
     ServingDefaults,
     get_deployment,
     get_selector_labels,
     get_service,
 )
+from aliasop.domain import Owner, PinnedVersion
 from aliasop.models import RESERVED_PREFIX, SELECTOR_LABEL_KEYS, ModelDeploymentSpec
 
 OWNER = Owner(name="bikes", namespace="ml", uid="uid-1")

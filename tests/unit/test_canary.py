@@ -21,6 +21,7 @@ from aliasop.analysis_models import (
     AnalysisStep,
 )
 from aliasop.deployments import ObservedDeployment
+from aliasop.domain import NOTHING_ASKED, Requests
 from aliasop.models import (
     CanaryPhase,
     ModelDeploymentSpec,
@@ -94,7 +95,7 @@ class Sim:
             self.stable,
             self.now,
             canary_deployment=self.canary,
-            promoted=self.promoted,
+            asked=Requests(promote=self.promoted),
         )
         self.decisions.append(decision)
         self.status = decision.status
@@ -365,7 +366,7 @@ def test_current_step_and_the_analysis_under_way() -> None:
     state = canary.start(md, "2", "run2", "1", T0)
     assert canary.current_step(md, state) == md.rollout.steps[0]
     assert canary.analysis_under_way(md, state) is None
-    second = canary.advance(md, state, observed("1", 3), observed("2", 1), "", T0).state
+    second = canary.advance(md, state, observed("1", 3), observed("2", 1), NOTHING_ASKED, T0).state
     assert second.step == 2
     assert canary.analysis_under_way(md, second) == md.rollout.steps[1].analysis
     assert second.analysis is not None

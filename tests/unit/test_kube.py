@@ -709,3 +709,27 @@ async def test_an_apply_names_the_uid_of_the_object_it_checked(
         await cluster.apply(deployment("web"), None)
     assert methods(stand_in) == [DEPLOYMENT_WEB, f"GET {DEPLOYMENT_WEB}"]
     assert objects.by_path[DEPLOYMENT_WEB] == made_by_hand("Deployment")
+
+
+@pytest.mark.timeout(10)
+async def test_a_status_write_can_require_the_object_unchanged_and_says_what_it_stored(
+    api: tuple[StandIn, Cluster],
+) -> None:
+    stand_in, cluster = api
+
+    async def stored(request: web.Request) -> web.Response:
+        if request.method == "GET":
+            return web.json_response({"metadata": {"resourceVersion": "41"}, "status": {}})
+        return web.json_response({"metadata": {"resourceVersion": "42"}})
+
+    stand_in.respond = stored
+    assert await cluster.patch_status("ns", "a", {"phase": "Ready"}, resource_version="41") == "42"
+    assert (await cluster.read_resource("ns", "a"))["metadata"]["resourceVersion"] == "41"
+    assert stand_in.requests == [
+        (
+            "/apis/aliasop.io/v1alpha1/namespaces/ns/modeldeployments/a/status",
+            "application/merge-patch+json",
+            {"status": {"phase": "Ready"}, "metadata": {"resourceVersion": "41"}},
+        ),
+        ("/apis/aliasop.io/v1alpha1/namespaces/ns/modeldeployments/a", "application/json", None),
+    ]

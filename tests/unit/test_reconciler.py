@@ -23,6 +23,7 @@ from aliasop.builders import VERSION_LABEL, ServingDefaults
 from aliasop.interfaces import ApiError, ApiUnreachable, ModelKey, NameClash, ResourceKey
 from aliasop.models import (
     ConditionType,
+    HistoryEntry,
     ModelDeploymentStatus,
     ModelUri,
     Outcome,
@@ -61,6 +62,23 @@ class FakeCluster:
     controllers: dict[tuple[str, str], str] = field(default_factory=dict)  # "": none
     # (kind, name) of objects without a controller that aliasop.io/adopt hands over
     handed_over: set[tuple[str, str]] = field(default_factory=set)
+    # The ModelDeployment as the API server holds it (None: there is none), and its
+    # resourceVersion, which every write of it moves on.
+    resource: dict[str, Any] | None = None
+    resource_version: int = 0
+    reads: int = 0  # of the ModelDeployment
+
+    def store(self, body: dict[str, Any], deleted: bool = False) -> dict[str, Any]:
+        """A write of the ModelDeployment's metadata or spec (a deletion): `body` with the
+        status the API server holds, as the watch shows it."""
+        self.resource_version += 1
+        before = self.resource
+        same = before is not None and before["metadata"]["uid"] == body["metadata"]["uid"]
+        status = before.get("status") if same and before is not None else None
+        meta = {**body["metadata"], "resourceVersion": str(self.resource_version)}
+        stored = {**body, "metadata": meta, **({"status": status} if status else {})}
+        self.resource = None if deleted else stored
+        return stored
 
     async def until(self, condition: Callable[[], bool]) -> None:
         """Let the scheduler's passes run until `condition` holds after an apply."""
@@ -104,10 +122,31 @@ class FakeCluster:
     def forget(self, namespace: str, name: str) -> None:
         self.forgotten.append((namespace, name))
 
-    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    async def patch_status(
+        self,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        resource_version: str | None = None,
+    ) -> str | None:
         if isinstance(self.refuse, ApiError) and self.refuse.status == 404:
             raise self.refuse  # the resource itself is gone
+        if resource_version is not None and resource_version != str(self.resource_version):
+            raise ApiError(409, "the object has been modified")
         self.statuses.append(status)
+        self.resource_version += 1
+        if self.resource is not None:
+            meta = {**self.resource["metadata"], "resourceVersion": str(self.resource_version)}
+            self.resource = {**self.resource, "metadata": meta, "status": status}
+        return str(self.resource_version)
+
+    async def read_resource(self, namespace: str, name: str) -> dict[str, Any]:
+        self.reads += 1
+        if isinstance(self.refuse, ApiError) and self.refuse.status == 404:
+            raise self.refuse
+        if self.resource is None:
+            raise ApiError(404, "not found", missing=("modeldeployments", name))
+        return self.resource
 
     async def post_event(
         self, involved: Mapping[str, Any], kind: str, reason: str, message: str, at: datetime
@@ -265,7 +304,8 @@ class World:
             },
             "spec": {"model": "models:/bikes@champion", "replicas": 2, **spec},
         }
-        self.reconciler.resource_seen(body, deleted=deleted, logger=log)
+        stored = self.cluster.store(body, deleted)
+        self.reconciler.resource_seen(stored, deleted=deleted, logger=log)
 
     def rolled_out(self, version: str) -> None:
         """The watch shows the last Deployment applied, with `version` rolled out."""
@@ -865,3 +905,127 @@ async def test_a_challenger_serves_its_own_alias_beside_the_main_one() -> None:
     )
     assert world.cluster.versions_applied().count("8") == 1  # the main side kept version 1
     assert "ChallengerMoved" in world.reasons()
+
+
+# --- the status held is the API server's ------------------------------------------------
+
+
+def _status_by_another(world: World, **fields: Any) -> None:
+    """Another writer (the leader before this one) stores a status with `fields`."""
+    cluster = world.cluster
+    assert cluster.resource is not None
+    status = ModelDeploymentStatus.model_validate(cluster.resource.get("status") or {})
+    written = status.model_copy(update=fields).model_dump(by_alias=True, mode="json")
+    cluster.resource_version += 1
+    meta = {**cluster.resource["metadata"], "resourceVersion": str(cluster.resource_version)}
+    cluster.resource = {**cluster.resource, "metadata": meta, "status": written}
+
+
+OLDER_ROLLOUT = HistoryEntry(
+    version="0",
+    reason=Reason.CREATED,
+    started_at=T0 - timedelta(days=1),
+    finished_at=T0 - timedelta(days=1),
+    outcome=Outcome.SUCCEEDED,
+)
+
+
+async def test_every_watch_event_refreshes_the_status_a_standby_holds() -> None:
+    leader = World()
+    standby = World(cluster=leader.cluster, resolver=leader.resolver)
+    leader.seen()
+    assert leader.cluster.resource is not None
+    standby.reconciler.resource_seen(leader.cluster.resource, deleted=False, logger=log)
+    await leader.reconciler.run_pass(KEY)
+    leader.rolled_out("1")
+    await leader.reconciler.run_pass(KEY)
+
+    # The watch shows the leader's status writes to the standby, which never passes.
+    standby.reconciler.resource_seen(leader.cluster.resource, deleted=False, logger=log)
+
+    assert standby.status() == leader.status()
+    assert standby.status().serving_version == "1" and standby.status().history
+
+
+async def test_an_event_older_than_our_last_status_write_changes_nothing() -> None:
+    world = World()
+    world.seen()
+    assert world.cluster.resource is not None
+    before_the_write = world.cluster.resource  # empty status, an older resourceVersion
+    await world.reconciler.run_pass(KEY)
+    written = world.status()
+    assert written.history
+
+    # The watch shows events in order, ours later: one from before the write comes first.
+    world.reconciler.resource_seen(before_the_write, deleted=False, logger=log)
+
+    assert world.status() == written
+    world.reconciler.resource_seen(world.cluster.resource, deleted=False, logger=log)
+    assert world.status() == written  # the echo of the write itself
+
+
+async def test_a_replica_that_becomes_leader_reads_the_status_afresh() -> None:
+    leader = World()
+    standby = World(cluster=leader.cluster, resolver=leader.resolver)
+    leader.seen()
+    assert leader.cluster.resource is not None
+    standby.reconciler.resource_seen(leader.cluster.resource, deleted=False, logger=log)
+    await leader.reconciler.run_pass(KEY)
+    leader.rolled_out("1")
+    await leader.reconciler.run_pass(KEY)
+    history = leader.status().history
+    # The standby's watch lags: it has seen the Deployment, not the leader's status writes.
+    standby.rolled_out("1")
+    assert standby.status().history == []
+
+    standby.reconciler.read_afresh()  # it has become the leader
+    await standby.reconciler.run_pass(KEY)
+
+    assert leader.cluster.reads == 1
+    assert standby.status().history == history  # not a rollout of version 1 "adopted"
+    assert standby.status().serving_version == "1"
+    await standby.reconciler.run_pass(KEY)
+    assert leader.cluster.reads == 1  # once, on taking over
+
+
+async def test_a_status_write_never_drops_what_another_writer_recorded() -> None:
+    world = World()
+    world.seen()
+    await world.reconciler.run_pass(KEY)
+    world.rolled_out("1")
+    world.clock.at += timedelta(seconds=30)
+    writes = len(world.cluster.statuses)
+    original = world.cluster.patch_status
+
+    async def another_writes_first(*args: Any, **kwargs: Any) -> str | None:
+        world.cluster.patch_status = original  # type: ignore[method-assign]
+        _status_by_another(world, history=[*world.status().history, OLDER_ROLLOUT])
+        return await original(*args, **kwargs)
+
+    world.cluster.patch_status = another_writes_first  # type: ignore[method-assign]
+    assert await world.reconciler.run_pass(KEY) == 30
+
+    assert world.cluster.reads == 1  # the refused write made it read the object afresh
+    assert len(world.cluster.statuses) == writes + 1  # the second decision was written
+    stored = world.cluster.statuses[-1]
+    assert [h["version"] for h in stored["history"]] == ["1", "0"]
+    assert stored["history"][0]["outcome"] == "Succeeded" and stored["servingVersion"] == "1"
+    assert world.reasons() == ["RolloutStarted", "RolloutSucceeded"]  # posted once
+
+
+async def test_a_status_write_refused_again_and_again_is_retried_by_a_later_pass() -> None:
+    world = World()
+    world.seen()
+    original = world.cluster.patch_status
+
+    async def always_another_first(*args: Any, **kwargs: Any) -> str | None:
+        _status_by_another(world)
+        return await original(*args, **kwargs)
+
+    world.cluster.patch_status = always_another_first  # type: ignore[method-assign]
+    delay = await world.reconciler.run_pass(KEY)
+
+    assert 0 < delay < 30  # soon, not after a back-off for an API failure
+    assert world.cluster.statuses == [] and world.cluster.events == []
+    tracked = world.reconciler.tracker.get(KEY)
+    assert tracked is not None and tracked.stale and tracked.failures == 0

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from aliasop.builders import Owner, get_service
+from aliasop.builders import get_service
+from aliasop.domain import Owner
 from aliasop.models import ModelDeploymentSpec
 from aliasop.settings import Settings
 from aliasop.sharding import lease_name, selector_keys, shard_labels
