@@ -119,6 +119,28 @@ def one_worker_at_a_time() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(autouse=True)
+def cluster_gate(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Tests that use the cluster share it; one marked `disrupts_cluster` (it restarts the API
+    server) has it alone: it waits for the tests running on other workers to end, and none
+    starts until it has. Writer-preferring: a disrupting test waiting at the gate stops new
+    tests from entering, so a stream of short ones cannot keep it waiting."""
+    if request.node.get_closest_marker("unit") is not None:
+        yield
+        return
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    alone = request.node.get_closest_marker("disrupts_cluster") is not None
+    with (
+        (cache_dir() / "tests-gate.lock").open("w") as gate,
+        (cache_dir() / "tests-cluster.lock").open("w") as shared,
+    ):
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        fcntl.flock(shared, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        if not alone:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        yield
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
     """The kwok test cluster: reuses a healthy running one, else starts it and stops it after

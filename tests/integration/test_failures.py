@@ -150,6 +150,7 @@ def test_operator_killed_mid_rollout_picks_it_up_once(
     ]
 
 
+@pytest.mark.disrupts_cluster
 def test_api_server_restart_mid_rollout(
     two_versions: Versions,
     model_name: str,

@@ -43,6 +43,8 @@ def test_create_deploys_the_alias_version(
         "Degraded": "False",
         "RegistryAvailable": "True",
         "SignatureCompatible": "True",  # nothing served before it: nothing to break
+        # The session's operator writes back to the registry, and grants every namespace.
+        "RegistryWritesGranted": "True",
     }
     wait_for(lambda: "RolloutSucceeded" in bikes_view.events(), 30, message="RolloutSucceeded")
 
