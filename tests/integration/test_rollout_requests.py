@@ -77,10 +77,14 @@ def test_a_canary_aborted_retried_and_promoted_past_its_steps(
         annotate(view, abort=v2.version)
 
         def aborted() -> dict[str, Any] | None:
+            """Aborted, the stable side whole and Ready again (while it grows back the
+            phase already says Aborted, and Ready is False: progress is under way)."""
             status = view.status()
-            done = status.get("phase") == "Aborted" and sides(view) == (
-                (REPLICAS, v1.version),
-                (0, v2.version),
+            ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})
+            done = (
+                status.get("phase") == "Aborted"
+                and (ready.get("status"), ready.get("reason")) == ("True", "RolloutAborted")
+                and sides(view) == ((REPLICAS, v1.version), (0, v2.version))
             )
             return status if done else None
 
@@ -88,8 +92,6 @@ def test_a_canary_aborted_retried_and_promoted_past_its_steps(
         assert status.get("canary") is None
         assert status["failedVersion"] == v2.version and status["aliasVersion"] == v2.version
         assert f"aliasop.io/retry={v2.version}" in status["message"]
-        ready = next(c for c in status["conditions"] if c["type"] == "Ready")
-        assert (ready["status"], ready["reason"]) == ("True", "RolloutAborted")
         assert (status["history"][0]["version"], status["history"][0]["outcome"]) == (
             v2.version,
             "Aborted",
