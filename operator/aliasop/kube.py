@@ -101,6 +101,9 @@ class Cluster:
         # the children the watch shows (`seen`) and those aliasop wrote: an object known to be
         # its resource's is written without asking the API server whose it is.
         self._holders: dict[tuple[str, str, str], tuple[str, str]] = {}
+        # Children a claim found absent: the apply that follows it creates them without
+        # asking the API server again (see `claim`).
+        self._claimed_absent: set[tuple[str, str, str]] = set()
         # Raises NotLeading unless this replica may write (leader.LeaderElector.fence);
         # None: it always may.
         self.fence: Callable[[], None] | None = None
@@ -144,7 +147,7 @@ class Cluster:
         left it: `current_revision` is its revision as last watched (None: there is none).
         Applies as another `field_manager` are never skipped nor remembered."""
         meta = manifest["metadata"]
-        key = (manifest["kind"], meta["namespace"], meta["name"])
+        key = _key(manifest)
         digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
         remembered = field_manager == FIELD_MANAGER
         as_left = current_revision is not None and self._applied.get(key) == (
@@ -185,7 +188,7 @@ class Cluster:
         The delete names the uid it checked, so the API server refuses it (409) should the
         object have been replaced meanwhile."""
         meta = manifest["metadata"]
-        key = (manifest["kind"], meta["namespace"], meta["name"])
+        key = _key(manifest)
         uid = await self._own(manifest, handover=False)
         self._applied.pop(key, None)
         if uid is None:
@@ -207,18 +210,22 @@ class Cluster:
 
     async def claim(self, manifest: dict[str, Any]) -> None:
         """Raises NameClash unless the object `manifest` names is absent, controlled by the
-        manifest's controller, or handed over to it (ADOPT_ANNOTATION)."""
-        await self._own(manifest, handover=True)
+        manifest's controller, or handed over to it (ADOPT_ANNOTATION). An absent one is
+        remembered for the next apply or delete of it, which then asks nothing again."""
+        key = _key(manifest)
+        self._claimed_absent.discard(key)  # a claim always asks afresh
+        if await self._own(manifest, handover=True) is None:
+            self._claimed_absent.add(key)
 
     def seen(self, child: Mapping[str, Any], deleted: bool) -> None:
         """A child as the watch shows it (or deleted): whose it is, so that applies to what
         is known to be the applying resource's ask the API server nothing."""
-        meta = child["metadata"]
-        key = (str(child["kind"]), str(meta["namespace"]), str(meta["name"]))
+        key = _key(child)
         if deleted:
             self._holders.pop(key, None)
         else:
             self._holders[key] = _holder(child)
+            self._claimed_absent.discard(key)  # made since the claim: ask
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop what is remembered of the children of a resource no longer followed."""
@@ -226,6 +233,7 @@ class Cluster:
         for kind in _PLURALS:
             for child in names:
                 self._applied.pop((kind, namespace, child), None)
+                self._claimed_absent.discard((kind, namespace, child))
 
     async def _own(self, manifest: dict[str, Any], handover: bool) -> str | None:
         """The uid of the object `manifest` names when its controller is the manifest's (or,
@@ -234,7 +242,10 @@ class Cluster:
         API server is asked only when the object is not known to be the manifest
         controller's (see `seen`)."""
         kind, meta = manifest["kind"], manifest["metadata"]
-        key = (kind, meta["namespace"], meta["name"])
+        key = _key(manifest)
+        if key in self._claimed_absent:
+            self._claimed_absent.discard(key)
+            return None
         owner = _controller(manifest)
         known = self._holders.get(key)
         if known is not None and known[0] == owner["uid"]:
@@ -437,3 +448,9 @@ def _uid(found: Mapping[str, Any]) -> str:
 
 def _leases_path(namespace: str) -> str:
     return f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+
+
+def _key(manifest: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(kind, namespace, name) of the object `manifest` names."""
+    meta = manifest["metadata"]
+    return (str(manifest["kind"]), str(meta["namespace"]), str(meta["name"]))

@@ -545,6 +545,25 @@ async def test_a_child_is_created_where_there_is_none_then_known_as_its_owners(
 
 
 @pytest.mark.timeout(10)
+async def test_a_child_a_claim_found_absent_is_created_without_asking_again(
+    api: tuple[StandIn, Cluster], objects: Objects
+) -> None:
+    stand_in, cluster = api
+    await cluster.claim(service("web"))
+    await cluster.apply(service("web"), current_revision=None)
+    assert methods(stand_in) == [f"GET {SERVICE_WEB}", SERVICE_WEB]  # asked once
+    # Made by hand since a claim: the watch shows it, and the apply asks again.
+    del objects.by_path[SERVICE_WEB]
+    cluster.seen({**service("web"), "metadata": {**service("web")["metadata"]}}, deleted=True)
+    await cluster.claim(deployment("web"))
+    objects.by_path[DEPLOYMENT_WEB] = made_by_hand("Deployment")
+    cluster.seen(made_by_hand("Deployment"), deleted=False)
+    with pytest.raises(NameClash):
+        await cluster.apply(deployment("web"), None)
+    assert objects.by_path[DEPLOYMENT_WEB] == made_by_hand("Deployment")
+
+
+@pytest.mark.timeout(10)
 @pytest.mark.parametrize("kind", ["Service", "Deployment"])
 async def test_an_object_made_by_hand_is_neither_changed_nor_deleted(
     api: tuple[StandIn, Cluster], objects: Objects, kind: str
