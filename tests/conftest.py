@@ -97,6 +97,11 @@ def pytest_configure(config: pytest.Config) -> None:
     # it knows it: pytest_sessionfinish below.
     if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
         config.option.testrunuid = config.option.testrunuid or uuid.uuid4().hex
+    # Each worker picks local ports from a part of the range of its own (local.free_port).
+    worker = getattr(config, "workerinput", None)
+    if worker is not None:
+        index = int(str(worker["workerid"]).removeprefix("gw"))
+        os.environ[local.PORT_SLICE_ENV] = f"{index}/{worker['workercount']}"
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

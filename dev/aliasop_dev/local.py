@@ -29,18 +29,31 @@ T = TypeVar("T")
 # kernel hands out (bind to 0) can be taken by any client connection between this check and the
 # server's bind.
 _PORTS = range(20000, 29000)
+# "i/n": this process picks ports from the i-th of n equal parts of _PORTS only, so that
+# processes started side by side (the test workers) never pick the same port between one's
+# check and its server's bind.
+PORT_SLICE_ENV = "ALIASOP_PORT_SLICE"
+
+
+def port_range() -> range:
+    """The ports free_port picks from: _PORTS, or this process's part of it."""
+    index, _, count = os.environ.get(PORT_SLICE_ENV, "0/1").partition("/")
+    size = len(_PORTS) // int(count)
+    start = _PORTS.start + int(index) * size
+    return range(start, start + size)
 
 
 def free_port() -> int:
     """A TCP port no one listens on, on any address."""
-    for port in random.sample(_PORTS, 200):
+    ports = port_range()
+    for port in random.sample(ports, min(200, len(ports))):
         with socket.socket() as sock:
             try:
                 sock.bind(("0.0.0.0", port))
             except OSError:
                 continue
             return port
-    raise RuntimeError(f"no free TCP port in {_PORTS.start}-{_PORTS.stop - 1}")
+    raise RuntimeError(f"no free TCP port in {ports.start}-{ports.stop - 1}")
 
 
 @dataclass

@@ -52,3 +52,17 @@ def test_mount_paths_in_args_and_env_become_the_local_directories(tmp_path: Path
     assert process.args == ["uvicorn", "--port", "8080", "app:app"]
     assert process.env["MODEL"] == str(tmp_path / "model")
     assert process.env["OTHER"] == "/elsewhere"
+
+
+@pytest.mark.timeout(10)
+def test_side_by_side_processes_pick_ports_from_parts_of_the_range_that_never_meet(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    parts = []
+    for index in range(4):
+        monkeypatch.setenv(local.PORT_SLICE_ENV, f"{index}/4")
+        parts.append(set(local.port_range()))
+        assert local.free_port() in parts[-1]
+    assert all(not (a & b) for i, a in enumerate(parts) for b in parts[i + 1 :])
+    monkeypatch.delenv(local.PORT_SLICE_ENV)
+    assert set(local.port_range()) == set().union(*parts)
